@@ -1,0 +1,1 @@
+"""Command line interface: ``nclsm-scale COMMAND``; one module per command."""

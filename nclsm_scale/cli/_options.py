@@ -1,0 +1,34 @@
+"""Options shared by every command and the one place they become a RunConfig."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from nclsm_scale.config import RunConfig, load_config, parse_set_option
+
+ConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="YAML config file or preset name (repeatable; later files win).",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override one config value (repeatable)."),
+]
+
+
+def build_config(config: list[str] | None, set_: list[str] | None, **overrides: Any) -> RunConfig:
+    """Merge config files, ``--set`` values and a command's own options (highest priority).
+
+    ``overrides`` maps dotted config keys to option values; ``None`` means the
+    option was not given.
+    """
+    dotted = dict(parse_set_option(item) for item in set_ or [])
+    dotted.update({k: v for k, v in overrides.items() if v is not None})
+    return load_config(config or [], dotted)

@@ -1,0 +1,49 @@
+"""Error hierarchy of nclsm-scale.
+
+Every error raised for bad user input derives from :class:`NclsmError`; its
+message says what was expected, what was found and, where useful, what to do.
+The command line prints the message without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NclsmError(Exception):
+    """Base class of all errors the tool raises on purpose."""
+
+    #: Exit status the command line uses for this kind of error.
+    exit_code: int = 1
+
+
+class ConfigError(NclsmError, ValueError):
+    """A configuration file, key or command-line value is invalid."""
+
+    exit_code = 2
+
+
+class SlideReadError(NclsmError, OSError):
+    """A slide or image file cannot be read (missing, truncated, corrupt, unsupported)."""
+
+
+class SlideWriteError(NclsmError, OSError):
+    """An output store cannot be written."""
+
+
+class ValidationError(NclsmError):
+    """An OME-Zarr store does not meet the specification or the tool's expectations."""
+
+
+class ModelError(NclsmError):
+    """A model weights file is missing, corrupt or does not match the network."""
+
+
+class GridError(NclsmError, ValueError):
+    """A block grid cannot be laid out with the requested sizes."""
+
+
+class HaloViolationError(NclsmError):
+    """A fibre is larger than the largest admissible window (escalation limit)."""
+
+
+class StageError(NclsmError):
+    """A pipeline stage failed for one slide."""

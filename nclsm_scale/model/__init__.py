@@ -1,0 +1,1 @@
+"""Fibre segmentation network: architecture, weights, training and tiled inference."""
