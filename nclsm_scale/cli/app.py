@@ -13,7 +13,6 @@ import pkgutil
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 import nclsm_scale
@@ -71,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for usage and config errors)."""
     try:
         result = app(args=argv, prog_name="nclsm-scale", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         return 130
     except NclsmError as exc:
         typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: bad option or value
+        exc.show()
         return exc.exit_code
     return result if isinstance(result, int) else 0
 
