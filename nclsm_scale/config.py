@@ -25,10 +25,13 @@ from nclsm_scale.errors import ConfigError
 __all__ = [
     "ClusterConfig",
     "ConvertConfig",
+    "CurateConfig",
+    "MeasureConfig",
     "ModelConfig",
     "RunConfig",
     "SegmentConfig",
     "SynthConfig",
+    "TrainConfig",
     "config_dirs",
     "list_presets",
     "load_config",
@@ -43,22 +46,98 @@ class _Section(BaseModel):
 
 
 class SynthConfig(_Section):
-    """Synthetic muscle sections with exact ground truth (``nclsm-scale synth``)."""
+    """Synthetic muscle sections with exact ground truth (``nclsm-scale synth``).
+
+    Geometry fields are fixed values; appearance fields ending in ``_range`` are
+    (low, high) bounds from which each slide draws its own value from the seed.
+    """
 
     size_px: tuple[int, int] = Field((4096, 4096), description="Slide size (y, x) in pixels.")
     seed: int = Field(0, ge=0, description="Random seed; the same seed gives identical files.")
     pixel_size_um: float = Field(0.5, gt=0.05, le=10.0, description="Physical pixel size.")
     chunk_px: int = Field(1024, ge=128, le=8192, description="Rendering chunk edge length.")
     tile_px: int = Field(256, ge=16, le=4096, multiple_of=16, description="OME-TIFF tile edge.")
+    compression: Literal["zlib", "zstd", "none"] = Field(
+        "zlib", description="OME-TIFF compression."
+    )
+    min_level_px: int = Field(
+        1024, ge=64, description="Last pyramid level's longer edge is at most this."
+    )
     mean_csa_um2: float = Field(4800.0, gt=50.0, le=50000.0, description="Mean fibre CSA.")
-    csa_cv: float = Field(0.3, ge=0.0, le=1.0, description="Coefficient of variation of CSA.")
+    csa_cv: float = Field(0.3, ge=0.1, le=0.6, description="Coefficient of variation of CSA.")
     gap_um: float = Field(2.0, ge=0.0, le=50.0, description="Endomysium gap between fibres.")
-    touching_fraction: float = Field(0.1, ge=0.0, le=1.0, description="Share of neighbour pairs that touch.")
-    atrophic_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Share of small, angular fibres.")
-    hypertrophic_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Share of enlarged fibres.")
-    ntm_fraction: float = Field(0.2, ge=0.0, le=1.0, description="Share of fascicles cut obliquely (NTM).")
-    fam_fraction: float = Field(0.03, ge=0.0, le=1.0, description="Share of fibres with freeze artefacts.")
+    touching_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of neighbour pairs that touch."
+    )
+    atrophic_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of small, angular fibres."
+    )
+    hypertrophic_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of enlarged fibres."
+    )
+    fascicle_diameter_um: float = Field(
+        900.0, gt=0.0, description="Typical fascicle diameter (at least 5 fibre diameters)."
+    )
+    perimysium_um: float = Field(12.0, ge=0.0, le=200.0, description="Gap between fascicles.")
+    warp_fraction: float = Field(
+        0.08, ge=0.0, le=0.15, description="Domain-warp amplitude as a share of the fibre spacing."
+    )
+    ntm_fraction: float = Field(
+        0.3, ge=0.0, le=1.0, description="Share of fascicles cut obliquely (NTM; NCL-SM ~36 %)."
+    )
+    ntm_aspect_range: tuple[float, float] = Field(
+        (2.0, 4.0), description="Aspect ratio of oblique (NTM) fibre profiles, within [1, 4]."
+    )
+    fam_fraction: float = Field(
+        0.03, ge=0.0, le=1.0, description="Share of fibres with freeze artefacts."
+    )
     folds: int = Field(1, ge=0, le=20, description="Number of folded tissue bands (FR).")
+    fold_width_um: float = Field(
+        100.0, gt=0.0, le=5000.0, description="Typical width of a fold band."
+    )
+    fr_min_fold_fraction: float = Field(
+        0.3, ge=0.0, le=1.0, description="A fibre with at least this share in a fold is FR."
+    )
+    hole_fraction: float = Field(
+        0.03, ge=0.0, le=0.5, description="Approximate share of tissue in holes."
+    )
+    tissue_extent: float = Field(
+        1.0, gt=0.1, le=3.0, description="Tissue outline size relative to the slide (1: ~70 %)."
+    )
+    debris_max_um2: float = Field(150.0, ge=0.0, description="Fibres smaller than this are DEBRIS.")
+    blur_sigma_um_range: tuple[float, float] = Field(
+        (0.35, 1.0), description="Gaussian PSF sigma (um) range."
+    )
+    membrane_width_um_range: tuple[float, float] = Field(
+        (0.6, 1.4), description="Sarcolemma (dystrophin) ring width range."
+    )
+    type1_fraction_range: tuple[float, float] = Field(
+        (0.3, 0.6), description="Share of mito-bright (type I) fibres."
+    )
+    type_contrast_range: tuple[float, float] = Field(
+        (1.6, 3.0), description="Mito level ratio type I / type II."
+    )
+    signal_range: tuple[float, float] = Field(
+        (1500.0, 20000.0), description="Peak signal (counts) range of the brighter channel."
+    )
+    read_noise_range: tuple[float, float] = Field((5.0, 60.0), description="Read noise (counts).")
+    offset_range: tuple[float, float] = Field((80.0, 400.0), description="Camera offset (counts).")
+    illumination_range: tuple[float, float] = Field(
+        (0.0, 0.35), description="Strength of slide-wide and scanner-tile shading (0 = flat)."
+    )
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SynthConfig:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.endswith("_range") and not (0 <= value[0] <= value[1]):
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {value}")
+        lo, hi = self.ntm_aspect_range
+        if not 1.0 <= lo <= hi <= 4.0:
+            raise ValueError(f"ntm_aspect_range must lie within [1, 4], got {self.ntm_aspect_range}")
+        if min(self.size_px) < 1:
+            raise ValueError(f"size_px must be positive, got {self.size_px}")
+        return self
 
 
 class ConvertConfig(_Section):
@@ -66,15 +145,28 @@ class ConvertConfig(_Section):
 
     chunk_px: int = Field(1024, ge=64, le=8192, description="Zarr chunk edge (y and x).")
     shard_px: int | None = Field(
-        None, ge=64, description="Shard edge; None picks one for large slides, 0 disables."
+        None, ge=0,
+        description="Level-0 shard edge, a multiple of chunk_px; None picks one for large slides, 0 disables.",
     )
     compression_level: int = Field(3, ge=1, le=22, description="zstd level.")
     min_level_px: int = Field(1024, ge=64, description="Stop the pyramid at this size.")
-    pixel_size_um: float | None = Field(None, gt=0.0, description="Override/assume the pixel size.")
+    pixel_size_um: float | None = Field(
+        None, gt=0.0, description="Pixel size (um) for slides whose files carry none."
+    )
+    task_px: int = Field(
+        4096, ge=64, le=32768,
+        description="Region edge one task converts (rounded to whole shards); bounds worker memory.",
+    )
     channels: list[str] | None = Field(
         None, description="Channel names in file order, e.g. [membrane, mito]."
     )
     overwrite: bool = Field(False, description="Redo slides that are already converted.")
+
+    @model_validator(mode="after")
+    def _shard_multiple(self) -> ConvertConfig:
+        if self.shard_px and self.shard_px % self.chunk_px:
+            raise ValueError(f"shard_px {self.shard_px} is not a multiple of chunk_px {self.chunk_px}")
+        return self
 
 
 class ModelConfig(_Section):
@@ -85,6 +177,36 @@ class ModelConfig(_Section):
     batch_size: int = Field(4, ge=1, le=256, description="Windows per forward pass.")
     window_px: int = Field(512, ge=64, le=4096, description="Network window edge.")
     amp: bool = Field(True, description="Mixed precision on GPU (ignored on CPU).")
+    margin_px: int | None = Field(
+        None, ge=0, le=1024, description="Discarded window border; None = the weights' measured receptive field."
+    )
+
+
+class TrainConfig(_Section):
+    """Training the fibre network (``nclsm-scale train``)."""
+
+    data: list[str] = Field(
+        ["synth"], description="Sources: synth, ncl-sm, an OME-Zarr store or a folder of masks/pairs."
+    )
+    ncl_sm_dir: str | None = Field(None, description="Folder of NCL-SM *_fibres.tiff masks for data 'ncl-sm'.")
+    steps: int = Field(2000, ge=1, le=10_000_000, description="Optimiser steps.")
+    seed: int = Field(0, ge=0, description="Seed of weights, batches and augmentation.")
+    batch_size: int = Field(8, ge=1, le=512, description="Patches per step.")
+    patch_px: int = Field(128, ge=32, le=2048, multiple_of=16, description="Training patch edge.")
+    learning_rate: float = Field(3e-3, gt=0.0, le=1.0, description="Peak Adam learning rate (one-cycle).")
+    pixel_size_um: float = Field(1.0, gt=0.05, le=10.0, description="Pixel size images are rendered at.")
+    mask_pixel_size_um: float = Field(0.25, gt=0.01, le=10.0, description="Pixel size of NCL-SM masks.")
+    holdout_fraction: float = Field(
+        0.34, ge=0.0, lt=1.0, description="Bottom share of each NCL-SM mask's rows never trained on."
+    )
+    renders_per_mask: int = Field(3, ge=1, le=100, description="Renders of each NCL-SM training mask.")
+    synth_sections: int = Field(16, ge=0, le=1000, description="Synthetic sections generated for data 'synth'.")
+    synth_size_px: int = Field(1024, ge=256, le=16384, description="Edge of each synthetic section.")
+    scale_min: float = Field(0.7, gt=0.1, le=1.0, description="Smallest zoom of the scale augmentation.")
+    scale_max: float = Field(1.4, ge=1.0, le=10.0, description="Largest zoom of the scale augmentation.")
+    checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints (resume point).")
+    base_channels: int = Field(8, ge=2, le=128, description="Network width at full resolution.")
+    depth: int = Field(4, ge=1, le=6, description="Number of 2x poolings (downsampling 2**depth).")
 
 
 class SegmentConfig(_Section):
@@ -92,11 +214,47 @@ class SegmentConfig(_Section):
 
     level: int | None = Field(None, ge=0, description="Pyramid level; None = nearest the target.")
     target_pixel_size_um: float = Field(1.0, gt=0.0, description="Preferred segmentation pixel size.")
-    block_px: int = Field(1024, ge=64, le=16384, description="Block core edge at the segmentation level.")
+    block_px: int = Field(
+        2048, ge=64, le=16384,
+        description="Block core edge at the segmentation level; rounded up to the label chunks.",
+    )
     max_fibre_diameter_um: float = Field(
         150.0, gt=0.0, description="Largest expected fibre diameter; sets the default halo."
     )
-    halo_um: float | None = Field(None, gt=0.0, description="Halo; None = 2 x max fibre diameter.")
+    halo_um: float | None = Field(
+        None, gt=0.0, description="Halo around each core; None = the max fibre diameter."
+    )
+    escalation_limit: int = Field(
+        2, ge=0, le=6,
+        description="Times a block's halo may be doubled for an oversize fibre before the slide fails.",
+    )
+    smooth_sigma_um: float = Field(
+        2.0, ge=0.0, le=50.0, description="Gaussian smoothing of the distance map before seeding."
+    )
+    seed_radius_um: float = Field(
+        10.0, gt=0.0, le=200.0,
+        description="A seed is the largest distance value within this radius (about the smallest fibre radius).",
+    )
+    min_seed_value: float = Field(
+        0.5, ge=0.0, le=4.0, description="Smallest smoothed distance value (map units) of a seed."
+    )
+    foreground_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Foreground probability above which a pixel is fibre."
+    )
+    boundary_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Boundary probability above which a pixel is not fibre."
+    )
+    region_pixel_size_um: float = Field(
+        8.0, gt=0.0, description="Pixel size of the level the tissue mask is computed on."
+    )
+    region_smooth_um: float = Field(
+        25.0, ge=0.0, description="Smoothing of the image before the tissue threshold."
+    )
+    maps: str | None = Field(
+        None, description="Stored (K, y, x) maps zarr array to segment instead of running the network."
+    )
+    retries: int = Field(2, ge=0, le=10, description="Retries of a block task after a transient failure.")
+    overwrite: bool = Field(False, description="Redo a slide that is already segmented.")
 
 
 class ClusterConfig(_Section):
@@ -118,14 +276,83 @@ class ClusterConfig(_Section):
         return self
 
 
+class MeasureConfig(_Section):
+    """Per-fibre measurements (``nclsm-scale measure``)."""
+
+    ring_width_um: float = Field(
+        2.0, gt=0.0, le=50.0, description="Width of the membrane band inside each fibre outline."
+    )
+    tissue_margin_um: float = Field(
+        2.0, ge=0.0, le=100.0, description="A fibre this close to non-tissue touches the tissue border."
+    )
+    dark_smooth_um: float = Field(
+        1.0, ge=0.0, le=20.0, description="Gaussian sigma applied to the mito channel before dark-blob detection."
+    )
+    dark_ratio: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="A pixel is dark when its background-subtracted mito signal is below this share of its fibre's median.",
+    )
+    dark_min_blob_um2: float = Field(
+        3.0, ge=0.0, description="Smallest dark blob (freeze-artefact hole) counted."
+    )
+
+
+class CurateConfig(_Section):
+    """Curation rules: AM or a rejection reason per fibre (``nclsm-scale curate``); human defaults."""
+
+    debris_max_um2: float = Field(150.0, ge=0.0, description="Fibres smaller than this are DEBRIS.")
+    edge_image_border: bool = Field(True, description="Reject fibres cut by the image border (EDGE).")
+    edge_tissue_border: bool = Field(True, description="Reject fibres touching non-tissue (EDGE).")
+    fr_min_fold_fraction: float = Field(
+        0.3, gt=0.0, le=1.0, description="Fibres with at least this share in a detected fold are FR."
+    )
+    fr_min_membrane_ratio: float = Field(
+        1.38, gt=1.0, le=20.0,
+        description="Fibres whose interior membrane signal is at least this many times the slide's median "
+        "fibre are FR (a folded second layer lays membrane across the fibre).",
+    )
+    fr_field_radius_um: float = Field(
+        100.0, gt=0.0, le=5000.0,
+        description="The membrane rule also needs the neighbourhood median (this radius) above the ratio: folds are regions.",
+    )
+    fam_min_dark_blobs: int = Field(
+        1, ge=1, le=1000, description="Fibres with at least this many internal dark blobs (holes) are FAM."
+    )
+    ntm_min_aspect_ratio: float = Field(
+        1.5, gt=1.0, le=20.0, description="NTM needs the fibre's ellipse aspect ratio (major/minor) >= this ..."
+    )
+    ntm_min_field_aspect_ratio: float = Field(
+        1.45, gt=1.0, le=20.0,
+        description="... and the coherent elongation of the fibres around it (same direction) >= this.",
+    )
+    ntm_field_radius_um: float = Field(
+        150.0, gt=0.0, le=5000.0, description="Radius of the neighbourhood of the coherent elongation."
+    )
+    confidence_band: float = Field(
+        0.25, gt=0.0, le=10.0,
+        description="Relative distance from a threshold (log scale) at which confidence reaches 1.",
+    )
+    fold_min_ratio: float = Field(
+        1.4, gt=1.0, le=10.0,
+        description="Fold: both channels at least this many times the slide's tissue median.",
+    )
+    fold_smooth_um: float = Field(20.0, ge=0.0, le=1000.0, description="Smoothing before the fold threshold.")
+    fold_min_area_um2: float = Field(
+        20000.0, ge=0.0, description="Smallest fold region kept (smaller bright patches are dropped)."
+    )
+
+
 class RunConfig(_Section):
     """Everything a run can be configured with; one section per stage."""
 
     synth: SynthConfig = SynthConfig()
     convert: ConvertConfig = ConvertConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
     segment: SegmentConfig = SegmentConfig()
     cluster: ClusterConfig = ClusterConfig()
+    measure: MeasureConfig = MeasureConfig()
+    curate: CurateConfig = CurateConfig()
 
 
 def config_dirs() -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from typing import Annotated
@@ -48,6 +49,9 @@ def _root(
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
+        # distributed configures its own child loggers from dask config when it is
+        # imported (here and in every worker process); the environment reaches both.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         for noisy in ("distributed", "bokeh", "tornado", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -1,0 +1,269 @@
+"""Convert whole-slide images to NGFF 0.5 OME-Zarr, region by region on Dask workers.
+
+Plan: level 0 and the pyramid are written in *passes*. A pass starts at level
+``L`` (read from the source file for ``L = 0``, otherwise mean-downsampled from the
+stored level ``L - 1``) and cascades in memory down to the coarser levels whose
+shards still line up with the region, so every task owns whole shards of every
+level it writes (zarr-python#3514). Each region leaves a done marker in
+``<out>/.<slide>.convert/`` after its data is written; a rerun skips marked
+regions. The store is flagged complete (with the source fingerprint) last, and
+the marker folder is removed after that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from nclsm_scale.config import ConvertConfig
+from nclsm_scale.errors import NclsmError, SlideWriteError
+from nclsm_scale.io.ome_zarr import create_image, read_multiscales, regions, write_unit_px
+from nclsm_scale.io.pyramid import downsample_mean
+from nclsm_scale.io.readers import SourceInfo, assign_roles, open_source, read_region, source_fingerprint
+
+__all__ = ["RegionJob", "SlideResult", "convert", "convert_region", "convert_slide", "plan_passes", "slide_id_of"]
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".svs", ".ndpi", ".btf",
+             ".tf8", ".scn", ".qptiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class RegionJob:
+    """One task: write ``region`` of ``levels[0]`` and the cascade below it, then touch ``marker``."""
+
+    source: SourceInfo
+    store: str
+    levels: tuple[str, ...]  # level paths written, finest first
+    from_level: str | None  # stored level to downsample from; None = read the source
+    region: tuple[int, int, int, int]  # (y0, x0, y1, x1) at levels[0]
+    marker: str
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """Outcome for one input: ``status`` is converted, skipped or failed."""
+
+    source: str
+    store: str
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+
+
+def slide_id_of(path: str | Path) -> str:
+    """Slide id from a file name: the name without its image suffixes."""
+    name = Path(str(path).rstrip("/")).name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def plan_passes(units_px: Sequence[int], task_px: int) -> list[tuple[int, int, int]]:
+    """Split the levels into passes ``(first level, number of levels, region edge at first level)``.
+
+    A region is ``units_px[L] * 2**k`` (the largest not above ``task_px``); the pass
+    goes on to the next level while the halved region is still a whole number of
+    that level's write units.
+
+    >>> plan_passes([4096, 2048, 1024, 1024, 1024], 4096)
+    [(0, 3, 4096), (3, 2, 4096)]
+    """
+    passes, level = [], 0
+    while level < len(units_px):
+        edge = units_px[level]
+        while edge * 2 <= task_px:
+            edge *= 2
+        depth = 1
+        while level + depth < len(units_px):
+            sub, unit = edge >> depth, units_px[level + depth]
+            if sub < unit or sub % unit:
+                break
+            depth += 1
+        passes.append((level, depth, edge))
+        level += depth
+    return passes
+
+
+def _clear_owned(arr: zarr.Array, store: str, level: str, region: tuple[int, int, int, int]) -> None:
+    """Remove the stored shards/chunks of ``region`` so a half-written one is never merged into."""
+    block = arr.shards or arr.chunks
+    y0, x0, y1, x1 = region
+    for ci in range(-(-arr.shape[0] // block[0])):
+        for yi in range(y0 // block[1], -(-y1 // block[1])):
+            for xi in range(x0 // block[2], -(-x1 // block[2])):
+                key = arr.metadata.encode_chunk_key((ci, yi, xi))
+                (Path(store) / level / key).unlink(missing_ok=True)
+
+
+def convert_region(job: RegionJob) -> tuple[int, int, int, int]:
+    """Run one :class:`RegionJob` (pure function of its argument; safe to repeat)."""
+    y0, x0, y1, x1 = job.region
+    if job.from_level is None:
+        block = read_region(job.source, y0, x0, y1, x1)
+    else:
+        src = zarr.open_array(job.store, path=job.from_level, mode="r")
+        block = downsample_mean(src[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1], 2)
+    try:
+        for i, level in enumerate(job.levels):
+            if i:
+                block = downsample_mean(block, 2)
+                y0, x0 = y0 // 2, x0 // 2
+            arr = zarr.open_array(job.store, path=level, mode="r+")
+            y1, x1 = min(y0 + block.shape[1], arr.shape[1]), min(x0 + block.shape[2], arr.shape[2])
+            _clear_owned(arr, job.store, level, (y0, x0, y1, x1))
+            arr[:, y0:y1, x0:x1] = block[:, : y1 - y0, : x1 - x0]
+        Path(job.marker).touch()
+    except OSError as exc:
+        raise SlideWriteError(f"{job.store}: cannot write region {job.region}: {exc}") from None
+    return job.region
+
+
+def _plan_jobs(info: SourceInfo, store: str, state: Path, task_px: int) -> list[list[RegionJob]]:
+    group = zarr.open_group(store, mode="r")
+    ms, _ = read_multiscales(group)
+    paths = [d["path"] for d in ms["datasets"]]
+    arrays = [group[p] for p in paths]
+    units = [write_unit_px(a)[0] for a in arrays]
+    out = []
+    for first, depth, edge in plan_passes(units, task_px):
+        levels = tuple(paths[first : first + depth])
+        from_level = paths[first - 1] if first else None
+        out.append([
+            RegionJob(info, store, levels, from_level, r, str(state / f"L{first}_{r[0]}_{r[1]}"))
+            for r in regions(arrays[first].shape[-2:], (edge, edge))
+        ])
+    return out
+
+
+def _windows(store: str) -> None:
+    """Set ``omero`` display windows to the 0.1-99.9 percentiles of the coarsest level."""
+    group = zarr.open_group(store, mode="r+")
+    ms, _ = read_multiscales(group)
+    data = group[ms["datasets"][-1]["path"]][:]
+    ome = dict(group.attrs["ome"])
+    for ch, plane in zip(ome["omero"]["channels"], data, strict=True):
+        lo, hi = np.percentile(plane, [0.1, 99.9]) if plane.size else (0.0, 1.0)
+        ch["window"].update(start=float(lo), end=float(max(hi, lo + 1e-6)))
+    group.attrs.update({"ome": ome})
+
+
+def _settings(cfg: ConvertConfig) -> dict[str, Any]:
+    return cfg.model_dump(exclude={"overwrite"})
+
+
+def _start(info: SourceInfo, store: Path, state: Path, cfg: ConvertConfig, fp: dict, sid: str) -> None:
+    """Create the marker folder, then the empty image; ``created`` marks the store usable."""
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    (state / "plan.json").write_text(json.dumps({"source": fp, "settings": _settings(cfg)}, sort_keys=True))
+    size = info.pixel_size_um or ((cfg.pixel_size_um,) * 2 if cfg.pixel_size_um else None)
+    if info.pixel_size_um is None and size is None:
+        logger.warning("%s: pixel size unknown (no OME-XML or resolution tags, no --pixel-size); "
+                       "marked pixel_size_known=false, scales are in pixels", info.path)
+    elif info.pixel_size_um is not None and cfg.pixel_size_um and abs(info.pixel_size_um[1] - cfg.pixel_size_um) > 1e-9:
+        logger.warning("%s: file says %.4g um/px, --pixel-size %.4g ignored", info.path,
+                       info.pixel_size_um[1], cfg.pixel_size_um)
+    create_image(
+        store, info.shape_cyx, info.dtype, pixel_size_um=size, channel_names=info.channel_names,
+        chunk_px=cfg.chunk_px, shard_px=cfg.shard_px, min_level_px=cfg.min_level_px,
+        roles=assign_roles(info.channel_names), compression_level=cfg.compression_level, name=sid,
+        extra_attrs={"slide_id": sid, "source_format": info.kind, "source_path": str(Path(info.path).resolve()),
+                     "pixel_size_from": "file" if info.pixel_size_um else ("option" if size else "unknown")},
+    )
+    (state / "created").touch()
+
+
+def _finish(store: Path, state: Path, fp: dict) -> None:
+    _windows(str(store))
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs.update({"nclsm": {**dict(group.attrs["nclsm"]), "complete": True, "source": fp}})
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _completed_from(store: Path) -> dict | None:
+    try:
+        nclsm = dict(zarr.open_group(str(store), mode="r").attrs).get("nclsm", {})
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return nclsm.get("source") if nclsm.get("complete") else None
+
+
+def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, client: Any) -> SlideResult:
+    """Convert one slide into ``<out_dir>/<slide id>.ome.zarr`` (resuming or skipping as needed).
+
+    Raises
+    ------
+    SlideReadError, SlideWriteError
+        Bad input or unwritable output, naming the file.
+    """
+    from nclsm_scale.cluster import track
+
+    t0 = time.perf_counter()
+    sid = slide_id_of(path)
+    store, state = Path(out_dir) / f"{sid}.ome.zarr", Path(out_dir) / f".{sid}.convert"
+    info = open_source(path, cfg.channels)
+    fp = source_fingerprint(path)
+    done_from = _completed_from(store)
+    if done_from is not None and not cfg.overwrite:
+        if any(done_from.get(k) != fp[k] for k in ("path", "size", "sha256_head_tail")):
+            raise SlideWriteError(f"{store}: already holds a conversion of {done_from['path']} (or of an older "
+                                  f"version of {path}); use --overwrite to replace it")
+        shutil.rmtree(state, ignore_errors=True)
+        return SlideResult(str(path), str(store), "skipped", "already converted")
+    plan = {"source": fp, "settings": _settings(cfg)}
+    try:
+        resumable = (not cfg.overwrite and (state / "created").exists()
+                     and json.loads((state / "plan.json").read_text()) == json.loads(json.dumps(plan, sort_keys=True)))
+        if not resumable:
+            if store.exists() and not state.exists() and not cfg.overwrite:
+                raise SlideWriteError(f"{store}: exists but is not a conversion in progress; use --overwrite")
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            _start(info, store, state, cfg, fp, sid)
+        passes = _plan_jobs(info, str(store), state, cfg.task_px)
+    except OSError as exc:
+        raise SlideWriteError(f"{store}: cannot write the output: {exc}") from None
+    skipped = 0
+    for jobs in passes:
+        todo = [j for j in jobs if not Path(j.marker).exists()]
+        skipped += len(jobs) - len(todo)
+        futures = client.map(convert_region, todo, pure=False)
+        try:
+            for future in track(futures, desc=f"{sid} L{jobs[0].levels[0]}-{jobs[0].levels[-1]}"):
+                future.result()
+        except BaseException:
+            client.cancel(futures)
+            raise
+    _finish(store, state, fp)
+    msg = f"resumed, {skipped} regions already done" if skipped else ""
+    return SlideResult(str(path), str(store), "converted", msg, time.perf_counter() - t0)
+
+
+def convert(inputs: Sequence[str | Path], out_dir: str | Path, cfg: ConvertConfig, client: Any) -> list[SlideResult]:
+    """Convert every input; one slide's failure is recorded and does not stop the others."""
+    results = []
+    for path in inputs:
+        try:
+            result = convert_slide(path, out_dir, cfg, client)
+        except NclsmError as exc:
+            logger.error("%s", exc)
+            result = SlideResult(str(path), "", "failed", str(exc))
+        except Exception as exc:  # a bug or an unexpected library error must not stop the other slides
+            logger.exception("%s: conversion failed", path)
+            result = SlideResult(str(path), "", "failed", f"{path}: {type(exc).__name__}: {exc}")
+        logger.info("%s: %s %s", path, result.status, result.message)
+        results.append(result)
+    return results
+

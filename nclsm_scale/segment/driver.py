@@ -1,0 +1,322 @@
+"""Dask driver of ``segment``: block tasks over a slide, resumable, labels written in place.
+
+Passes, each one ``client.map`` over block descriptors (tiny arguments; every task
+reads its block + halo straight from zarr):
+
+0. maps (network only): the engine's maps of each core into ``<work>/maps``;
+1. seeds: each block's owned seeds into ``<work>/seeds/<by>_<bx>.npy``;
+   the client merges them into the seed table ``<work>/seeds.npy`` (IDs 1..N);
+2. assign: certified labels of each core written into ``labels/fibres`` at the
+   segmentation level (cores align with the label shards/chunks: no write races),
+   a done marker per block.
+
+Then the other label levels are filled, ``labels/regions`` is written and the
+completion marker (``nclsm.segment`` in the ``labels/fibres`` attributes) is set
+last. ``<work>`` is the folder ``<slide>.segment`` next to the slide; its
+``state.json`` holds a fingerprint of everything the labels depend on, so a rerun
+with the same settings resumes block by block and a finished slide is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nclsm_scale.cluster import track
+from nclsm_scale.config import RunConfig
+from nclsm_scale.errors import ConfigError, SlideReadError
+from nclsm_scale.segment.assign import assign_block
+from nclsm_scale.segment.grid import Block, BlockGrid
+from nclsm_scale.segment.ids import load_table, save_table, seed_table
+from nclsm_scale.segment.maps import MapSource, StoredMaps
+from nclsm_scale.segment.regions import REGION_COLORS, tissue_mask
+from nclsm_scale.segment.seeds import SegmentParams, block_seeds
+
+__all__ = ["SegmentResult", "segment_slide", "work_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentResult:
+    """What ``segment`` did to one slide."""
+
+    slide: str
+    level: int
+    pixel_size_um: float
+    block_px: int
+    halo_px: int
+    n_blocks: int
+    n_fibres: int
+    escalations: int
+    flagged_yx: list[tuple[int, int]] = field(default_factory=list)
+    skipped: bool = False
+    seconds: float = 0.0
+
+
+def work_dir(slide_path: str | Path) -> Path:
+    """Folder of intermediate state of a slide's segmentation (``<slide>.segment``)."""
+    p = Path(str(slide_path).rstrip("/"))
+    return p.with_name(p.name + ".segment")
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _label_path(slide_path: str, name: str, level_path: str) -> str:
+    return f"{slide_path.rstrip('/')}/labels/{name}/{level_path}"
+
+
+def seeds_task(
+    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int], out: str
+) -> int:
+    """Pass 1 of one block: save its owned seeds to ``out``; return their count."""
+    seeds = block_seeds(source, block, params, shape_yx)
+    tmp = Path(out).with_suffix(".tmp.npy")
+    np.save(tmp, seeds)
+    tmp.replace(out)
+    return int(seeds.size)
+
+
+def assign_task(
+    source: MapSource,
+    block: Block,
+    params: SegmentParams,
+    shape_yx: tuple[int, int],
+    halo_px: int,
+    escalation_limit: int,
+    table_path: str,
+    label_path: str,
+    done_path: str,
+) -> dict[str, Any]:
+    """Pass 2 of one block: write its certified core labels and its done marker."""
+    import zarr
+
+    res = assign_block(
+        source, block, params, load_table(table_path), shape_yx, halo_px, escalation_limit
+    )
+    arr = zarr.open_array(label_path, mode="r+")
+    arr[0, block.y0 : block.y1, block.x0 : block.x1] = res.labels
+    info = {"escalations": res.escalations, "flagged_yx": res.flagged_yx, "halo_px": res.halo_px}
+    _atomic_json(Path(done_path), info)
+    return info
+
+
+def maps_task(source: MapSource, block: Block, maps_path: str, done_path: str) -> None:
+    """Pass 0 of one block: store the map source's maps of its core."""
+    import zarr
+
+    arr = zarr.open_array(maps_path, mode="r+")
+    arr[:, block.y0 : block.y1, block.x0 : block.x1] = source.maps(block.y0, block.x0, block.y1, block.x1)
+    Path(done_path).write_text("{}")
+
+
+def _gpu_resources(client: Any) -> dict[str, int] | None:
+    workers = client.scheduler_info().get("workers", {}).values()
+    return {"GPU": 1} if any("GPU" in (w.get("resources") or {}) for w in workers) else None
+
+
+def _run(client: Any, fn: Any, args: list[tuple], desc: str, retries: int, **kw: Any) -> list[Any]:
+    if not args:
+        return []
+    futures = client.map(fn, *zip(*args, strict=True), retries=retries, pure=False, **kw)
+    for future in track(futures, desc):
+        if future.status == "error":
+            future.result()  # re-raise the block's error (e.g. HaloViolationError) now
+    return client.gather(futures)
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _block_px(requested: int, unit_yx: tuple[int, int]) -> int:
+    unit = math.lcm(*unit_yx)
+    return max(unit, -(-requested // unit) * unit)
+
+
+def segment_slide(
+    slide_path: str | Path, cfg: RunConfig, client: Any, source: MapSource | None = None
+) -> SegmentResult:
+    """Segment one converted slide into ``labels/fibres`` (and ``labels/regions``).
+
+    Parameters
+    ----------
+    slide_path : path of the ``.ome.zarr`` image.
+    cfg : RunConfig
+        ``cfg.segment`` (level, block size, halo, seeds, stored maps, overwrite) and,
+        when no stored maps are given, ``cfg.model`` for the network.
+    client : distributed.Client
+        Where the block tasks run.
+    source : MapSource, optional
+        Maps of the segmentation level to use as they are (picklable, region
+        independent); its ``ident`` attribute, if any, enters the resume fingerprint.
+
+    Raises
+    ------
+    HaloViolationError
+        A fibre is larger than the largest admissible window.
+    """
+    from nclsm_scale.io.labels import fill_label_pyramid
+    from nclsm_scale.io.ome_zarr import create_labels
+    from nclsm_scale.slide import open_slide
+
+    t0 = time.perf_counter()
+    seg = cfg.segment
+    slide_path = str(slide_path)
+    slide = open_slide(slide_path)
+    level = seg.level if seg.level is not None else slide.level_nearest(seg.target_pixel_size_um)
+    if level >= len(slide.levels):
+        raise ConfigError(f"segment.level={level}: {slide_path} has levels 0..{len(slide.levels) - 1}")
+    lv = slide.levels[level]
+    if lv.pixel_size_um is None:
+        raise SlideReadError(
+            f"{slide_path}: the pixel size is unknown, but halo and seed sizes are in um; "
+            "convert the slide again with --pixel-size UM."
+        )
+    px = float(math.sqrt(lv.pixel_size_um[0] * lv.pixel_size_um[1]))
+    shape = (int(lv.shape[1]), int(lv.shape[2]))
+    img = slide.array(level)
+    block_px = _block_px(seg.block_px, tuple((img.shards or img.chunks)[-2:]))
+    halo_px = math.ceil((seg.halo_um or seg.max_fibre_diameter_um) / px)
+    work = work_dir(slide_path)
+    stored: MapSource | None
+    if source is not None:
+        source_id, stored = f"source:{getattr(source, 'ident', type(source).__name__)}", source
+    elif seg.maps is not None:
+        source = stored = StoredMaps(seg.maps)
+        source_id = f"stored:{Path(seg.maps).resolve()}"
+    else:
+        from nclsm_scale.segment.engine import engine_source
+
+        source, source_id = engine_source(slide_path, level, cfg.model, client)
+        stored = None
+    if source.shape_yx != shape:
+        raise ConfigError(
+            f"the maps are {source.shape_yx} px but level {level} of {slide_path} is {shape} px; "
+            "give maps of the segmentation level (or choose it with --level)"
+        )
+    params = SegmentParams.from_config(seg, px, source.channels)
+    state = {
+        "level": level, "shape": shape, "block_px": block_px, "halo_px": halo_px,
+        "escalation_limit": seg.escalation_limit, "params": asdict(params), "source": source_id,
+    }
+    fp = _fingerprint(state)
+    result = SegmentResult(slide_path, level, px, block_px, halo_px, 0, 0, 0)
+    done = _completion(slide_path)
+    if done.get("fingerprint") == fp and not seg.overwrite:
+        logger.info("%s: already segmented with these settings; nothing to do", slide_path)
+        result.n_fibres, result.escalations = done["n_fibres"], done["escalations"]
+        result.skipped = True
+        return result
+    state_file = work / "state.json"
+    fresh = seg.overwrite or not state_file.is_file() or json.loads(state_file.read_text()).get("fingerprint") != fp
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+        for sub in ("seeds", "done", "maps_done"):
+            (work / sub).mkdir(parents=True)
+        create_labels(slide_path, "fibres", dtype=np.uint32)
+        _atomic_json(state_file, {"fingerprint": fp, **state})
+    grid = BlockGrid(shape, block_px)
+    blocks = grid.blocks()
+    result.n_blocks = len(blocks)
+    logger.info("%s: level %d (%.3g um/px, %s px), %d blocks of %d px, halo %d px",
+                slide_path, level, px, shape, len(blocks), block_px, halo_px)
+    retries = seg.retries
+    if stored is None:
+        stored = _store_engine_maps(source, grid, shape, work, client, retries, fresh)
+
+    def name(b: Block) -> str:
+        return f"{b.by}_{b.bx}"
+
+    todo = [b for b in blocks if not (work / "seeds" / f"{name(b)}.npy").is_file()]
+    _run(client, seeds_task,
+         [(stored, b, params, shape, str(work / "seeds" / f"{name(b)}.npy")) for b in todo],
+         "segment: seeds", retries)
+    table = seed_table([np.load(work / "seeds" / f"{name(b)}.npy") for b in blocks])
+    table_path = work / "seeds.npy"
+    save_table(table_path, table)
+    label_path = _label_path(slide_path, "fibres", lv.path)
+    todo = [b for b in blocks if not (work / "done" / f"{name(b)}.json").is_file()]
+    _run(client, assign_task,
+         [(stored, b, params, shape, halo_px, seg.escalation_limit, str(table_path), label_path,
+           str(work / "done" / f"{name(b)}.json")) for b in todo],
+         "segment: assign", retries)
+    for b in blocks:
+        info = json.loads((work / "done" / f"{name(b)}.json").read_text())
+        result.escalations += info["escalations"]
+        result.flagged_yx.extend(tuple(v) for v in info["flagged_yx"])
+    # io.labels maps over an empty list when nothing is finer than the source level
+    fill_label_pyramid(slide_path, "fibres", level, client=client if level else None)
+    _write_regions(slide, seg, create_labels, fill_label_pyramid, client)
+    result.n_fibres = int(table.size)
+    shutil.rmtree(work / "maps", ignore_errors=True)  # network maps, if any: large, no longer needed
+    _set_completion(slide_path, {"fingerprint": fp, "n_fibres": result.n_fibres,
+                                 "escalations": result.escalations, "level": level})
+    result.seconds = time.perf_counter() - t0
+    logger.info("%s: %d fibres, %d escalation(s), %.1f s",
+                slide_path, result.n_fibres, result.escalations, result.seconds)
+    return result
+
+
+def _store_engine_maps(
+    source: MapSource, grid: BlockGrid, shape: tuple[int, int], work: Path, client: Any,
+    retries: int, fresh: bool,
+) -> StoredMaps:
+    import zarr
+
+    path = work / "maps"
+    if fresh or not path.exists():
+        arr = zarr.create_array(
+            str(path), shape=(len(source.channels), *shape), dtype="float16",
+            chunks=(len(source.channels), grid.block_px, grid.block_px), overwrite=True,
+        )
+        arr.attrs["channels"] = list(source.channels)
+    todo = [b for b in grid.blocks() if not (work / "maps_done" / f"{b.by}_{b.bx}").is_file()]
+    _run(client, maps_task,
+         [(source, b, str(path), str(work / "maps_done" / f"{b.by}_{b.bx}")) for b in todo],
+         "segment: network", retries, resources=_gpu_resources(client))
+    return StoredMaps(str(path))
+
+
+def _write_regions(slide: Any, seg: Any, create_labels: Any, fill_label_pyramid: Any, client: Any) -> None:
+    import zarr
+
+    level = slide.level_nearest(seg.region_pixel_size_um)
+    lv = slide.levels[level]
+    _, ny, nx = lv.shape
+    mask = tissue_mask(slide.read(level, 0, 0, ny, nx), float(np.mean(lv.pixel_size_um)), seg.region_smooth_um)
+    create_labels(slide.path, "regions", dtype=np.uint8, colors=REGION_COLORS)
+    zarr.open_array(_label_path(slide.path, "regions", lv.path), mode="r+")[0] = mask
+    fill_label_pyramid(slide.path, "regions", level, client=client if level else None)
+
+
+def _completion(slide_path: str) -> dict[str, Any]:
+    import zarr
+
+    try:
+        group = zarr.open_group(f"{slide_path.rstrip('/')}/labels/fibres", mode="r")
+    except (FileNotFoundError, ValueError, KeyError):
+        return {}
+    return dict(group.attrs.get("nclsm", {}).get("segment", {}))
+
+
+def _set_completion(slide_path: str, info: dict[str, Any]) -> None:
+    import zarr
+
+    group = zarr.open_group(f"{slide_path.rstrip('/')}/labels/fibres", mode="r+")
+    nclsm = dict(group.attrs.get("nclsm", {}))
+    nclsm["segment"] = {**info, "complete": True}
+    group.attrs["nclsm"] = nclsm

@@ -1,0 +1,104 @@
+"""Map source backed by the network: the inference engine run on the slide.
+
+The engine is loaded once per worker by :class:`~nclsm_scale.model.worker.ModelPlugin`;
+an :class:`EngineMaps` only carries the slide path, level, channel indices and the
+slide's global normalisation constants. The engine places its windows on a lattice
+anchored at the slide origin, so maps of any region are bit-identical to those of
+the whole slide; outside the slide the maps are zero.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from nclsm_scale.config import ModelConfig
+from nclsm_scale.errors import SlideReadError
+from nclsm_scale.normalise import NormStats, apply_norm
+
+__all__ = ["INPUT_ROLES", "EngineMaps", "engine_source"]
+
+#: Image channels the network reads, in order, by role.
+INPUT_ROLES = ("membrane", "mito")
+
+
+class EngineMaps:
+    """Network maps of a slide level; ``engine=None`` uses the worker's engine."""
+
+    def __init__(
+        self,
+        slide_path: str,
+        level: int,
+        shape_yx: tuple[int, int],
+        channel_index: list[int],
+        norm: NormStats,
+        engine: Any = None,
+    ) -> None:
+        from nclsm_scale.model.infer import MAP_CHANNELS
+
+        self.slide_path = slide_path
+        self.level = level
+        self.shape_yx = shape_yx
+        self.channel_index = list(channel_index)
+        self.norm = norm
+        self.channels = MAP_CHANNELS
+        self._engine = engine
+        self._slide: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_engine": None, "_slide": None}
+
+    def _read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        block = self._slide.read(self.level, y0, x0, y1, x1)[self.channel_index]
+        return apply_norm(block, self.norm, self.channel_index)
+
+    def maps(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """Maps of the region; the network runs on the part inside the slide."""
+        from nclsm_scale.slide import open_slide
+
+        if self._slide is None:
+            self._slide = open_slide(self.slide_path)
+        engine = self._engine
+        if engine is None:
+            from nclsm_scale.model.worker import get_engine
+
+            engine = get_engine()
+        ny, nx = self.shape_yx
+        out = np.zeros((len(self.channels), y1 - y0, x1 - x0), dtype=np.float32)
+        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, ny), min(x1, nx)
+        if cy0 < cy1 and cx0 < cx1:
+            out[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = engine.predict_region(
+                self._read, self.shape_yx, cy0, cx0, cy1, cx1
+            )
+        return out
+
+
+def engine_source(
+    slide_path: str, level: int, model_cfg: ModelConfig, client: Any
+) -> tuple[EngineMaps, str]:
+    """The network map source of a slide level, with the model registered on ``client``'s workers.
+
+    Returns the source and a string identifying everything its maps depend on
+    (model settings and normalisation constants), for resume fingerprints.
+    """
+    from nclsm_scale.model.worker import ModelPlugin
+    from nclsm_scale.normalise import slide_norm
+    from nclsm_scale.slide import open_slide
+
+    slide = open_slide(slide_path)
+    missing = [r for r in INPUT_ROLES if r not in slide.roles]
+    if missing:
+        raise SlideReadError(
+            f"{slide_path}: no channel has the role(s) {missing} (roles: {slide.roles}); convert it "
+            "again naming the membrane and mito channels, or pass stored maps with --maps."
+        )
+    norm = slide_norm(slide)
+    client.register_plugin(ModelPlugin(model_cfg))
+    _, ny, nx = slide.levels[level].shape
+    idx = [slide.roles[r] for r in INPUT_ROLES]
+    source = EngineMaps(slide_path, level, (ny, nx), idx, norm)
+    ident = json.dumps({"model": model_cfg.model_dump(), "norm": norm.model_dump(), "inputs": idx},
+                       sort_keys=True)
+    return source, f"engine:{ident}"

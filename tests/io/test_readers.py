@@ -1,0 +1,121 @@
+"""Readers on real files written by tifffile, PIL and ome-zarr-py: pixels, names, sizes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from nclsm_scale.errors import SlideReadError
+from nclsm_scale.io.readers import assign_roles, open_source, read_region, source_fingerprint
+
+RNG = np.random.default_rng(0)
+DATA = RNG.integers(0, 65535, (2, 700, 900), dtype=np.uint16)
+
+
+@pytest.fixture(scope="module")
+def ome_tiff(tmp_path_factory):
+    path = tmp_path_factory.mktemp("r") / "s.ome.tif"
+    with tifffile.TiffWriter(path) as w:
+        meta = {"axes": "CYX", "Channel": {"Name": ["Laminin", "VDAC1"]},
+                "PhysicalSizeX": 325.0, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 325.0, "PhysicalSizeYUnit": "nm"}
+        w.write(DATA, tile=(256, 256), subifds=1, compression="zlib", metadata=meta)
+        w.write(DATA[:, ::2, ::2], tile=(256, 256), subfiletype=1, compression="zlib")
+    return path
+
+
+def test_ome_tiff_pyramidal_tiled(ome_tiff):
+    info = open_source(ome_tiff)
+    assert info.shape_cyx == (2, 700, 900) and info.dtype == "uint16"
+    assert info.channel_names == ("Laminin", "VDAC1")
+    assert info.pixel_size_um == pytest.approx((0.325, 0.325))
+    np.testing.assert_array_equal(read_region(info, 100, 250, 613, 900), DATA[:, 100:613, 250:900])
+    assert assign_roles(info.channel_names) == {"membrane": 0, "mito": 1}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_strip_bigtiff_resolution_tags(tmp_path, dtype):
+    plane = DATA[0].astype(dtype)
+    path = tmp_path / "strips.tif"
+    tifffile.imwrite(path, plane, bigtiff=True, rowsperstrip=32, resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    info = open_source(path)
+    assert info.shape_cyx == (1, 700, 900) and info.dtype == np.dtype(dtype).name
+    assert info.pixel_size_um == pytest.approx((0.25, 0.25))
+    np.testing.assert_array_equal(read_region(info, 3, 5, 400, 701), plane[None, 3:400, 5:701])
+
+
+def test_compressed_strips_and_no_resolution(tmp_path):
+    path = tmp_path / "z.tif"
+    tifffile.imwrite(path, DATA, rowsperstrip=16, compression="zlib", metadata=None)
+    info = open_source(path, channels=["membrane", "mito"])
+    assert info.pixel_size_um is None and not info.memmap
+    assert info.channel_names == ("membrane", "mito")
+    np.testing.assert_array_equal(read_region(info, 0, 0, 700, 900), DATA)
+
+
+def test_rgb_png_ncl_sm_convention(tmp_path):
+    rgb = RNG.integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    info = open_source(tmp_path / "c.png")
+    assert info.channel_names == ("membrane", "mito") and info.shape_cyx == (2, 120, 90)
+    np.testing.assert_array_equal(read_region(info, 0, 0, 120, 90), np.moveaxis(rgb, -1, 0)[:2])
+    keep_all = open_source(tmp_path / "c.png", channels=["membrane", "mito", "dapi"])
+    np.testing.assert_array_equal(read_region(keep_all, 10, 10, 20, 30), np.moveaxis(rgb, -1, 0)[:, 10:20, 10:30])
+
+
+def test_ome_zarr_v04_input(tmp_path):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    group = zarr.open_group(str(tmp_path / "v4.ome.zarr"), mode="w", zarr_format=2)
+    write_image(DATA[:, :300, :400], group, axes="cyx", fmt=FormatV04(), scale_factors=[2],
+                coordinate_transformations=[[{"type": "scale", "scale": [1, 0.5, 0.5]}],
+                                            [{"type": "scale", "scale": [1, 1.0, 1.0]}]])
+    info = open_source(tmp_path / "v4.ome.zarr")
+    assert info.kind == "zarr" and info.shape_cyx == (2, 300, 400)
+    np.testing.assert_array_equal(read_region(info, 10, 20, 300, 400), DATA[:, 10:300, 20:400])
+
+
+def test_channel_count_mismatch_names_the_file(ome_tiff):
+    with pytest.raises(SlideReadError, match=r"s\.ome\.tif: the file has 2 channels but --channels names 3"):
+        open_source(ome_tiff, channels=["a", "b", "c"])
+
+
+def test_truncated_tiff_is_a_clear_error(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, DATA, tile=(128, 128), compression="zlib")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideReadError, match="cut.tif"):
+        open_source(path)
+
+
+def test_corrupt_tile_names_file_and_region(tmp_path):
+    path = tmp_path / "bad.tif"
+    tifffile.imwrite(path, DATA[0], tile=(128, 128), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages.first.dataoffsets[3]
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(raw))
+    info = open_source(path)
+    with pytest.raises(SlideReadError, match=r"bad\.tif: cannot decode region"):
+        read_region(info, 0, 0, 128, 512)
+
+
+def test_unsupported_and_missing(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(SlideReadError, match="unsupported format"):
+        open_source(tmp_path / "notes.txt")
+    with pytest.raises(SlideReadError, match="no such file"):
+        open_source(tmp_path / "gone.tif")
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 3_000_000)
+    first = source_fingerprint(path)
+    path.write_bytes(b"a" * 2_999_999 + b"b")
+    assert source_fingerprint(path)["sha256_head_tail"] != first["sha256_head_tail"]

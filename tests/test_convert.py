@@ -1,0 +1,228 @@
+"""convert: every input layout to NGFF 0.5 on a real LocalCluster; resume, skip, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from distributed import Client, LocalCluster
+from PIL import Image
+
+from nclsm_scale.config import ConvertConfig
+from nclsm_scale.convert import convert, plan_passes
+from nclsm_scale.io.pyramid import downsample_mean
+from nclsm_scale.validate import check_store
+
+RNG = np.random.default_rng(7)
+DATA = RNG.integers(0, 65535, (2, 1100, 900), dtype=np.uint16)
+CFG = ConvertConfig(chunk_px=128, shard_px=512, min_level_px=128, task_px=512)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+def _ome_tiff(path: Path, data: np.ndarray) -> Path:
+    with tifffile.TiffWriter(path) as w:
+        meta = {"axes": "CYX", "Channel": {"Name": ["Dystrophin", "VDAC"]}, "PhysicalSizeX": 0.5,
+                "PhysicalSizeY": 0.5}
+        w.write(data, tile=(256, 256), subifds=2, compression="zlib", metadata=meta)
+        w.write(data[:, ::2, ::2], tile=(256, 256), subfiletype=1, compression="zlib")
+        w.write(data[:, ::4, ::4], tile=(256, 256), subfiletype=1, compression="zlib")
+    return path
+
+
+def _assert_store(store: Path, level0: np.ndarray) -> zarr.Group:
+    assert check_store(store) == []
+    group = zarr.open_group(str(store), mode="r")
+    paths = [d["path"] for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+    np.testing.assert_array_equal(group[paths[0]][:], level0)
+    expected = level0
+    for p in paths[1:]:
+        expected = downsample_mean(expected)
+        np.testing.assert_array_equal(group[p][:], expected)
+    assert max(group[paths[-1]].shape[-2:]) <= 128
+    return group
+
+
+def _write_input(kind: str, tmp: Path) -> tuple[Path, np.ndarray]:
+    if kind == "ome-tiff":
+        return _ome_tiff(tmp / "a.ome.tif", DATA), DATA
+    if kind in ("bigtiff-u8", "bigtiff-u16"):
+        plane = DATA[0].astype(np.uint8 if kind.endswith("u8") else np.uint16)
+        tifffile.imwrite(tmp / "b.tif", plane, bigtiff=True, rowsperstrip=64)
+        return tmp / "b.tif", plane[None]
+    if kind == "png":
+        rgb = RNG.integers(0, 255, (300, 500, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(tmp / "c.png")
+        return tmp / "c.png", np.moveaxis(rgb, -1, 0)[:2]
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.writer import write_image
+
+    v4 = kind == "ome-zarr-0.4"
+    group = zarr.open_group(str(tmp / "d.ome.zarr"), mode="w", zarr_format=2 if v4 else 3)
+    write_image(DATA, group, axes="cyx", fmt=FormatV04() if v4 else FormatV05(), scale_factors=[2])
+    return tmp / "d.ome.zarr", DATA
+
+
+@pytest.mark.parametrize("kind", ["ome-tiff", "bigtiff-u8", "bigtiff-u16", "png", "ome-zarr-0.4", "ome-zarr-0.5"])
+def test_convert_layouts_exact_and_valid(tmp_path, client, kind):
+    src, level0 = _write_input(kind, tmp_path)
+    (result,) = convert([src], tmp_path / "out", CFG, client)
+    assert result.status == "converted", result.message
+    group = _assert_store(Path(result.store), level0)
+    nclsm = group.attrs["nclsm"]
+    assert nclsm["complete"] is True and nclsm["source"]["size"] > 0
+    assert not any(p.name.startswith(".") for p in (tmp_path / "out").iterdir())  # markers removed
+    if kind == "ome-tiff":
+        assert nclsm["roles"] == {"membrane": 0, "mito": 1} and nclsm["pixel_size_known"] is True
+        assert group["0"].shards == (2, 512, 512)
+    if kind == "png":
+        assert nclsm["pixel_size_known"] is False
+
+
+def test_pixel_size_option_and_channels(tmp_path, client):
+    tifffile.imwrite(tmp_path / "p.tif", DATA, metadata=None)
+    cfg = CFG.model_copy(update={"pixel_size_um": 0.25, "channels": ["laminin", "porin"]})
+    (result,) = convert([tmp_path / "p.tif"], tmp_path / "out", cfg, client)
+    group = zarr.open_group(result.store, mode="r")
+    scale = group.attrs["ome"]["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"]
+    assert scale == [1.0, 0.5, 0.5]
+    assert group.attrs["nclsm"]["roles"] == {"membrane": 0, "mito": 1}
+    assert group.attrs["nclsm"]["pixel_size_from"] == "option"
+
+
+def test_rerun_skips_overwrite_redoes_and_clash_refused(tmp_path, client):
+    src = _ome_tiff(tmp_path / "a.ome.tif", DATA)
+    out = tmp_path / "out"
+    convert([src], out, CFG, client)
+    stamp = (out / "a.ome.zarr" / "zarr.json").stat().st_mtime_ns
+    (again,) = convert([src], out, CFG, client)
+    assert again.status == "skipped" and (out / "a.ome.zarr" / "zarr.json").stat().st_mtime_ns == stamp
+    (redo,) = convert([src], out, CFG.model_copy(update={"overwrite": True}), client)
+    assert redo.status == "converted"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    _ome_tiff(other / "a.ome.tif", DATA[:, :500])
+    (clash,) = convert([other / "a.ome.tif"], out, CFG, client)
+    assert clash.status == "failed" and "--overwrite" in clash.message
+
+
+def test_bad_inputs_do_not_stop_others(tmp_path, client):
+    good = _ome_tiff(tmp_path / "good.ome.tif", DATA)
+    cut = tmp_path / "cut.tif"
+    tifffile.imwrite(cut, DATA, tile=(128, 128), compression="zlib")
+    cut.write_bytes(cut.read_bytes()[:200_000])
+    bad_tile = tmp_path / "badtile.tif"
+    tifffile.imwrite(bad_tile, DATA[0], tile=(128, 128), compression="zlib")
+    with tifffile.TiffFile(bad_tile) as tif:
+        offset = tif.pages.first.dataoffsets[5]
+    raw = bytearray(bad_tile.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64
+    bad_tile.write_bytes(bytes(raw))
+    results = convert([cut, bad_tile, good], tmp_path / "out", CFG, client)
+    assert [r.status for r in results] == ["failed", "failed", "converted"]
+    assert "cut.tif" in results[0].message and "truncated" in results[0].message
+    assert "badtile.tif: cannot decode region" in results[1].message
+    assert check_store(tmp_path / "out" / "badtile.ome.zarr")  # left incomplete, reported as such
+
+
+def test_unwritable_output(tmp_path, client):
+    src = _ome_tiff(tmp_path / "a.ome.tif", DATA)
+    (tmp_path / "file").write_text("not a folder")
+    (result,) = convert([src], tmp_path / "file" / "out", CFG, client)
+    assert result.status == "failed" and "cannot write" in result.message
+
+
+def test_plan_passes_align_to_shards():
+    assert plan_passes([512, 256, 128, 128], 512) == [(0, 3, 512), (3, 1, 512)]
+    assert plan_passes([128, 128, 128], 512) == [(0, 3, 512)]
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nclsm_scale", "-q", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_truncated_file_exit_1_others_convert(tmp_path):
+    good = _ome_tiff(tmp_path / "good.ome.tif", DATA[:, :300, :300])
+    cut = tmp_path / "cut.tif"
+    tifffile.imwrite(cut, DATA, tile=(128, 128), compression="zlib")
+    cut.write_bytes(cut.read_bytes()[:100_000])
+    proc = _cli("convert", str(cut), str(good), "--out", str(tmp_path / "out"), "--workers", "1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "failed" in out and "cut.tif" in out and "truncated" in out
+    assert "converted" in out and "1 of 2 slides ok, 1 failed" in out
+    assert check_store(tmp_path / "out" / "good.ome.zarr") == []
+
+
+def _arrays_and_attrs(store: Path) -> dict:
+    group = zarr.open_group(str(store), mode="r")
+    out = {"attrs": json.dumps(dict(group.attrs), sort_keys=True)}
+    for name, arr in group.arrays():
+        out[name] = arr[:]
+    return out
+
+
+def test_sigkill_midway_then_resume_is_identical(tmp_path):
+    data = RNG.integers(0, 65535, (1, 1024, 1024), dtype=np.uint16)
+    src = tmp_path / "k.tif"
+    tifffile.imwrite(src, data[0], tile=(64, 64))
+    opts = ["--chunk", "64", "--set", "convert.shard_px=0", "--set", "convert.task_px=64",
+            "--set", "convert.min_level_px=256", "--workers", "1"]
+    state = tmp_path / "out" / ".k.convert"
+    proc = _cli("convert", str(src), "--out", str(tmp_path / "out"), *opts, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(state.glob("L0_*"))) < 20:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    done = sorted(p.name for p in state.glob("L0_*"))
+    assert 20 <= len(done) < 256, "kill did not land midway"
+    store = tmp_path / "out" / "k.ome.zarr"
+    assert zarr.open_group(str(store), mode="r").attrs["nclsm"]["complete"] is False
+    chunk_files = [store / "0" / "c" / "0" / str(int(n.split("_")[1]) // 64) / str(int(n.split("_")[2]) // 64)
+                   for n in done]
+    stamps = [f.stat().st_mtime_ns for f in chunk_files]
+    resumed = _cli("convert", str(src), "--out", str(tmp_path / "out"), *opts)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resumed, {len(done)} regions already done" in out
+    assert [f.stat().st_mtime_ns for f in chunk_files] == stamps  # finished regions not redone
+    clean = _cli("convert", str(src), "--out", str(tmp_path / "clean"), *opts)
+    assert clean.communicate(timeout=300) and clean.returncode == 0
+    a, b = _arrays_and_attrs(store), _arrays_and_attrs(tmp_path / "clean" / "k.ome.zarr")
+    assert a.keys() == b.keys() and a["attrs"] == b["attrs"]
+    for key in a:
+        if key != "attrs":
+            np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(a["0"], data)
+    assert not state.exists()
+
+
+def test_synth_section_converts_exactly(tmp_path, client):
+    from nclsm_scale.config import SynthConfig
+    from nclsm_scale.synth.write import write_section
+
+    paths = write_section(tmp_path / "syn", SynthConfig(size_px=(768, 640), chunk_px=256, tile_px=128, folds=0))
+    (result,) = convert([paths["image"]], tmp_path / "out", CFG, client)
+    assert result.status == "converted", result.message
+    import tifffile as tf
+
+    with tf.TiffFile(paths["image"]) as tif:
+        level0 = tif.series[0].asarray()
+    group = _assert_store(Path(result.store), level0.reshape((-1, *level0.shape[-2:])))
+    assert group.attrs["nclsm"]["pixel_size_known"] is True
