@@ -78,7 +78,9 @@ class SynthConfig(_Section):
     fascicle_diameter_um: float = Field(
         900.0, gt=0.0, description="Typical fascicle diameter (at least 5 fibre diameters)."
     )
-    perimysium_um: float = Field(12.0, ge=0.0, le=200.0, description="Gap between fascicles.")
+    perimysium_um: float = Field(
+        15.0, ge=0.0, le=200.0, description="Typical gap between fascicles (pairs vary 0.4-3 x)."
+    )
     warp_fraction: float = Field(
         0.08, ge=0.0, le=0.15, description="Domain-warp amplitude as a share of the fibre spacing."
     )
@@ -115,7 +117,7 @@ class SynthConfig(_Section):
         (0.3, 0.6), description="Share of mito-bright (type I) fibres."
     )
     type_contrast_range: tuple[float, float] = Field(
-        (1.6, 3.0), description="Mito level ratio type I / type II."
+        (1.3, 2.6), description="Mito level ratio type I / type II."
     )
     signal_range: tuple[float, float] = Field(
         (1500.0, 20000.0), description="Peak signal (counts) range of the brighter channel."

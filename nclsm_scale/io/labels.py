@@ -49,6 +49,8 @@ def fill_label_region(
 
 
 def _run(client: Any, calls: list[tuple]) -> None:
+    if not calls:
+        return
     if client is None:
         for args in calls:
             fill_label_region(*args)

@@ -1,0 +1,341 @@
+"""Per-fibre measurements of one label window, in physical units.
+
+:func:`measure_fibres` measures every fibre (or the given IDs) of a window;
+:func:`measure_block` is the owner-block entry point of the future Dask driver:
+it checks that each owned fibre and the neighbourhood its features read
+(:func:`context_px`) lie inside the window, then measures. A fibre's row does
+not depend on where the window is cut: geometry is computed relative to the
+fibre's bounding box with exact integer sums, intensity features from a fixed
+neighbourhood.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from nclsm_scale.config import MeasureConfig
+from nclsm_scale.errors import HaloViolationError, ValidationError
+from nclsm_scale.measure.intensity import (
+    SMOOTH_TRUNCATE,
+    band_masks,
+    channel_stats,
+    dark_blobs,
+    interior_medians,
+)
+from nclsm_scale.measure.shape import geometry, label_runs, perimeters
+from nclsm_scale.tables import empty_table, table_from_columns
+
+__all__ = ["ROLES", "context_px", "measure_block", "measure_fibres"]
+
+log = logging.getLogger(__name__)
+
+#: Channel roles the intensity features use.
+ROLES = ("membrane", "mito")
+
+
+def _ring_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
+    return max(1, int(round(cfg.ring_width_um / pixel_size_um)))
+
+
+def _smooth_px(cfg: MeasureConfig, pixel_size_um: float) -> float:
+    return cfg.dark_smooth_um / pixel_size_um
+
+
+def _tissue_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
+    return int(round(cfg.tissue_margin_um / pixel_size_um))
+
+
+def context_px(pixel_size_um: float, cfg: MeasureConfig | None = None) -> int:
+    """Pixels of context a window must hold around a fibre's bounding box for exact results."""
+    cfg = cfg or MeasureConfig()
+    smooth = int(SMOOTH_TRUNCATE * _smooth_px(cfg, pixel_size_um) + 0.5)
+    return max(1, smooth, _tissue_px(cfg, pixel_size_um))
+
+
+def _compact(labels: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Label image with IDs ``1..n`` (0 elsewhere) for the kept fibres, and their original IDs."""
+    top = int(labels.max(initial=0))
+    if ids is None:
+        if top + 1 <= 4 * labels.size + 1024:
+            present = np.bincount(labels.ravel(), minlength=top + 1) > 0
+            present[0] = False
+            ids = np.flatnonzero(present).astype(np.uint32)
+        else:
+            ids = np.unique(labels)
+            ids = ids[ids != 0].astype(np.uint32)
+    if ids.size and int(ids[-1]) > top:
+        raise ValidationError(
+            f"fibre IDs {ids[ids > top][:5].tolist()} are not in the label window"
+        )
+    if ids.size == top and labels.dtype.kind == "u" and labels.itemsize <= 4:
+        return labels, ids  # already 1..n, every ID kept
+    if top + 1 <= 4 * labels.size + 1024:
+        lut = np.zeros(top + 1, np.uint32)
+        lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
+        comp = lut[labels]
+    else:
+        pos = np.searchsorted(ids, labels)
+        hit = (pos < ids.size) & (ids[np.minimum(pos, ids.size - 1)] == labels) & (labels != 0)
+        comp = np.where(hit, pos + 1, 0).astype(np.uint32)
+    return comp, ids
+
+
+def measure_fibres(
+    labels: np.ndarray,
+    image: np.ndarray | None,
+    *,
+    pixel_size_um: float,
+    channel_roles: Mapping[str, int] | None = None,
+    tissue_mask: np.ndarray | None = None,
+    fold_mask: np.ndarray | None = None,
+    origin_yx: tuple[int, int] = (0, 0),
+    slide_shape_yx: tuple[int, int] | None = None,
+    ids: Iterable[int] | None = None,
+    background: Sequence[float] | None = None,
+    cfg: MeasureConfig | None = None,
+) -> pd.DataFrame:
+    """Measure fibres of a label window; one row per fibre (columns: :data:`~nclsm_scale.tables.MEASURE_COLUMNS`).
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) integer
+        Fibre instance labels (0 = none) of a window whose top-left pixel is
+        ``origin_yx`` in slide coordinates.
+    image : ndarray, (C, Y, X) or None
+        Channels on the same grid; ``None`` leaves intensity columns NaN.
+    pixel_size_um : float
+        Isotropic pixel size.
+    channel_roles : mapping role -> channel index
+        Roles ``membrane`` and ``mito`` (either may be absent: its columns are NaN).
+    tissue_mask, fold_mask : ndarray, (Y, X) bool, optional
+        Tissue (for ``touches_tissue_border``) and folded-tissue masks on the same grid.
+    origin_yx : (int, int)
+        Slide position of the window's first pixel.
+    slide_shape_yx : (int, int), optional
+        Slide size for ``touches_image_border``; None treats the window as the slide.
+    ids : iterable of int, optional
+        Fibres to measure (the block's owned IDs); all fibres in the window if None.
+    background : sequence of float, optional
+        Per-channel background (camera offset) subtracted from intensities, e.g. the
+        global low percentile of the normalisation; 0 if None.
+    cfg : MeasureConfig, optional
+        Band width, tissue margin and dark-blob parameters.
+    """
+    cfg = cfg or MeasureConfig()
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "ui":
+        raise ValidationError(
+            f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}"
+        )
+    if image is not None and (image.ndim != 3 or image.shape[1:] != labels.shape):
+        raise ValidationError(
+            f"image must be (C, {labels.shape[0]}, {labels.shape[1]}), got {image.shape}"
+        )
+    roles = dict(channel_roles or {})
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValidationError(
+            f"unknown channel roles {sorted(unknown)}; allowed: {', '.join(ROLES)}"
+        )
+    if image is not None and any(not 0 <= c < image.shape[0] for c in roles.values()):
+        raise ValidationError(f"channel_roles {roles} out of range for {image.shape[0]} channels")
+    keep = None if ids is None else np.unique(np.fromiter(ids, np.int64)).astype(np.uint32)
+    comp, fibre_ids = _compact(labels, keep)
+    n = fibre_ids.size
+    if n == 0:
+        return empty_table()
+    runs = label_runs(comp)
+    if runs.ids.size != n:
+        raise ValidationError("some requested fibre IDs have no pixels in the label window")
+    geo = geometry(runs)
+    perim, border_px, border = perimeters(comp, n)
+    px, px2 = float(pixel_size_um), float(pixel_size_um) ** 2
+    oy, ox = origin_yx
+    h, w = labels.shape
+    sh, sw = slide_shape_yx if slide_shape_yx is not None else (oy + h, ox + w)
+    area = geo.area.astype(np.float64)
+    cyy, cxx, cxy = geo.cov.T
+    half = (cyy + cxx) / 2.0
+    root = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
+    l1, l2 = half + root, np.maximum(half - root, 0.0)
+    bbox = geo.bbox + np.array([oy, ox, oy, ox])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = {
+            "fibre_id": fibre_ids,
+            "area_px": geo.area,
+            "area_um2": area * px2,
+            "perimeter_um": perim * px,
+            "perimeter_border_px": border_px,
+            "convex_area_um2": geo.hull_area * px2,
+            "convex_perimeter_um": (geo.hull_perimeter - 4.0) * px,
+            "solidity": area / geo.hull_area,
+            "hull_area_ratio": geo.hull_area / area,
+            "convexity": (geo.hull_perimeter - 4.0) / perim,
+            "circularity": 4.0 * np.pi * area / perim**2,
+            "equivalent_diameter_um": np.sqrt(4.0 * area / np.pi) * px,
+            "feret_min_um": geo.feret_min * px,
+            "feret_max_um": geo.feret_max * px,
+            "feret_aspect_ratio": geo.feret_max / geo.feret_min,
+            "ellipse_major_um": 4.0 * np.sqrt(l1) * px,
+            "ellipse_minor_um": 4.0 * np.sqrt(l2) * px,
+            "ellipse_aspect_ratio": np.sqrt(l1 / l2),
+            "eccentricity": np.sqrt(1.0 - l2 / l1),
+            "orientation_deg": -np.degrees(0.5 * np.arctan2(2.0 * cxy, cxx - cyy)),
+            "centroid_y_px": bbox[:, 0] + geo.centroid[:, 0],
+            "centroid_x_px": bbox[:, 1] + geo.centroid[:, 1],
+            "bbox_y0_px": bbox[:, 0],
+            "bbox_x0_px": bbox[:, 1],
+            "bbox_y1_px": bbox[:, 2],
+            "bbox_x1_px": bbox[:, 3],
+        }
+    cols["orientation_deg"] = np.where(
+        cols["orientation_deg"] <= -90.0, cols["orientation_deg"] + 180.0, cols["orientation_deg"]
+    )
+    cols["centroid_y_um"] = cols["centroid_y_px"] * px
+    cols["centroid_x_um"] = cols["centroid_x_px"] * px
+    cols["touches_image_border"] = (
+        (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
+    )
+    cols["touches_tissue_border"] = _near_nontissue(comp, tissue_mask, _tissue_px(cfg, px), n)
+    cols["fold_fraction"] = _fold_fraction(comp, fold_mask, area, n)
+    cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
+    return table_from_columns(cols)
+
+
+def _near_nontissue(
+    comp: np.ndarray, tissue: np.ndarray | None, margin_px: int, n: int
+) -> np.ndarray:
+    if tissue is None:
+        return np.zeros(n, bool)
+    outside = ~np.asarray(tissue, bool)
+    if margin_px > 0:
+        outside = ndimage.maximum_filter(
+            outside, size=2 * margin_px + 1, mode="constant", cval=False
+        )
+    idx = np.flatnonzero(outside & (comp != 0))
+    return np.bincount(comp.ravel()[idx].astype(np.int64) - 1, minlength=n) > 0
+
+
+def _fold_fraction(
+    comp: np.ndarray, fold: np.ndarray | None, area: np.ndarray, n: int
+) -> np.ndarray:
+    if fold is None:
+        return np.full(n, np.nan)
+    idx = np.flatnonzero(np.asarray(fold, bool) & (comp != 0))
+    return np.bincount(comp.ravel()[idx].astype(np.int64) - 1, minlength=n) / area
+
+
+def _intensities(
+    comp: np.ndarray,
+    border: np.ndarray,
+    image: np.ndarray | None,
+    roles: dict[str, int],
+    bbox: np.ndarray,
+    background: Sequence[float] | None,
+    cfg: MeasureConfig,
+    px: float,
+    n: int,
+) -> dict[str, np.ndarray]:
+    names = (
+        "membrane_ring_mean",
+        "membrane_interior_mean",
+        "mito_interior_mean",
+        "mito_interior_median",
+        "mito_interior_std",
+        "dark_fraction",
+    )
+    out: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in names}
+    out["dark_blobs"] = np.zeros(n, np.int64)
+    if image is None or not roles:
+        return out
+    ring, interior = band_masks(comp, border, _ring_px(cfg, px))
+    bg = list(background) if background is not None else [0.0] * image.shape[0]
+    if "membrane" in roles:
+        c = roles["membrane"]
+        out["membrane_ring_mean"] = channel_stats(comp, ring, image[c], n, bg[c])[1]
+        out["membrane_interior_mean"] = channel_stats(comp, interior, image[c], n, bg[c])[1]
+    if "mito" in roles:
+        c = roles["mito"]
+        _, out["mito_interior_mean"], out["mito_interior_std"] = channel_stats(
+            comp, interior, image[c], n, bg[c]
+        )
+        med = interior_medians(comp, interior, image[c], bbox, bg[c])
+        out["mito_interior_median"] = med
+        out["dark_fraction"], out["dark_blobs"] = dark_blobs(
+            comp,
+            interior,
+            image[c],
+            med,
+            background=bg[c],
+            smooth_px=_smooth_px(cfg, px),
+            ratio=cfg.dark_ratio,
+            min_blob_px=int(round(cfg.dark_min_blob_um2 / px**2)),
+        )
+    return out
+
+
+def measure_block(
+    labels: np.ndarray,
+    image: np.ndarray | None,
+    *,
+    owned_ids: Iterable[int],
+    origin_yx: tuple[int, int],
+    slide_shape_yx: tuple[int, int],
+    pixel_size_um: float,
+    channel_roles: Mapping[str, int] | None = None,
+    cfg: MeasureConfig | None = None,
+    **kwargs: object,
+) -> pd.DataFrame:
+    """Measure the fibres a block owns from its block + halo window.
+
+    Raises :class:`~nclsm_scale.errors.HaloViolationError` when an owned fibre,
+    grown by :func:`context_px`, leaves the window anywhere but at the slide
+    edge: its row could then depend on the cut. Other keyword arguments go to
+    :func:`measure_fibres`.
+    """
+    cfg = cfg or MeasureConfig()
+    ids = np.unique(np.fromiter(owned_ids, np.int64))
+    if ids.size == 0:
+        return empty_table()
+    labels = np.asarray(labels)
+    oy, ox = origin_yx
+    h, w = labels.shape
+    sh, sw = slide_shape_yx
+    margin = context_px(pixel_size_um, cfg)
+    objs = ndimage.find_objects(labels, max_label=int(ids[-1]))
+    bad = []
+    for i in ids.tolist():
+        sl = objs[i - 1] if i - 1 < len(objs) else None
+        if sl is None:
+            bad.append((i, "absent"))
+            continue
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        cut = (
+            (y0 < margin and oy > 0)
+            or (x0 < margin and ox > 0)
+            or (h - y1 < margin and oy + h < sh)
+            or (w - x1 < margin and ox + w < sw)
+        )
+        if cut:
+            bad.append((i, f"bbox y[{oy + y0},{oy + y1}) x[{ox + x0},{ox + x1})"))
+    if bad:
+        raise HaloViolationError(
+            f"{len(bad)} owned fibre(s) do not lie {margin} px inside the window at "
+            f"y[{oy},{oy + h}) x[{ox},{ox + w}) (first: {bad[:3]}); enlarge the halo."
+        )
+    return measure_fibres(
+        labels,
+        image,
+        pixel_size_um=pixel_size_um,
+        channel_roles=channel_roles,
+        origin_yx=origin_yx,
+        slide_shape_yx=slide_shape_yx,
+        ids=ids,
+        cfg=cfg,
+        **kwargs,
+    )

@@ -1,0 +1,156 @@
+"""measure_fibres / measure_block: window invariance, coordinates, flags, intensities, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nclsm_scale.config import MeasureConfig
+from nclsm_scale.errors import HaloViolationError, ValidationError
+from nclsm_scale.measure import context_px, measure_block, measure_fibres
+from nclsm_scale.tables import MEASURE_COLUMNS
+
+ROLES = {"membrane": 0, "mito": 1}
+
+
+def _full(section, tissue, folds):
+    return measure_fibres(
+        section.fibres,
+        section.image,
+        pixel_size_um=1.0,
+        channel_roles=ROLES,
+        tissue_mask=tissue,
+        fold_mask=folds,
+        background=[100.0, 100.0],
+    )
+
+
+def test_columns_and_dtypes_are_the_declared_ones(section, tissue, folds):
+    t = _full(section, tissue, folds)
+    assert list(t.columns) == list(MEASURE_COLUMNS)
+    for name, col in MEASURE_COLUMNS.items():
+        assert str(t[name].dtype) == col.dtype, name
+    assert len(t) == section.table.shape[0]
+    assert t.fibre_id.tolist() == section.table.fibre_id.tolist()
+
+
+def test_centroid_bbox_border_and_fold_match_synth_ground_truth(section, tissue, folds):
+    t = _full(section, tissue, folds)
+    gt = section.table
+    assert np.array_equal(t.area_px, gt.area_px)
+    assert np.allclose(t.centroid_y_px, gt.centroid_y_px) and np.allclose(
+        t.centroid_x_px, gt.centroid_x_px
+    )
+    for a in ("y0", "x0", "y1", "x1"):
+        assert np.array_equal(t[f"bbox_{a}_px"], gt[f"bbox_{a}_px"])
+    assert np.array_equal(t.touches_image_border, gt.touches_image_border)
+    assert np.allclose(t.fold_fraction, gt.fold_fraction)
+    assert t.touches_tissue_border.any() and not t.touches_tissue_border.all()
+
+
+@pytest.mark.parametrize("cut", [(0, 0), (97, 211), (333, 5), (250, 401)])
+def test_rows_are_bitwise_identical_in_any_window_that_holds_the_fibre(section, tissue, folds, cut):
+    full = _full(section, tissue, folds).set_index("fibre_id")
+    cy, cx = cut
+    margin = context_px(1.0)
+    h, w = section.fibres.shape
+    win = np.s_[cy : min(h, cy + 420), cx : min(w, cx + 420)]
+    t = measure_fibres(
+        section.fibres[win],
+        section.image[(slice(None), *win)],
+        pixel_size_um=1.0,
+        channel_roles=ROLES,
+        tissue_mask=tissue[win],
+        fold_mask=folds[win],
+        origin_yx=(cy, cx),
+        slide_shape_yx=(h, w),
+        background=[100.0, 100.0],
+    )
+    t = t.set_index("fibre_id")
+    y1, x1 = cy + section.fibres[win].shape[0], cx + section.fibres[win].shape[1]
+    inside = ((t.bbox_y0_px - margin >= cy) | (t.bbox_y0_px == 0)) & (
+        (t.bbox_x0_px - margin >= cx) | (t.bbox_x0_px == 0)
+    )
+    inside &= ((t.bbox_y1_px + margin <= y1) | (t.bbox_y1_px == h)) & (
+        (t.bbox_x1_px + margin <= x1) | (t.bbox_x1_px == w)
+    )
+    ids = t.index[inside]
+    assert len(ids) >= 10
+    pd.testing.assert_frame_equal(t.loc[ids], full.loc[ids], check_exact=True)
+
+
+def test_measure_block_owned_ids_and_halo_violation(section):
+    lab = section.fibres
+    h, w = lab.shape
+    full = measure_fibres(lab, None, pixel_size_um=1.0).set_index("fibre_id")
+    win = np.s_[100:600, 150:700]
+    sub = lab[win]
+    ids, counts = np.unique(sub[sub > 0], return_counts=True)
+    whole = [i for i, c in zip(ids, counts) if c == full.loc[i, "area_px"]]
+    objs = full.loc[whole]
+    owned = objs.index[
+        (objs.bbox_y0_px >= 105)
+        & (objs.bbox_y1_px <= 595)
+        & (objs.bbox_x0_px >= 155)
+        & (objs.bbox_x1_px <= 695)
+    ].tolist()
+    t = measure_block(
+        sub, None, owned_ids=owned, origin_yx=(100, 150), slide_shape_yx=(h, w), pixel_size_um=1.0
+    )
+    assert t.fibre_id.tolist() == sorted(owned)
+    pd.testing.assert_frame_equal(
+        t.set_index("fibre_id"), full.loc[sorted(owned)], check_exact=True
+    )
+    cut = [i for i in ids if i not in whole][:1]
+    with pytest.raises(HaloViolationError, match="enlarge the halo"):
+        measure_block(
+            sub,
+            None,
+            owned_ids=owned + cut,
+            origin_yx=(100, 150),
+            slide_shape_yx=(h, w),
+            pixel_size_um=1.0,
+        )
+
+
+def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_dark_blobs(section):
+    t = measure_fibres(
+        section.fibres,
+        section.image,
+        pixel_size_um=1.0,
+        channel_roles=ROLES,
+        background=[float(np.median(section.image[c][section.regions == 0])) for c in range(2)],
+    )
+    big = t.area_um2 > 1000
+    assert (t.membrane_ring_mean[big] > 2 * t.membrane_interior_mean[big]).mean() > 0.95
+    assert (t.mito_interior_median[big] > 0).all() and (t.mito_interior_std[big] > 0).all()
+    fam = section.table.gt_class.astype(str).to_numpy() == "FAM"
+    am = section.table.gt_class.astype(str).to_numpy() == "AM"
+    assert fam.sum() >= 5
+    assert (t.dark_blobs[fam] >= 1).mean() >= 0.8 and (t.dark_blobs[am] >= 1).mean() <= 0.05
+    assert (t.dark_fraction[fam] > t.dark_fraction[am].max()).mean() > 0.5
+
+
+def test_without_image_intensities_are_nan(section):
+    t = measure_fibres(section.fibres, None, pixel_size_um=1.0)
+    assert (
+        t.mito_interior_mean.isna().all()
+        and (t.dark_blobs == 0).all()
+        and t.fold_fraction.isna().all()
+    )
+
+
+def test_invalid_inputs_raise_clear_errors(section):
+    with pytest.raises(ValidationError, match="2-D integer"):
+        measure_fibres(section.fibres.astype(float), None, pixel_size_um=1.0)
+    with pytest.raises(ValidationError, match="unknown channel roles"):
+        measure_fibres(section.fibres, section.image, pixel_size_um=1.0, channel_roles={"dapi": 0})
+    with pytest.raises(ValidationError, match="not in the label window"):
+        measure_fibres(section.fibres, None, pixel_size_um=1.0, ids=[10**6])
+    assert measure_fibres(np.zeros((5, 5), np.uint32), None, pixel_size_um=1.0).empty
+
+
+def test_context_grows_with_smoothing_and_margin():
+    assert context_px(1.0) >= 3
+    assert context_px(0.25, MeasureConfig(tissue_margin_um=10.0)) == 40
