@@ -3,8 +3,11 @@
 ``nclsm-scale demo --out DIR`` writes synthetic sections with exact ground truth
 (``DIR/synth``), converts them to OME-Zarr (``DIR/slides``), segments them with the
 bundled network, scores the fibres against the ground truth and renders a PNG
-overlay of a region of each slide (``DIR/overlay_<slide>.png``). A summary goes to
-``DIR/demo.json``. Every step resumes: a second run reuses finished work.
+overlay of a region of each slide (``DIR/overlay_<slide>.png``), then measures and
+curates every fibre (``DIR/tables/fibres/<slide>.parquet``), aggregates the slides
+(``DIR/tables/slides.parquet``) and writes the report (``DIR/report/index.html``):
+``DIR`` is a run directory (:class:`~nclsm_scale.layout.RunLayout`). A summary goes
+to ``DIR/demo.json``. Conversion and segmentation resume: a second run reuses them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import StageError
@@ -40,6 +42,7 @@ class DemoSlide:
     f1_iou50: float = 0.0
     mean_matched_iou: float = 0.0
     overlay_png: str = ""
+    class_counts: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -63,7 +66,7 @@ def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, Any]:
     from nclsm_scale.slide import open_slide
 
     slide = open_slide(store)
-    pred = zarr.open_group(store, mode="r")["labels/fibres"][slide.levels[level].path][...]
+    pred = slide.label_array("fibres", level)[0]
     gt = tifffile.imread(gt_tiff)
     factor = round(gt.shape[0] / pred.shape[0])
     if factor > 1:
@@ -84,8 +87,17 @@ def _overlay(store: str, level: int, pred: np.ndarray, png: Path) -> Path:
     return save_png(draw_outlines(rgb, pred[y0:y1, x0:x1]), png)
 
 
-def run_demo(out_dir: str | Path, cfg: RunConfig, client: Any, *, n_slides: int = 2) -> list[DemoSlide]:
-    """Synthesize, convert, segment and score ``n_slides`` slides under ``out_dir``.
+@dataclass
+class DemoRun:
+    """Everything the demo made: per-slide results and the report page."""
+
+    slides: list[DemoSlide]
+    report: Path
+    seconds: float
+
+
+def run_demo(out_dir: str | Path, cfg: RunConfig, client: Any, *, n_slides: int = 2) -> DemoRun:
+    """Synthesize, convert, segment, score, measure, curate and report ``n_slides`` slides under ``out_dir``.
 
     Raises
     ------
@@ -94,6 +106,9 @@ def run_demo(out_dir: str | Path, cfg: RunConfig, client: Any, *, n_slides: int 
         this is a bug or a full disk, not bad input).
     """
     from nclsm_scale.convert import convert
+    from nclsm_scale.curate.driver import curate_slide
+    from nclsm_scale.measure.driver import measure_slide
+    from nclsm_scale.report import build_report
     from nclsm_scale.segment import segment_slide
 
     out = Path(out_dir)
@@ -117,9 +132,19 @@ def run_demo(out_dir: str | Path, cfg: RunConfig, client: Any, *, n_slides: int 
         item.f1_iou50 = round(metrics.f1["0.5"], 4)
         item.mean_matched_iou = round(metrics.mean_matched_iou, 4)
         item.overlay_png = str(_overlay(conv.store, seg.level, pred, out / f"overlay_{item.slide_id}.png"))
+        t1 = time.perf_counter()
+        measure_slide(conv.store, cfg, client)
+        item.seconds["measure"] = round(time.perf_counter() - t1, 2)
+        cur = curate_slide(conv.store, cfg, client)
+        item.seconds["curate"] = round(cur.seconds, 2)
+        item.class_counts = cur.class_counts
         slides.append(item)
         logger.info("demo %s: %d fibres (ground truth %d), F1@0.5 %.3f",
                     item.slide_id, item.n_fibres, item.n_gt_fibres, item.f1_iou50)
-    summary = {"slides": [asdict(s) for s in slides], "seconds": round(time.perf_counter() - t0, 1)}
+    t1 = time.perf_counter()
+    report = build_report(out, cfg, client)
+    result = DemoRun(slides, Path(report), round(time.perf_counter() - t0, 1))
+    summary = {"slides": [asdict(s) for s in slides], "report": str(report),
+               "report_seconds": round(time.perf_counter() - t1, 2), "seconds": result.seconds}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return slides
+    return result

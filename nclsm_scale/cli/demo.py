@@ -31,12 +31,14 @@ def main(
     from nclsm_scale.demo import run_demo
 
     with open_client(cfg.cluster) as client:
-        results = run_demo(out, cfg, client, n_slides=slides)
-    for r in results:
+        result = run_demo(out, cfg, client, n_slides=slides)
+    for r in result.slides:
+        counts = ", ".join(f"{k} {v}" for k, v in r.class_counts.items())
         typer.echo(
             f"{r.slide_id}: {r.n_fibres} fibres found (ground truth {r.n_gt_fibres}), "
             f"F1 at IoU 0.5 = {r.f1_iou50:.3f}, mean matched IoU = {r.mean_matched_iou:.3f}; "
-            f"overlay {r.overlay_png}"
+            f"classes: {counts}; overlay {r.overlay_png}"
         )
+    typer.echo(f"report: {result.report}")
     typer.echo(f"labels: {out}/slides/<slide>.ome.zarr/labels/fibres (open with napari-ome-zarr)")
-    typer.echo(f"summary: {out}/demo.json")
+    typer.echo(f"summary: {out}/demo.json ({result.seconds:.0f} s)")
