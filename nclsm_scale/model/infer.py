@@ -1,0 +1,210 @@
+"""Tiled inference with exact, region-independent results.
+
+Windows of ``window_px`` lie on a lattice anchored at the slide origin with
+stride ``window_px - 2 * margin_px``; window ``(i, j)`` reads the slide at
+``(i * stride - margin, j * stride - margin)`` (zeros outside the slide) and
+contributes only its valid centre ``[i * stride, (i + 1) * stride)``. The valid
+centres partition the slide, so every output pixel is computed by exactly one
+window whose input depends only on the slide: any region gives the same values
+as the whole slide, bit for bit. Batches always hold ``batch_size`` windows
+(zero windows pad the last one), so the batch shape never depends on the region.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from nclsm_scale.config import ModelConfig
+from nclsm_scale.errors import ConfigError
+from nclsm_scale.model.device import select_device
+from nclsm_scale.model.net import FibreNet
+
+__all__ = ["MAP_CHANNELS", "Engine", "ReadFn", "load_engine"]
+
+log = logging.getLogger(__name__)
+
+#: Output maps, in order: fibre-interior probability, boundary probability and
+#: per-fibre normalised distance to the boundary (1 at the fibre's centre).
+MAP_CHANNELS: tuple[str, ...] = ("foreground", "boundary", "distance")
+
+#: ``read(y0, x0, y1, x1) -> (C, y1 - y0, x1 - x0)`` normalised float32 image.
+ReadFn = Callable[[int, int, int, int], np.ndarray]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+class Engine:
+    """Run a :class:`FibreNet` over any region of a slide on a global window lattice.
+
+    Parameters
+    ----------
+    net : FibreNet
+        The network (moved to the device, set to eval mode).
+    device : str
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+    batch_size : int
+        Windows per forward pass (fixed: the last batch is padded).
+    window_px : int
+        Window edge; a multiple of the network's downsampling factor.
+    amp : bool
+        float16 autocast on CUDA/MPS (ignored on CPU).
+    margin_px : int, optional
+        Discarded border of each window; by default the measured effective
+        receptive field radius rounded up to the downsampling factor.
+    """
+
+    def __init__(
+        self,
+        net: FibreNet,
+        *,
+        device: str = "auto",
+        batch_size: int = 4,
+        window_px: int = 512,
+        amp: bool = True,
+        margin_px: int | None = None,
+    ) -> None:
+        from nclsm_scale.model.net import measure_receptive_field
+
+        self.factor = net.downsampling
+        if margin_px is None:
+            margin_px = measure_receptive_field(net)["effective_radius_px"]
+        self.margin_px = _round_up(max(int(margin_px), 0), self.factor)
+        if window_px % self.factor:
+            raise ConfigError(
+                f"model.window_px={window_px} must be a multiple of the network's downsampling "
+                f"factor {self.factor}."
+            )
+        self.window_px = int(window_px)
+        self.stride_px = self.window_px - 2 * self.margin_px
+        if self.stride_px < self.factor:
+            raise ConfigError(
+                f"model.window_px={window_px} leaves no valid centre with a margin of "
+                f"{self.margin_px} px on each side; "
+                f"use at least {2 * self.margin_px + self.factor}."
+            )
+        self.batch_size = int(batch_size)
+        self.device = torch.device(select_device(device))
+        self.amp = bool(amp) and self.device.type in ("cuda", "mps")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.in_channels = net.spec.in_channels
+        self.net = net.to(self.device).eval()
+        if self.device.type != "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(device={self.device.type}, window_px={self.window_px}, "
+            f"margin_px={self.margin_px}, "
+            f"stride_px={self.stride_px}, batch_size={self.batch_size}, amp={self.amp})"
+        )
+
+    def forward(self, windows: np.ndarray) -> np.ndarray:
+        """Run one batch of windows ``(n, C, W, W)``; return maps ``(n, K, W, W)`` float32."""
+        x = torch.from_numpy(windows).to(self.device)
+        if self.device.type != "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext()
+        )
+        with torch.inference_mode():
+            with autocast:
+                logits = self.net(x)
+            return logits.float().sigmoid_().cpu().numpy()
+
+    def window_origins(
+        self, shape_yx: tuple[int, int], y0: int, x0: int, y1: int, x1: int
+    ) -> list[tuple[int, int]]:
+        """Lattice indices ``(i, j)`` of the windows whose valid centres meet the region."""
+        s = self.stride_px
+        rows = range(y0 // s, -(-y1 // s))
+        cols = range(x0 // s, -(-x1 // s))
+        return [(i, j) for i in rows for j in cols]
+
+    def predict_region(
+        self, read: ReadFn, shape_yx: tuple[int, int], y0: int, x0: int, y1: int, x1: int
+    ) -> np.ndarray:
+        """Compute maps ``(K, y1 - y0, x1 - x0)`` float32 for a region of a slide.
+
+        Parameters
+        ----------
+        read : callable
+            ``read(y0, x0, y1, x1)`` returns the normalised float32 ``(C, h, w)``
+            image of any window inside the slide.
+        shape_yx : (int, int)
+            Slide size at this level.
+        y0, x0, y1, x1 : int
+            Region, half-open, inside the slide.
+        """
+        height, width = int(shape_yx[0]), int(shape_yx[1])
+        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+            raise ValueError(
+                f"region ({y0}, {x0}, {y1}, {x1}) is empty or outside the slide of shape {shape_yx}"
+            )
+        s, m, w = self.stride_px, self.margin_px, self.window_px
+        windows = self.window_origins(shape_yx, y0, x0, y1, x1)
+        # One read covering every window (clipped to the slide), then slices of it.
+        ry0, rx0 = windows[0][0] * s - m, windows[0][1] * s - m
+        ry1, rx1 = windows[-1][0] * s - m + w, windows[-1][1] * s - m + w
+        cy0, cx0, cy1, cx1 = max(ry0, 0), max(rx0, 0), min(ry1, height), min(rx1, width)
+        canvas = np.zeros((self.in_channels, ry1 - ry0, rx1 - rx0), dtype=np.float32)
+        block = np.asarray(read(cy0, cx0, cy1, cx1), dtype=np.float32)
+        if block.shape != (self.in_channels, cy1 - cy0, cx1 - cx0):
+            raise ValueError(
+                f"read({cy0}, {cx0}, {cy1}, {cx1}) returned shape {block.shape}, expected "
+                f"{(self.in_channels, cy1 - cy0, cx1 - cx0)}"
+            )
+        canvas[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = block
+        out = np.empty((len(MAP_CHANNELS), y1 - y0, x1 - x0), dtype=np.float32)
+        batch = np.zeros((self.batch_size, self.in_channels, w, w), dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            chunk = windows[start : start + self.batch_size]
+            batch[len(chunk) :] = 0.0
+            for k, (i, j) in enumerate(chunk):
+                wy, wx = i * s - m - ry0, j * s - m - rx0
+                batch[k] = canvas[:, wy : wy + w, wx : wx + w]
+            maps = self.forward(batch)
+            for k, (i, j) in enumerate(chunk):
+                vy0, vx0 = max(i * s, y0), max(j * s, x0)
+                vy1, vx1 = min((i + 1) * s, y1), min((j + 1) * s, x1)
+                out[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = maps[
+                    k, :, vy0 - i * s + m : vy1 - i * s + m, vx0 - j * s + m : vx1 - j * s + m
+                ]
+        return out
+
+    def predict_image(self, image: np.ndarray) -> np.ndarray:
+        """Compute maps ``(K, y, x)`` of a whole normalised in-memory image ``(C, y, x)``."""
+        image = np.asarray(image, dtype=np.float32)
+
+        def read(a: int, b: int, c: int, d: int) -> np.ndarray:
+            return image[:, a:c, b:d]
+
+        return self.predict_region(read, image.shape[1:], 0, 0, *image.shape[1:])
+
+
+def load_engine(cfg: ModelConfig) -> Engine:
+    """Build an :class:`Engine` for ``cfg`` (bundled weights when ``cfg.weights`` is None)."""
+    from nclsm_scale.model.weights import load_net
+
+    net, margin_px = load_net(cfg.weights)
+    engine = Engine(
+        net,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        window_px=cfg.window_px,
+        amp=cfg.amp,
+        margin_px=cfg.margin_px if cfg.margin_px is not None else margin_px,
+    )
+    log.info("inference engine: %r", engine)
+    return engine
