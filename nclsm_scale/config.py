@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nclsm_scale.errors import ConfigError
 
 __all__ = [
+    "AggregateConfig",
     "ClusterConfig",
     "ConvertConfig",
     "CurateConfig",
     "MeasureConfig",
     "ModelConfig",
+    "ReportConfig",
     "RunConfig",
     "SegmentConfig",
     "SynthConfig",
@@ -177,7 +179,9 @@ class ModelConfig(_Section):
     weights: str | None = Field(None, description="Weights file; None uses the bundled weights.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device.")
     batch_size: int = Field(4, ge=1, le=256, description="Windows per forward pass.")
-    window_px: int = Field(512, ge=64, le=4096, description="Network window edge.")
+    window_px: int = Field(
+        1024, ge=64, le=4096, description="Network window edge (a multiple of the downsampling, 16)."
+    )
     amp: bool = Field(True, description="Mixed precision on GPU (ignored on CPU).")
     margin_px: int | None = Field(
         None, ge=0, le=1024, description="Discarded window border; None = the weights' measured receptive field."
@@ -285,7 +289,12 @@ class MeasureConfig(_Section):
         2.0, gt=0.0, le=50.0, description="Width of the membrane band inside each fibre outline."
     )
     tissue_margin_um: float = Field(
-        2.0, ge=0.0, le=100.0, description="A fibre this close to non-tissue touches the tissue border."
+        4.0, ge=0.0, le=100.0, description="Width of the outer ring around each fibre tested against the tissue mask."
+    )
+    tissue_border_min_fraction: float = Field(
+        0.3, gt=0.0, le=1.0,
+        description="A fibre touches the tissue border (is cut by it) when at least this share of its outer ring "
+        "lies outside tissue.",
     )
     dark_smooth_um: float = Field(
         1.0, ge=0.0, le=20.0, description="Gaussian sigma applied to the mito channel before dark-blob detection."
@@ -309,7 +318,7 @@ class CurateConfig(_Section):
         0.3, gt=0.0, le=1.0, description="Fibres with at least this share in a detected fold are FR."
     )
     fr_min_membrane_ratio: float = Field(
-        1.38, gt=1.0, le=20.0,
+        1.7, gt=1.0, le=20.0,
         description="Fibres whose interior membrane signal is at least this many times the slide's median "
         "fibre are FR (a folded second layer lays membrane across the fibre).",
     )
@@ -335,12 +344,67 @@ class CurateConfig(_Section):
         description="Relative distance from a threshold (log scale) at which confidence reaches 1.",
     )
     fold_min_ratio: float = Field(
-        1.4, gt=1.0, le=10.0,
-        description="Fold: both channels at least this many times the slide's tissue median.",
+        1.5, gt=1.0, le=10.0,
+        description="Fold seed: both channels at least this many times their shading-corrected local tissue reference.",
     )
-    fold_smooth_um: float = Field(20.0, ge=0.0, le=1000.0, description="Smoothing before the fold threshold.")
+    fold_low_ratio: float = Field(
+        1.25, gt=1.0, le=10.0,
+        description="Fold extent (hysteresis): connected tissue with both channel ratios at least this.",
+    )
+    fold_smooth_um: float = Field(24.0, ge=0.0, le=1000.0, description="Smoothing before the fold threshold.")
+    fold_reference_um: float = Field(
+        250.0, gt=0.0, le=10000.0,
+        description="Gaussian sigma of the local tissue reference (several fold widths; removes shading).",
+    )
     fold_min_area_um2: float = Field(
-        20000.0, ge=0.0, description="Smallest fold region kept (smaller bright patches are dropped)."
+        5000.0, ge=0.0, description="Smallest fold region kept (smaller bright patches are dropped)."
+    )
+
+
+class AggregateConfig(_Section):
+    """Per-slide and per-archive statistics (``aggregate``, part of ``report`` and ``curate``)."""
+
+    analysable_classes: list[str] = Field(
+        ["AM"], min_length=1, description="Classes whose fibres enter the size and intensity statistics."
+    )
+    csa_bins_um2: list[float] = Field(
+        [0.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0, 10000.0, 15000.0],
+        min_length=2,
+        description="CSA histogram bin edges (MuscleJ2 bins extended for human fibres); the last bin is open.",
+    )
+    feret_min_bins_um: list[float] = Field(
+        [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 120.0, 150.0],
+        min_length=2, description="Min-Feret histogram bin edges; the last bin is open.",
+    )
+    mito_rel_bins: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0],
+        min_length=2,
+        description="Bin edges of the mito interior mean relative to the slide's analysable median; last bin open.",
+    )
+    group_by: list[str] = Field(
+        ["subject", "diagnosis", "muscle"],
+        description="Manifest columns the archive table is grouped by (those present are used).",
+    )
+
+    @model_validator(mode="after")
+    def _bins_increase(self) -> AggregateConfig:
+        for name in ("csa_bins_um2", "feret_min_bins_um", "mito_rel_bins"):
+            edges = getattr(self, name)
+            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[0] < 0:
+                raise ValueError(f"{name} must be non-negative and strictly increasing, got {edges}")
+        return self
+
+
+class ReportConfig(_Section):
+    """The HTML report and exports (``nclsm-scale report``)."""
+
+    thumbnail_px: int = Field(
+        1200, ge=128, le=8192, description="Longer side of the slide thumbnails (the finest level that fits)."
+    )
+    figure_dpi: int = Field(100, ge=50, le=400, description="Resolution of the matplotlib figures.")
+    geojson: bool = Field(True, description="Export fibres with their class as GeoJSON polygons for QuPath.")
+    geojson_tolerance_px: float = Field(
+        0.5, ge=0.0, le=10.0, description="Polygon simplification tolerance (segmentation-level pixels)."
     )
 
 
@@ -355,6 +419,8 @@ class RunConfig(_Section):
     cluster: ClusterConfig = ClusterConfig()
     measure: MeasureConfig = MeasureConfig()
     curate: CurateConfig = CurateConfig()
+    aggregate: AggregateConfig = AggregateConfig()
+    report: ReportConfig = ReportConfig()
 
 
 def config_dirs() -> list[Path]:

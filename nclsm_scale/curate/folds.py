@@ -1,12 +1,18 @@
 """Folded-tissue regions (FR) from a low-resolution image.
 
 A fold lays a second layer of section on top of the first: within the band both
-channels carry roughly twice the signal of unfolded tissue. :func:`detect_folds`
-marks tissue whose smoothed, background-subtracted signal is at least
-``min_ratio`` times the slide's tissue median in **every** channel (a bright
-patch in one channel only, e.g. a cluster of mito-rich type I fibres, is not a
-fold), then removes specks and fills holes. :func:`mask_window` brings the
-low-resolution mask onto a full-resolution window for ``measure``.
+channels carry roughly twice the signal of the tissue around it.
+:func:`detect_folds` compares, per channel, the background-subtracted signal
+averaged over tissue at about a fibre's scale (``smooth_um``) with a **local**
+reference: the tissue average at a much larger scale (``reference_um``), taken
+without the candidate fold pixels (two passes), so slide-wide shading and
+scanner-tile vignetting cancel while a band a few fibres wide stands out. The
+fold score is the smaller ratio of the two channels (a bright patch in one
+channel only, e.g. a cluster of mito-rich type I fibres, is not a fold).
+Hysteresis: regions with a score of at least ``min_ratio`` grow into connected
+tissue scoring at least ``low_ratio``; specks are opened away, small regions
+dropped and holes filled. :func:`mask_window` brings the low-resolution mask
+onto a full-resolution window for ``measure``.
 """
 
 from __future__ import annotations
@@ -14,17 +20,61 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["detect_folds", "mask_window"]
+__all__ = ["detect_folds", "fold_score", "mask_window"]
 
 
-def _tissue_smooth(img: np.ndarray, tissue: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian mean over tissue pixels only (normalised convolution)."""
+def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian mean of ``img`` over ``mask`` pixels only (normalised convolution); NaN where empty."""
+    m = mask.astype(np.float32)
     if sigma_px <= 0:
-        return img
-    w = ndimage.gaussian_filter(tissue.astype(np.float32), sigma_px)
-    s = ndimage.gaussian_filter(np.where(tissue, img, 0.0).astype(np.float32), sigma_px)
+        return np.where(mask, img, np.nan)
+    w = ndimage.gaussian_filter(m, sigma_px, mode="constant")
+    s = ndimage.gaussian_filter(np.where(mask, img, 0.0).astype(np.float32), sigma_px, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(w > 1e-3, s / w, 0.0)
+        return np.where(w > 1e-3, s / w, np.nan)
+
+
+def fold_score(
+    image_lowres: np.ndarray,
+    tissue_mask: np.ndarray,
+    *,
+    pixel_size_um: float,
+    smooth_um: float = 24.0,
+    reference_um: float = 250.0,
+    exclude_ratio: float = 1.25,
+    background: list[float] | None = None,
+) -> np.ndarray:
+    """Per-pixel fold score: the smaller channel ratio of local signal to the shading-corrected reference.
+
+    About 1 on ordinary tissue, about 2 inside a fold; NaN outside tissue.
+    ``exclude_ratio``: pixels scoring above it in the first pass are left out of
+    the reference of the second pass (a wide fold must not raise its own reference).
+    """
+    img = np.asarray(image_lowres, np.float32)
+    tissue = np.asarray(tissue_mask, bool)
+    if img.ndim != 3 or img.shape[1:] != tissue.shape:
+        raise ValueError(f"image {img.shape} and tissue mask {tissue.shape} do not match")
+    sig_s, sig_r = smooth_um / pixel_size_um, reference_um / pixel_size_um
+    local = []
+    for c in range(img.shape[0]):
+        if background is not None:
+            bg = float(background[c])
+        else:
+            bg = float(np.median(img[c][~tissue])) if (~tissue).any() else 0.0
+        local.append(_masked_mean(img[c] - bg, tissue, sig_s))
+    ref_mask = tissue
+    score = np.full(tissue.shape, np.nan)
+    for _ in range(2):
+        ratios = []
+        for sm in local:
+            ref = _masked_mean(np.nan_to_num(sm), ref_mask, sig_r)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios.append(np.where(ref > 0, sm / ref, np.nan))
+        score = np.where(tissue, np.fmin(*ratios) if len(ratios) == 2 else np.nanmin(ratios, axis=0), np.nan)
+        ref_mask = tissue & ~(score > exclude_ratio)
+        if ref_mask.sum() < 0.2 * tissue.sum():
+            break
+    return score
 
 
 def detect_folds(
@@ -32,9 +82,11 @@ def detect_folds(
     tissue_mask: np.ndarray,
     *,
     pixel_size_um: float,
-    min_ratio: float = 1.4,
-    smooth_um: float = 20.0,
-    min_area_um2: float = 20000.0,
+    min_ratio: float = 1.5,
+    low_ratio: float = 1.25,
+    smooth_um: float = 24.0,
+    reference_um: float = 250.0,
+    min_area_um2: float = 5000.0,
     background: list[float] | None = None,
 ) -> np.ndarray:
     """Boolean ``(Y, X)`` mask of folded tissue on the low-resolution grid.
@@ -42,47 +94,44 @@ def detect_folds(
     Parameters
     ----------
     image_lowres : ndarray, (C, Y, X)
-        A low-resolution level of the slide (e.g. ~8 um/px).
+        A low-resolution level of the slide (about 4-8 um/px).
     tissue_mask : ndarray, (Y, X) bool
         Tissue on the same grid.
     pixel_size_um : float
         Pixel size of this level.
-    min_ratio : float
-        Smallest ratio to the tissue median, required in every channel.
+    min_ratio, low_ratio : float
+        Hysteresis thresholds of :func:`fold_score` (seed and extent of a fold).
     smooth_um : float
-        Gaussian sigma of the smoothing (about a fibre radius or more).
+        Gaussian sigma of the local signal (about a fibre radius).
+    reference_um : float
+        Gaussian sigma of the shading-corrected reference (several fold widths).
     min_area_um2 : float
         Smallest fold kept.
     background : list of float, optional
         Per-channel background subtracted first; default: the median of
         non-tissue pixels (0 when the image is all tissue).
     """
-    img = np.asarray(image_lowres, np.float32)
     tissue = np.asarray(tissue_mask, bool)
-    if img.ndim != 3 or img.shape[1:] != tissue.shape:
-        raise ValueError(f"image {img.shape} and tissue mask {tissue.shape} do not match")
     if not tissue.any():
+        if np.ndim(image_lowres) != 3 or np.shape(image_lowres)[1:] != tissue.shape:
+            raise ValueError(f"image {np.shape(image_lowres)} and tissue mask {tissue.shape} do not match")
         return np.zeros(tissue.shape, bool)
-    fold = tissue.copy()
-    sigma = smooth_um / pixel_size_um
-    for c in range(img.shape[0]):
-        if background is not None:
-            bg = float(background[c])
-        else:
-            bg = float(np.median(img[c][~tissue])) if (~tissue).any() else 0.0
-        sm = _tissue_smooth(img[c] - bg, tissue, sigma)
-        ref = float(np.median(sm[tissue]))
-        fold &= sm >= min_ratio * ref
-    radius = max(1, int(round(0.5 * sigma)))
+    score = fold_score(image_lowres, tissue, pixel_size_um=pixel_size_um, smooth_um=smooth_um,
+                       reference_um=reference_um, background=background)
+    score = np.nan_to_num(score, nan=0.0)
+    low = score >= low_ratio
+    radius = max(1, int(round(0.5 * smooth_um / pixel_size_um)))
     disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    fold = ndimage.binary_opening(fold, disk)
-    lab, n = ndimage.label(fold)
-    if n:
-        sizes = np.bincount(lab.ravel(), minlength=n + 1) * pixel_size_um**2
-        keep = sizes >= min_area_um2
-        keep[0] = False
-        fold = keep[lab]
-    return ndimage.binary_fill_holes(fold) & tissue
+    low = ndimage.binary_opening(low, disk)
+    lab, n = ndimage.label(low)
+    if not n:
+        return np.zeros(tissue.shape, bool)
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(lab[(score >= min_ratio) & low])] = True
+    sizes = np.bincount(lab.ravel(), minlength=n + 1) * pixel_size_um**2
+    keep = seeded & (sizes >= min_area_um2)
+    keep[0] = False
+    return ndimage.binary_fill_holes(keep[lab]) & tissue
 
 
 def mask_window(

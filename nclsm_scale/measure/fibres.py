@@ -201,24 +201,47 @@ def measure_fibres(
     cols["touches_image_border"] = (
         (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
     )
-    cols["touches_tissue_border"] = _near_nontissue(comp, tissue_mask, _tissue_px(cfg, px), n)
+    cols["touches_tissue_border"] = _near_nontissue(
+        comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
+        (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
+    )
     cols["fold_fraction"] = _fold_fraction(comp, fold_mask, area, n)
     cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
     return table_from_columns(cols)
 
 
 def _near_nontissue(
-    comp: np.ndarray, tissue: np.ndarray | None, margin_px: int, n: int
+    comp: np.ndarray,
+    tissue: np.ndarray | None,
+    bbox: np.ndarray,
+    margin_px: int,
+    min_fraction: float,
+    inside: tuple[int, int, int, int],
 ) -> np.ndarray:
+    """Whether each fibre's outer ring lies outside tissue for at least ``min_fraction`` of its pixels.
+
+    The outer ring of a fibre is the non-fibre pixels within ``margin_px`` (Euclidean)
+    of it; a fibre inside the tissue, even next to the endomysium gap, has its ring
+    in tissue. A fibre without ring pixels (wholly surrounded by other fibres) is inside.
+    Only ring pixels within ``inside`` (the slide's part of the window, ``y0, x0, y1, x1``)
+    count, so the result does not depend on how the window is padded.
+    """
+    n = len(bbox)
     if tissue is None:
         return np.zeros(n, bool)
     outside = ~np.asarray(tissue, bool)
-    if margin_px > 0:
-        outside = ndimage.maximum_filter(
-            outside, size=2 * margin_px + 1, mode="constant", cval=False
-        )
-    idx = np.flatnonzero(outside & (comp != 0))
-    return np.bincount(comp.ravel()[idx].astype(np.int64) - 1, minlength=n) > 0
+    valid = np.zeros(comp.shape, bool)
+    valid[inside[0] : inside[2], inside[1] : inside[3]] = True
+    r = max(1, margin_px)
+    disk = np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r
+    h, w = comp.shape
+    out = np.zeros(n, bool)
+    for i, (y0, x0, y1, x1) in enumerate(bbox):
+        sl = np.s_[max(y0 - r, 0) : min(y1 + r, h), max(x0 - r, 0) : min(x1 + r, w)]
+        ring = ndimage.binary_dilation(comp[sl] == i + 1, disk) & (comp[sl] == 0) & valid[sl]
+        total = np.count_nonzero(ring)
+        out[i] = total > 0 and np.count_nonzero(ring & outside[sl]) >= min_fraction * total
+    return out
 
 
 def _fold_fraction(

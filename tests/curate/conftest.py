@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from nclsm_scale.config import SynthConfig
 from nclsm_scale.curate import detect_folds, mask_window
@@ -23,7 +24,11 @@ SECTIONS = [
 
 
 def measure_section(**kw) -> tuple[pd.DataFrame, np.ndarray]:
-    """Measure a 2048 px synthetic section the way the pipeline will; return (table, gt_class)."""
+    """Measure a 2048 px synthetic section the way the pipeline will; return (table, gt_class).
+
+    ``table.attrs["far_from_border"]``: fibres not on the image border with no true
+    non-tissue within 15 um (whole fibres deep inside the section: never EDGE).
+    """
     from nclsm_scale.synth import generate_section
 
     cfg = SynthConfig(size_px=(2048, 2048), pixel_size_um=1.0, fam_fraction=0.1, folds=2, **kw)
@@ -42,6 +47,9 @@ def measure_section(**kw) -> tuple[pd.DataFrame, np.ndarray]:
         fold_mask=mask_window(folds, LOW, (0, 0), s.fibres.shape),
         background=background,
     )
+    near = ndimage.binary_dilation(s.regions == 0, iterations=15)
+    on_outline = np.bincount(s.fibres[near], minlength=len(t) + 1)[1:] > 0
+    t.attrs["far_from_border"] = ~on_outline & ~s.table["touches_image_border"].to_numpy(bool)
     return t, s.table["gt_class"].astype(str).to_numpy()
 
 

@@ -1,0 +1,266 @@
+"""Per-slide and per-archive statistics from curated fibre tables (``aggregate``).
+
+:func:`slide_stats` turns one slide's table into one row: fibre counts per class
+and per reason code, % analysable, tissue / fold / analysable area, densities,
+CSA and min-Feret mean / median / SD / CV and mito intensity quantiles of the
+analysable fibres. :func:`slide_histograms` bins the same fibres
+(``cfg.aggregate`` edges; the last bin is open). :func:`aggregate_tables` does
+every slide, joins manifest metadata and pools fibres per metadata group;
+:func:`aggregate_run` reads a run's tables and writes ``tables/slides.parquet``
+(+ ``.csv``), ``tables/groups.parquet`` (+ ``.csv``, with a manifest) and
+``tables/histograms.nc`` (xarray).
+
+Definitions: SD is the sample standard deviation (ddof 1), CV = SD / mean,
+densities are fibres per mm2 (all fibres per tissue area; analysable fibres per
+analysable area = tissue minus folds); ``mito`` is the background-subtracted
+interior mean of the mito channel, ``mito_rel`` that divided by the slide's
+median analysable fibre.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nclsm_scale.config import AggregateConfig
+from nclsm_scale.curate.rules import PRIORITY, Reason
+from nclsm_scale.errors import ValidationError
+
+__all__ = [
+    "AggregateResult",
+    "aggregate_run",
+    "aggregate_tables",
+    "read_manifest",
+    "slide_histograms",
+    "slide_stats",
+    "summarise",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Every class, analysable first, in the order tables and plots show them.
+CLASSES = tuple(r.value for r in Reason)
+#: Histogram variables: (name, fibre-table column or None for mito_rel, config field of the edges).
+HISTOGRAMS = (
+    ("csa", "area_um2", "csa_bins_um2"),
+    ("feret_min", "feret_min_um", "feret_min_bins_um"),
+    ("mito_rel", None, "mito_rel_bins"),
+)
+
+
+def _moments(values: np.ndarray, prefix: str) -> dict[str, float]:
+    v = values[np.isfinite(values)]
+    mean = float(v.mean()) if v.size else np.nan
+    sd = float(v.std(ddof=1)) if v.size > 1 else np.nan
+    return {
+        f"{prefix}_mean": mean,
+        f"{prefix}_median": float(np.median(v)) if v.size else np.nan,
+        f"{prefix}_sd": sd,
+        f"{prefix}_cv": sd / mean if v.size > 1 and mean else np.nan,
+    }
+
+
+def _analysable(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
+    if "curation_class" not in table.columns:
+        raise ValidationError("the fibre table has no curation_class; run `nclsm-scale curate` first.")
+    return table[table["curation_class"].astype(str).isin(cfg.analysable_classes)]
+
+
+def summarise(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, float]:
+    """Counts, class shares and size / intensity statistics of a set of fibres (one slide or a group)."""
+    am = _analysable(table, cfg)
+    cls = table["curation_class"].astype(str)
+    n = len(table)
+    row: dict[str, Any] = {"n_fibres": n}
+    for c in CLASSES:
+        row[f"n_{c}"] = int((cls == c).sum())
+    codes = table["reasons"].astype(str).str.split(";")
+    for r in PRIORITY:
+        row[f"reason_{r.value}"] = int(codes.map(lambda cs, v=r.value: v in cs).sum())
+    row["n_overridden"] = int(table["overridden"].sum()) if "overridden" in table else 0
+    row["n_analysable"] = len(am)
+    row["pct_analysable"] = 100.0 * len(am) / n if n else np.nan
+    row.update(_moments(am["area_um2"].to_numpy(np.float64), "csa_um2"))
+    row.update(_moments(am["feret_min_um"].to_numpy(np.float64), "feret_min_um"))
+    mito = am["mito_interior_mean"].to_numpy(np.float64)
+    row.update(_moments(mito, "mito"))
+    finite = mito[np.isfinite(mito)]
+    for q in (10, 90):
+        row[f"mito_p{q}"] = float(np.percentile(finite, q)) if finite.size else np.nan
+    return row
+
+
+def slide_stats(table: pd.DataFrame, meta: Mapping[str, Any], cfg: AggregateConfig) -> dict[str, Any]:
+    """One row of slide statistics from a curated table and its metadata (areas in um2)."""
+    row: dict[str, Any] = {
+        "slide": meta.get("slide_name", ""), "slide_id": meta.get("slide_id", ""),
+        "pixel_size_um": meta.get("pixel_size_um", np.nan), "level": meta.get("level", -1),
+    }
+    row.update(summarise(table, cfg))
+    tissue = float(meta.get("tissue_area_um2", np.nan)) / 1e6
+    fold = float(meta.get("fold_area_um2", np.nan)) / 1e6
+    row["tissue_area_mm2"] = tissue
+    row["fold_area_mm2"] = fold
+    row["analysable_area_mm2"] = tissue - fold
+    row["fibre_density_per_mm2"] = row["n_fibres"] / tissue if tissue > 0 else np.nan
+    row["analysable_density_per_mm2"] = (
+        row["n_analysable"] / (tissue - fold) if tissue - fold > 0 else np.nan
+    )
+    return row
+
+
+def _edges(cfg: AggregateConfig, field: str) -> np.ndarray:
+    return np.append(np.asarray(getattr(cfg, field), np.float64), np.inf)
+
+
+def slide_histograms(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, np.ndarray]:
+    """Counts of analysable fibres per bin: ``csa``, ``feret_min``, ``mito_rel`` (last bin open)."""
+    am = _analysable(table, cfg)
+    mito = am["mito_interior_mean"].to_numpy(np.float64)
+    finite = mito[np.isfinite(mito)]
+    ref = float(np.median(finite)) if finite.size else np.nan
+    out = {}
+    for name, column, field in HISTOGRAMS:
+        values = am[column].to_numpy(np.float64) if column else mito / ref
+        values = values[np.isfinite(values)]
+        out[name] = np.histogram(values, _edges(cfg, field))[0].astype(np.int64)
+    return out
+
+
+def read_manifest(manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None) -> pd.DataFrame | None:
+    """A manifest as a DataFrame with a ``slide`` column (from a DataFrame, ``{slide: {col: value}}`` or CSV)."""
+    if manifest is None:
+        return None
+    if isinstance(manifest, (str, Path)):
+        try:
+            manifest = pd.read_csv(manifest)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValidationError(f"{manifest}: cannot read the manifest CSV: {exc}") from None
+    if isinstance(manifest, Mapping):
+        manifest = pd.DataFrame.from_dict(dict(manifest), orient="index").rename_axis("slide").reset_index()
+    df = manifest.copy()
+    if "slide" not in df.columns:
+        if "slide_id" not in df.columns:
+            raise ValidationError(f"the manifest needs a 'slide' or 'slide_id' column, has {list(df.columns)}")
+        df = df.rename(columns={"slide_id": "slide"})
+    df["slide"] = df["slide"].astype(str)
+    return df
+
+
+@dataclass
+class AggregateResult:
+    """Archive statistics: one row per slide, per group (or None), and histograms."""
+
+    slides: pd.DataFrame
+    groups: pd.DataFrame | None
+    histograms: Any  # xarray.Dataset
+
+
+def aggregate_tables(
+    tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
+    cfg: AggregateConfig,
+    manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
+) -> AggregateResult:
+    """Statistics of curated tables ``{slide: (table, meta)}``, joined with manifest metadata."""
+    import xarray as xr
+
+    names = sorted(tables)
+    rows = []
+    hists: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in HISTOGRAMS}
+    for name in names:
+        table, meta = tables[name]
+        rows.append({**slide_stats(table, meta, cfg), "slide": name})
+        for key, counts in slide_histograms(table, cfg).items():
+            hists[key].append(counts)
+    slides = pd.DataFrame(rows)
+    meta_df = read_manifest(manifest)
+    groups = None
+    if meta_df is not None:
+        extra = [c for c in meta_df.columns if c != "slide" and c not in slides.columns]
+        slides = slides.merge(meta_df[["slide", *extra]], on="slide", how="left")
+        by = [c for c in cfg.group_by if c in slides.columns]
+        if by:
+            groups = _group_stats(tables, slides, by, cfg)
+    coords: dict[str, Any] = {"slide": names}
+    data = {}
+    for name, _, field in HISTOGRAMS:
+        edges = _edges(cfg, field)
+        dim = f"{name}_bin"
+        coords[f"{name}_lo"] = (dim, edges[:-1])
+        coords[f"{name}_hi"] = (dim, edges[1:])
+        counts = np.stack(hists[name]) if names else np.zeros((0, edges.size - 1), np.int64)
+        data[f"{name}_count"] = (("slide", dim), counts)
+    data["class_count"] = (("slide", "class"), slides[[f"n_{c}" for c in CLASSES]].to_numpy(np.int64)
+                           if names else np.zeros((0, len(CLASSES)), np.int64))
+    coords["class"] = list(CLASSES)
+    ds = xr.Dataset(data, coords=coords, attrs={
+        "description": "Histograms of analysable fibres per slide; bins [lo, hi), the last open.",
+        "analysable_classes": ",".join(cfg.analysable_classes),
+    })
+    return AggregateResult(slides, groups, ds)
+
+
+def _group_stats(
+    tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
+    slides: pd.DataFrame,
+    by: list[str],
+    cfg: AggregateConfig,
+) -> pd.DataFrame:
+    rows = []
+    for key, part in slides.groupby(by, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        fibres = pd.concat([tables[s][0] for s in part["slide"]], ignore_index=True)
+        row = dict(zip(by, key, strict=True))
+        row["n_slides"] = len(part)
+        row.update(summarise(fibres, cfg))
+        row["tissue_area_mm2"] = float(part["tissue_area_mm2"].sum())
+        row["analysable_area_mm2"] = float(part["analysable_area_mm2"].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    df.to_csv(path.with_suffix(".csv"), index=False)
+
+
+def aggregate_run(
+    run_dir: str | Path,
+    cfg: AggregateConfig,
+    manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
+) -> AggregateResult:
+    """Aggregate every curated table of a run and write the slide / group tables and histograms.
+
+    A given ``manifest`` is saved as ``tables/manifest.csv``; without one, that saved copy is used.
+    """
+    from nclsm_scale.layout import RunLayout, read_fibre_table
+
+    layout = RunLayout(Path(run_dir))
+    paths = layout.fibre_tables()
+    if not paths:
+        raise ValidationError(f"{layout.fibres}: no fibre tables; run `measure` and `curate` first.")
+    tables = {p.stem: read_fibre_table(p) for p in paths}
+    meta_df = read_manifest(manifest)
+    if meta_df is not None:
+        layout.tables.mkdir(parents=True, exist_ok=True)
+        meta_df.to_csv(layout.manifest, index=False)
+    elif layout.manifest.is_file():
+        meta_df = read_manifest(layout.manifest)
+    result = aggregate_tables(tables, cfg, meta_df)
+    _write(result.slides, layout.slides_table)
+    if result.groups is not None:
+        _write(result.groups, layout.groups_table)
+    tmp = layout.histograms.with_name(f".{layout.histograms.name}.tmp")
+    result.histograms.to_netcdf(tmp, engine="scipy")
+    tmp.replace(layout.histograms)
+    logger.info("aggregated %d slide(s) into %s", len(tables), layout.tables)
+    return result

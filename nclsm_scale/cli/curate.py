@@ -1,0 +1,43 @@
+"""``nclsm-scale curate``: folds, classes with reasons, user overrides; then the run's statistics again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+
+
+def main(
+    slide: Annotated[Path, typer.Argument(help="Measured slide (.ome.zarr).")],
+    overrides: Annotated[
+        Path | None,
+        typer.Option("--overrides", metavar="CSV", help="User corrections: columns fibre_id,class[,reasons]."),
+    ] = None,
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", metavar="PARQUET", help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Curate a slide's fibres (AM / NTM / FAM / FR / EDGE / DEBRIS) and re-aggregate its run."""
+    from nclsm_scale.cluster import open_client
+    from nclsm_scale.curate.driver import curate_run_slide
+
+    cfg = build_config(
+        config, set_,
+        **{"cluster.kind": "address" if scheduler else None, "cluster.address": scheduler,
+           "cluster.n_workers": workers},
+    )
+    with open_client(cfg.cluster) as client:
+        res, slides_table = curate_run_slide(slide, cfg, client, table_path=table, overrides=overrides)
+    counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
+    typer.echo(f"{slide}: {res.n_fibres} fibres ({counts}), {res.n_overridden} overridden; table {res.table}")
+    typer.echo(f"slide statistics: {slides_table}")

@@ -1,0 +1,45 @@
+"""``nclsm-scale measure``: one row per fibre of a segmented slide, each measured whole by its owner block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+
+
+def main(
+    slide: Annotated[Path, typer.Argument(help="Segmented slide (.ome.zarr with labels/fibres).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR",
+                     help="Folder of the table; default: the run's tables/fibres (next to slides/)."),
+    ] = None,
+    block_size: Annotated[
+        int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Measure every fibre (CSA, min Feret, shape, intensities) into tables/fibres/<slide>.parquet."""
+    from nclsm_scale.cluster import open_client
+    from nclsm_scale.measure.driver import measure_slide
+
+    cfg = build_config(
+        config, set_,
+        **{
+            "segment.block_px": block_size,
+            "cluster.kind": "address" if scheduler else None,
+            "cluster.address": scheduler,
+            "cluster.n_workers": workers,
+        },
+    )
+    with open_client(cfg.cluster) as client:
+        path = measure_slide(slide, cfg, client, out_dir=out)
+    typer.echo(f"{slide}: fibre table {path}")

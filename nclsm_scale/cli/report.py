@@ -1,0 +1,41 @@
+"""``nclsm-scale report``: statistics, plots, class thumbnails and QuPath GeoJSON of a run, in one HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+
+
+def main(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (slides/, tables/fibres/ inside).")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", metavar="CSV",
+                     help="Slide metadata: a 'slide' column plus e.g. subject, diagnosis, muscle."),
+    ] = None,
+    geojson: Annotated[
+        bool | None, typer.Option("--geojson/--no-geojson", help="Export fibres as GeoJSON for QuPath.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Aggregate the run's fibre tables and write RUN_DIR/report/index.html (self-contained)."""
+    from nclsm_scale.cluster import open_client
+    from nclsm_scale.report import build_report
+
+    cfg = build_config(
+        config, set_,
+        **{"report.geojson": geojson, "cluster.kind": "address" if scheduler else None,
+           "cluster.address": scheduler, "cluster.n_workers": workers},
+    )
+    with open_client(cfg.cluster) as client:
+        index = build_report(run_dir, cfg, client, manifest=manifest)
+    typer.echo(f"report: {index}")

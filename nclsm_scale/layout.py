@@ -1,0 +1,152 @@
+"""The run directory: every path a run reads or writes, and the fibre-table files in it.
+
+::
+
+    RUN/
+      slides/<slide>.ome.zarr        converted slides (labels/fibres, labels/regions inside)
+      tables/fibres/<slide>.parquet  one row per fibre (measure, then curate)
+      tables/manifest.csv            slide metadata (slide, subject, diagnosis, muscle, ...)
+      tables/slides.parquet, .csv    one row per slide (aggregate)
+      tables/groups.parquet, .csv    one row per metadata group (aggregate, with a manifest)
+      tables/histograms.nc           per-slide histograms as an xarray Dataset
+      report/index.html              the report, PNG figures and <slide>.geojson beside it
+      run.json                       config, versions, model hash (written by ``run``)
+
+A fibre table carries its own provenance in the Parquet key-value metadata under
+``nclsm`` (slide path, segmentation level, pixel size, tissue areas), so later
+stages need only the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nclsm_scale.errors import SlideReadError, SlideWriteError
+
+__all__ = ["RunLayout", "read_fibre_table", "read_table_meta", "slide_name", "write_fibre_table"]
+
+_META_KEY = b"nclsm"
+
+
+def slide_name(slide_path: str | Path) -> str:
+    """Slide name of a store path: ``run/slides/S1.ome.zarr`` -> ``S1``."""
+    return Path(str(slide_path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run directory (nothing is created until a stage writes)."""
+
+    root: Path
+
+    @classmethod
+    def for_slide(cls, slide_path: str | Path) -> RunLayout:
+        """The run a slide belongs to: the parent of ``slides/``, else the slide's own folder."""
+        parent = Path(str(slide_path).rstrip("/")).resolve().parent
+        return cls(parent.parent if parent.name == "slides" else parent)
+
+    @property
+    def slides(self) -> Path:
+        """Folder of converted slides."""
+        return self.root / "slides"
+
+    @property
+    def tables(self) -> Path:
+        """Folder of tables."""
+        return self.root / "tables"
+
+    @property
+    def fibres(self) -> Path:
+        """Folder of per-slide fibre tables."""
+        return self.tables / "fibres"
+
+    @property
+    def manifest(self) -> Path:
+        """The run's copy of the slide metadata (CSV with a ``slide`` column)."""
+        return self.tables / "manifest.csv"
+
+    @property
+    def slides_table(self) -> Path:
+        """Per-slide statistics (Parquet; a CSV copy beside it)."""
+        return self.tables / "slides.parquet"
+
+    @property
+    def groups_table(self) -> Path:
+        """Per-group statistics (Parquet; a CSV copy beside it)."""
+        return self.tables / "groups.parquet"
+
+    @property
+    def histograms(self) -> Path:
+        """Per-slide histograms (netCDF)."""
+        return self.tables / "histograms.nc"
+
+    @property
+    def report(self) -> Path:
+        """Report folder (``index.html``, PNG figures, GeoJSON)."""
+        return self.root / "report"
+
+    @property
+    def run_json(self) -> Path:
+        """Run provenance (config, versions, model hash)."""
+        return self.root / "run.json"
+
+    def slide(self, name: str) -> Path:
+        """Store of slide ``name``."""
+        return self.slides / f"{name}.ome.zarr"
+
+    def fibre_table(self, name: str) -> Path:
+        """Fibre table of slide ``name``."""
+        return self.fibres / f"{name}.parquet"
+
+    def fibre_tables(self) -> list[Path]:
+        """Existing fibre tables, sorted by slide name."""
+        return sorted(self.fibres.glob("*.parquet"))
+
+
+def write_fibre_table(table: pd.DataFrame, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``table`` to Parquet atomically with ``meta`` (JSON) in the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        schema_meta = dict(arrow.schema.metadata or {})
+        schema_meta[_META_KEY] = json.dumps(meta, default=str).encode()
+        pq.write_table(arrow.replace_schema_metadata(schema_meta), tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SlideWriteError(f"cannot write the fibre table {path}: {exc}") from None
+    return path
+
+
+def read_table_meta(path: str | Path) -> dict[str, Any]:
+    """The ``nclsm`` metadata of a fibre table (``{}`` when it has none)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise SlideReadError(f"cannot read the fibre table {path}: {exc}") from None
+    return json.loads(meta[_META_KEY]) if _META_KEY in meta else {}
+
+
+def read_fibre_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A fibre table and its ``nclsm`` metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlideReadError(f"fibre table {path} not found; run `nclsm-scale measure` first.")
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise SlideReadError(f"cannot read the fibre table {path}: {exc}") from None
+    return table, read_table_meta(path)

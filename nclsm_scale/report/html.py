@@ -1,0 +1,224 @@
+"""One self-contained HTML page per run (``RUN/report/index.html``).
+
+:func:`build_report` aggregates the run (:func:`nclsm_scale.aggregate.aggregate_run`),
+then draws class thumbnails, histograms and the class breakdown, writes them as
+PNG beside the page and embeds them as base64 (no external file, script or
+style sheet), renders the slide table straight from ``tables/slides.parquet``
+(every number in the page comes from that table: floats with 6 significant
+digits), and ends with the run's provenance: ``run.json`` when present, the
+configuration, package versions and the configured model's hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import importlib.metadata
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nclsm_scale.config import RunConfig
+
+__all__ = ["PACKAGES", "build_report", "format_value", "provenance"]
+
+logger = logging.getLogger(__name__)
+
+#: Packages whose versions the provenance lists.
+PACKAGES = ("nclsm-scale", "numpy", "scipy", "scikit-image", "dask", "distributed", "zarr", "pandas",
+            "pyarrow", "xarray", "torch", "matplotlib")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1340px}
+h1{margin:0 0 4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+.meta{color:#666;font-size:13px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f4f4f4}
+td.k,th.k{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace}
+.legend span{display:inline-block;margin-right:14px;font-size:13px}
+.sw{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px;border:1px solid #999}
+.thumbs{display:flex;flex-wrap:wrap;gap:16px}.thumbs figure{margin:0}
+.thumbs img{max-width:640px;border:1px solid #ccc}figcaption{font-size:13px;color:#444}
+img.plot{max-width:760px}pre{background:#f7f7f7;padding:8px;font-size:11px;overflow:auto;max-height:420px}
+"""
+
+
+def format_value(value: Any) -> str:
+    """Text of a table cell: integers as is, floats with 6 significant digits, NaN as an empty cell."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
+        return str(int(value))
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
+        return f"{float(value):.6g}"
+    return html.escape(str(value))
+
+
+def _img(png: bytes, alt: str, cls: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    c = f' class="{cls}"' if cls else ""
+    return f'<img{c} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _stats_table(df: pd.DataFrame, key: str, table_id: str) -> str:
+    """Transposed table: one row per metric, one column per slide (or group)."""
+    heads = df[key].astype(str).tolist()
+    out = [f'<table id="{table_id}"><tr><th class="k">{html.escape(key)}</th>']
+    out += [f"<th>{html.escape(h)}</th>" for h in heads]
+    out.append("</tr>")
+    for col in df.columns:
+        if col == key:
+            continue
+        out.append(f'<tr><td class="k">{html.escape(str(col))}</td>')
+        for h, v in zip(heads, df[col].tolist(), strict=True):
+            out.append(f'<td data-row="{html.escape(h)}" data-col="{html.escape(str(col))}">{format_value(v)}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def provenance(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """Run record (``run.json`` if present), configuration, package versions and the model's hash."""
+    run_json = run_dir / "run.json"
+    record: dict[str, Any] = {}
+    if run_json.is_file():
+        try:
+            record["run.json"] = json.loads(run_json.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            record["run.json"] = f"unreadable: {exc}"
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    record["versions"] = versions
+    record["model"] = _model_record(cfg)
+    record["config"] = cfg.model_dump(mode="json")
+    return record
+
+
+def _model_record(cfg: RunConfig) -> dict[str, Any]:
+    """Weights path and sha256 (from the model card beside it, else hashed) without importing torch."""
+    import hashlib
+    import importlib.resources
+
+    bundled = Path(str(importlib.resources.files("nclsm_scale"))) / "model" / "weights" / "default.pt"
+    path = Path(cfg.model.weights) if cfg.model.weights else bundled
+    if not path.is_file():
+        return {"weights": str(path), "sha256": "not available (no weights file)"}
+    card = path.with_suffix(".json")
+    try:
+        sha = json.loads(card.read_text(encoding="utf-8")).get("sha256") if card.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        sha = None
+    if not sha:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"weights": str(path), "sha256": sha,
+            "note": "the configured network; slides segmented from stored maps did not use it"}
+
+
+def _legend() -> str:
+    from nclsm_scale.report.figures import CLASS_RGB
+
+    items = "".join(
+        f'<span><i class="sw" style="background:rgb{rgb}"></i>{c}</span>' for c, rgb in CLASS_RGB.items()
+    )
+    return f'<div class="legend">{items}<span><i class="sw" style="background:#fff"></i>fold outline</span></div>'
+
+
+def _save(png: bytes, path: Path) -> bytes:
+    path.write_bytes(png)
+    return png
+
+
+def build_report(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    client: Any = None,
+    manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
+) -> Path:
+    """Aggregate a run and write ``report/index.html`` with figures, tables, GeoJSON and provenance.
+
+    Parameters
+    ----------
+    run_dir : the run directory (:class:`~nclsm_scale.layout.RunLayout`).
+    cfg : RunConfig
+        ``cfg.aggregate`` (statistics) and ``cfg.report`` (thumbnails, figures, GeoJSON).
+    client : distributed.Client, optional
+        Traces GeoJSON polygons on the cluster; ``None`` in this process.
+    manifest : optional
+        Slide metadata (DataFrame, ``{slide: {column: value}}`` or CSV path).
+    """
+    from nclsm_scale.aggregate import aggregate_run
+    from nclsm_scale.layout import RunLayout, read_fibre_table
+    from nclsm_scale.report.figures import class_breakdown_png, class_thumbnail, histogram_png, png_bytes
+    from nclsm_scale.report.geojson import export_geojson
+
+    layout = RunLayout(Path(run_dir))
+    agg = aggregate_run(layout.root, cfg.aggregate, manifest)
+    rep = cfg.report
+    out = layout.report
+    out.mkdir(parents=True, exist_ok=True)
+    dpi = rep.figure_dpi
+    plots = [
+        ("classes.png", "Fibres per class", class_breakdown_png(agg.slides, dpi)),
+        ("hist_csa.png", "CSA of analysable fibres",
+         histogram_png(agg.histograms, "csa", "CSA (um²)", dpi)),
+        ("hist_feret_min.png", "Min Feret of analysable fibres",
+         histogram_png(agg.histograms, "feret_min", "min Feret diameter (um)", dpi)),
+        ("hist_mito_rel.png", "Mito intensity of analysable fibres (relative to the slide median)",
+         histogram_png(agg.histograms, "mito_rel", "mito interior mean / slide median", dpi)),
+    ]
+    thumbs = []
+    for path in layout.fibre_tables():
+        table, meta = read_fibre_table(path)
+        slide_path = meta.get("slide_path") or str(layout.slide(path.stem))
+        if not Path(slide_path).exists():
+            slide_path = str(layout.slide(path.stem))
+        png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
+                    out / f"{path.stem}_classes.png")
+        row = agg.slides.set_index("slide").loc[path.stem]
+        caption = (f"{html.escape(path.stem)}: {int(row['n_fibres'])} fibres, "
+                   f"{format_value(row['pct_analysable'])} % analysable")
+        thumbs.append(f"<figure>{_img(png, path.stem)}<figcaption>{caption}</figcaption></figure>")
+        if rep.geojson:
+            export_geojson(slide_path, table, meta, out / f"{path.stem}.geojson", client=client,
+                           tolerance_px=rep.geojson_tolerance_px)
+    for name, _, png in plots:
+        _save(png, out / name)
+    prov = provenance(layout.root, cfg)
+    s = agg.slides
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>nclsm-scale report: {html.escape(layout.root.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>nclsm-scale report</h1><div class='meta'>run {html.escape(str(layout.root))} · {now} · "
+        f"{len(s)} slide(s), {int(s['n_fibres'].sum())} fibres, {int(s['n_analysable'].sum())} analysable</div>",
+        "<h2>Slides</h2>", _legend(), f"<div class='thumbs'>{''.join(thumbs)}</div>",
+        "<h2>Class breakdown</h2>", _img(plots[0][2], plots[0][1], "plot"),
+        "<h2>Distributions</h2>",
+        *(f"<h3>{html.escape(t)}</h3>{_img(p, t, 'plot')}" for _, t, p in plots[1:]),
+        "<h2>Slide table</h2><p class='meta'>tables/slides.parquet (and .csv); sizes and intensities over "
+        f"classes {', '.join(cfg.aggregate.analysable_classes)}; SD with ddof 1, CV = SD / mean; areas in mm².</p>",
+        _stats_table(s, "slide", "slides"),
+    ]
+    if agg.groups is not None:
+        g = agg.groups.copy()
+        keys = [c for c in cfg.aggregate.group_by if c in g.columns]
+        g.insert(0, "group", g[keys].astype(str).agg(" / ".join, axis=1))
+        parts += ["<h2>Groups</h2>", _stats_table(g.drop(columns=keys), "group", "groups")]
+    parts += ["<h2>Provenance</h2><pre>", html.escape(json.dumps(prov, indent=1, default=str)), "</pre>",
+              "</body></html>"]
+    index = out / "index.html"
+    index.write_text("".join(parts), encoding="utf-8")
+    logger.info("report of %d slide(s) -> %s", len(s), index)
+    return index

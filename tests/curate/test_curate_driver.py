@@ -1,0 +1,105 @@
+"""The curate driver on a real LocalCluster: folds into labels/regions, exact fold fractions, overrides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from nclsm_scale.config import RunConfig, SynthConfig
+from nclsm_scale.curate.driver import FOLD, curate_run_slide, curate_slide
+from nclsm_scale.errors import ValidationError
+from nclsm_scale.io.labels import fill_label_pyramid
+from nclsm_scale.io.ome_zarr import create_image, create_labels
+from nclsm_scale.layout import RunLayout, read_fibre_table
+from nclsm_scale.measure.driver import measure_slide
+from nclsm_scale.synth import generate_section
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
+        with Client(cl) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, client):
+    """A measured 1024^2 px, 1 um/px slide with two fold bands (tissue only in labels/regions)."""
+    s = generate_section(SynthConfig(size_px=(1024, 1024), pixel_size_um=1.0, seed=2, folds=2,
+                                     fold_width_um=200.0, fam_fraction=0.1))
+    path = tmp_path_factory.mktemp("curate") / "run" / "slides" / "S1.ome.zarr"
+    arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
+                          chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
+    for level, arr in enumerate(arrays):
+        arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
+    for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):
+        create_labels(path, name, dtype=dtype)
+        zarr.open_array(str(path), path=f"labels/{name}/0", mode="r+")[0] = data
+        fill_label_pyramid(path, name, 0)
+    measure_slide(path, RunConfig.model_validate({"segment": {"block_px": 512}}), client)
+    return path, s
+
+
+def _cfg(block_px: int) -> RunConfig:
+    return RunConfig.model_validate({"segment": {"block_px": block_px}})
+
+
+def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> None:
+    path, s = measured
+    res = curate_slide(path, _cfg(256), client)
+    a, _ = read_fibre_table(res.table)
+    regions0 = np.asarray(zarr.open_array(str(path), path="labels/regions/0", mode="r")[0])
+    low = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])
+    assert (low == FOLD).any() and set(np.unique(low)) == {0, 1, FOLD}
+    assert np.array_equal(regions0 > 0, np.kron(low > 0, np.ones((8, 8), bool))[:1024, :1024])
+    in_fold = np.bincount(s.fibres[regions0 == FOLD], minlength=len(a) + 1)[1:]
+    assert np.array_equal(a["fold_fraction"].to_numpy(), in_fold / a["area_px"].to_numpy())
+    b, meta = read_fibre_table(curate_slide(path, _cfg(4096), client).table)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert meta["fold_area_um2"] == float((low == FOLD).sum() * 64)
+    assert meta["tissue_area_um2"] == float((low > 0).sum() * 64)
+    assert sum(meta["class_counts"].values()) == len(a) == res.n_fibres
+    fr = a["curation_class"] == "FR"
+    first = a["reasons"].str.split(";").str[0]
+    assert (a.loc[a["fold_fraction"] >= 0.3, "reasons"].str.contains("FR")).all() and fr.any()
+    assert ((first == a["curation_class"]) | (a["curation_class"] == "AM")).all()
+
+
+def _overrides_csv(path, tmp_path, client):
+    before, _ = read_fibre_table(curate_slide(path, _cfg(512), client).table)
+    ids = before["fibre_id"].iloc[:3].tolist()
+    csv = tmp_path / "fix.csv"
+    csv.write_text("fibre_id,class,reasons\n" + f"{ids[0]},AM,\n{ids[1]},FAM,FAM\n{ids[2]},NTM,NTM;EDGE\n")
+    return csv, ids
+
+
+@pytest.mark.slow
+def test_cli_applies_overrides(client, measured, run_cli, tmp_path) -> None:
+    path, _ = measured
+    csv, _ = _overrides_csv(path, tmp_path, client)
+    res = run_cli("curate", str(path), "--overrides", str(csv), "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    assert "3 overridden" in res.stdout
+
+
+def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
+    path, _ = measured
+    layout = RunLayout(path.parent.parent)
+    csv, ids = _overrides_csv(path, tmp_path, client)
+    res, slides_table = curate_run_slide(path, _cfg(512), client, overrides=csv)
+    assert res.n_overridden == 3 and slides_table == layout.slides_table
+    after, meta = read_fibre_table(layout.fibre_table("S1"))
+    assert after.set_index("fibre_id").loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"]
+    assert after["overridden"].sum() == 3 and meta["overrides"] == str(csv)
+    slides = pd.read_parquet(layout.slides_table)
+    counts = after["curation_class"].value_counts()
+    assert slides.loc[0, "n_overridden"] == 3
+    assert all(slides.loc[0, f"n_{c}"] == counts.get(c, 0) for c in ("AM", "FAM", "NTM", "EDGE", "FR"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("fibre_id,class\n999999,AM\n")
+    with pytest.raises(ValidationError, match="not in the table"):
+        curate_slide(path, _cfg(512), client, overrides=bad)

@@ -1,0 +1,100 @@
+"""The measure driver on a real LocalCluster: each fibre once, whole, identical for every block size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from nclsm_scale.config import RunConfig, SynthConfig
+from nclsm_scale.curate import mask_window
+from nclsm_scale.errors import HaloViolationError, SlideReadError
+from nclsm_scale.io.labels import fill_label_pyramid
+from nclsm_scale.io.ome_zarr import create_image, create_labels
+from nclsm_scale.layout import RunLayout, read_fibre_table
+from nclsm_scale.measure import measure_fibres
+from nclsm_scale.measure.driver import measure_slide, owned_ids
+from nclsm_scale.synth import generate_section
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
+        with Client(cl) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    """A 768^2 px, 1 um/px slide in a run folder, with its ground-truth fibres as labels/fibres."""
+    s = generate_section(SynthConfig(size_px=(768, 768), pixel_size_um=1.0, seed=5, fam_fraction=0.2))
+    path = tmp_path_factory.mktemp("measure") / "run" / "slides" / "S1.ome.zarr"
+    arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
+                          chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
+    for level, arr in enumerate(arrays):
+        arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
+    for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):
+        create_labels(path, name, dtype=dtype)
+        zarr.open_array(str(path), path=f"labels/{name}/0", mode="r+")[0] = data
+        fill_label_pyramid(path, name, 0)
+    return path, s
+
+
+def _cfg(**segment) -> RunConfig:
+    return RunConfig.model_validate({"segment": segment})
+
+
+def test_table_is_identical_for_every_block_size(client, slide) -> None:
+    path, s = slide
+    tables = {}
+    for block_px in (256, 512, 4096):
+        out = measure_slide(path, _cfg(block_px=block_px), client)
+        assert out == RunLayout(path.parent.parent).fibre_table("S1")
+        tables[block_px] = pd.read_parquet(out)
+    ref = tables[4096]
+    assert ref["fibre_id"].tolist() == list(range(1, int(s.fibres.max()) + 1))
+    pd.testing.assert_frame_equal(tables[256], ref, check_exact=True)
+    pd.testing.assert_frame_equal(tables[512], ref, check_exact=True)
+    _, meta = read_fibre_table(out)
+    assert meta["level"] == 0 and meta["pixel_size_um"] == 1.0 and len(meta["background"]) == 2
+
+
+def test_geometry_equals_a_whole_slide_measurement(client, slide) -> None:
+    path, s = slide
+    got = pd.read_parquet(measure_slide(path, _cfg(block_px=256), client))
+    low = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])  # 8 um/px
+    tissue = mask_window(low, 8.0, (0, 0), s.fibres.shape) > 0  # the regions level, as the driver reads it
+    ref = measure_fibres(s.fibres, None, pixel_size_um=1.0, tissue_mask=tissue)
+    cols = ["fibre_id", "area_px", "feret_min_um", "feret_max_um", "perimeter_um", "centroid_y_px",
+            "bbox_x1_px", "touches_image_border", "touches_tissue_border"]
+    pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
+
+
+def test_small_halo_escalates_to_the_same_table_or_fails_loudly(client, slide, tmp_path) -> None:
+    path, _ = slide
+    ref = pd.read_parquet(measure_slide(path, _cfg(block_px=256), client, out_dir=tmp_path / "a"))
+    small = measure_slide(path, _cfg(block_px=256, halo_um=8.0, escalation_limit=5), client, out_dir=tmp_path / "b")
+    assert read_fibre_table(small)[1]["escalations"] > 0
+    pd.testing.assert_frame_equal(pd.read_parquet(small), ref, check_exact=True)
+    with pytest.raises(HaloViolationError, match="halo doubling"):
+        measure_slide(path, _cfg(block_px=256, halo_um=8.0, escalation_limit=0), client, out_dir=tmp_path / "c")
+
+
+def test_owner_is_the_first_raster_pixel() -> None:
+    lab = np.zeros((6, 6), np.uint32)
+    lab[1:5, 2:5] = 7  # first pixel (1, 2)
+    lab[3:6, 0:2] = 9  # first pixel (3, 0)
+    assert owned_ids(lab, (0, 0, 3, 3)).tolist() == [7]
+    assert owned_ids(lab, (3, 0, 6, 3)).tolist() == [9]
+    assert owned_ids(lab, (0, 3, 6, 6)).tolist() == []
+
+
+def test_unsegmented_slide_is_a_clear_error(client, tmp_path) -> None:
+    path = tmp_path / "S2.ome.zarr"
+    create_image(path, (2, 64, 64), np.uint16, pixel_size_um=1.0, channel_names=["a", "b"], chunk_px=64,
+                 shard_px=0, min_level_px=64)
+    with pytest.raises(SlideReadError, match="segment"):
+        measure_slide(path, _cfg(), client)

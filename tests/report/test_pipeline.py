@@ -1,0 +1,104 @@
+"""End to end on a real LocalCluster: every table and the report agree with each other and the ground truth."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+from nclsm_scale.layout import read_fibre_table
+
+
+def test_stages_write_the_run_layout(e2e_run) -> None:
+    layout = e2e_run["layout"]
+    assert e2e_run["table"] == layout.fibre_table("E1")
+    for path in (layout.slides_table, layout.slides_table.with_suffix(".csv"), layout.groups_table,
+                 layout.histograms, layout.manifest, layout.report / "index.html",
+                 layout.report / "E1.geojson", layout.report / "E1_classes.png", layout.report / "hist_csa.png"):
+        assert path.is_file(), path
+    table, meta = read_fibre_table(layout.fibre_table("E1"))
+    assert table["fibre_id"].tolist() == list(range(1, e2e_run["seg"].n_fibres + 1))
+    assert meta["level"] == 1 and meta["level0_scale"] == 2.0
+    assert meta["tissue_area_um2"] > meta["fold_area_um2"] > 0
+
+
+def test_curated_classes_agree_with_ground_truth(e2e_run) -> None:
+    table, _ = read_fibre_table(e2e_run["layout"].fibre_table("E1"))
+    gt = pd.read_parquet(e2e_run["gt_table"])
+    # segmentation from exact GT maps: the fibre count matches the ground truth within a few fibres
+    assert abs(len(table) - len(gt)) <= 0.05 * len(gt)
+    cls = table["curation_class"].astype(str)
+    assert {"AM", "EDGE", "FR"} <= set(cls)
+    fr = table[cls == "FR"]
+    assert (fr["fold_fraction"] >= 0.3).any()  # the synthetic fold band was found and its fibres rejected
+
+
+def _html_cells(html: str, table_id: str) -> dict[tuple[str, str], str]:
+    block = re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S).group(1)
+    return {(r, c): v for r, c, v in re.findall(r'<td data-row="([^"]*)" data-col="([^"]*)">([^<]*)</td>', block)}
+
+
+def test_every_number_in_the_report_comes_from_slides_parquet(e2e_run) -> None:
+    html = e2e_run["index"].read_text()
+    slides = pd.read_parquet(e2e_run["layout"].slides_table).set_index("slide")
+    cells = _html_cells(html, "slides")
+    assert len(cells) == slides.shape[1] == len([c for c in cells if c[0] == "E1"])
+    numeric = 0
+    for (row, col), text in cells.items():
+        value = slides.loc[row, col]
+        if isinstance(value, str):
+            assert text == value
+        elif pd.isna(value):
+            assert text == ""
+        else:
+            assert float(text) == float(f"{float(value):.6g}"), (col, text, value)
+            numeric += 1
+    assert numeric > 30
+    assert slides.loc["E1", "n_fibres"] == sum(slides.loc["E1", f"n_{c}"] for c in
+                                               ("AM", "NTM", "FAM", "FR", "EDGE", "DEBRIS"))
+    groups = _html_cells(html, "groups")
+    assert groups[("P1 / control / vastus lateralis", "n_fibres")] == str(slides.loc["E1", "n_fibres"])
+
+
+def test_report_is_self_contained(e2e_run) -> None:
+    html = e2e_run["index"].read_text()
+    assert "<script" not in html and "<link" not in html and "http://" not in html and "https://" not in html
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 5  # thumbnail, class breakdown, three histograms
+    assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
+    prov = json.loads(re.search(r"<pre>(.*)</pre>", html, re.S).group(1).replace("&quot;", '"'))
+    assert prov["config"]["segment"]["block_px"] == 256 and prov["versions"]["numpy"]
+
+
+def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:
+    layout = e2e_run["layout"]
+    table, _ = read_fibre_table(layout.fibre_table("E1"))
+    fc = json.loads((layout.report / "E1.geojson").read_text())
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == len(table)
+    for feat, row in zip(fc["features"], table.itertuples(), strict=True):
+        props = feat["properties"]
+        assert props["objectType"] == "detection"
+        assert props["classification"]["name"] == row.curation_class
+        assert props["measurements"]["fibre_id"] == row.fibre_id
+        ring = np.asarray(feat["geometry"]["coordinates"][0])
+        assert (ring[0] == ring[-1]).all()
+        x, y = ring[:, 0], ring[:, 1]
+        area_l0 = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+        # a contour through pixel-edge midpoints, in level-0 px (4 per segmentation px)
+        assert abs(area_l0 / 4.0 - row.area_px) <= 0.1 * row.area_px + 2.0 * np.sqrt(row.area_px) + 4
+        assert x.min() >= 2.0 * row.bbox_x0_px - 1 and x.max() <= 2.0 * row.bbox_x1_px + 1
+        assert y.min() >= 2.0 * row.bbox_y0_px - 1 and y.max() <= 2.0 * row.bbox_y1_px + 1
+
+
+def test_report_cli_rebuilds_the_page(e2e_run, run_cli) -> None:
+    layout = e2e_run["layout"]
+    (layout.report / "index.html").unlink()
+    res = run_cli("report", str(layout.root), "--no-geojson", "--workers", "1",
+                  "--set", "report.thumbnail_px=400")
+    assert res.returncode == 0, res.stderr
+    assert (layout.report / "index.html").is_file()
+    slides = pd.read_csv(layout.slides_table.with_suffix(".csv"))
+    assert slides.loc[0, "subject"] == "P1"  # the saved manifest is reused

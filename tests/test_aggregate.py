@@ -1,0 +1,93 @@
+"""Slide and archive statistics from curated tables: counts, sizes, histograms, groups, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from nclsm_scale.aggregate import aggregate_run, aggregate_tables, slide_histograms, slide_stats
+from nclsm_scale.config import AggregateConfig
+from nclsm_scale.errors import ValidationError
+from nclsm_scale.layout import RunLayout, write_fibre_table
+
+
+def _table(classes, areas, ferets, mito, reasons=None) -> pd.DataFrame:
+    n = len(classes)
+    return pd.DataFrame({
+        "fibre_id": np.arange(1, n + 1, dtype=np.uint32), "curation_class": classes,
+        "reasons": reasons or [("" if c == "AM" else c) for c in classes],
+        "area_um2": np.asarray(areas, float), "feret_min_um": np.asarray(ferets, float),
+        "mito_interior_mean": np.asarray(mito, float), "overridden": [False] * n,
+    })
+
+
+META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 1.0, "level": 0,
+        "tissue_area_um2": 2e6, "fold_area_um2": 5e5}
+
+
+def test_slide_stats_counts_sizes_and_densities() -> None:
+    t = _table(["AM", "AM", "AM", "EDGE", "FR", "NTM"], [1000, 2000, 6000, 50, 4000, 4000],
+               [30, 40, 90, 5, 60, 60], [100, 200, 300, 1, 1, 1],
+               reasons=["", "", "", "EDGE", "FR;FAM", "NTM"])
+    row = slide_stats(t, META, AggregateConfig())
+    assert (row["n_fibres"], row["n_AM"], row["n_EDGE"], row["n_FR"], row["n_NTM"], row["n_FAM"]) == (6, 3, 1, 1, 1, 0)
+    assert row["reason_FAM"] == 1 and row["reason_FR"] == 1
+    assert row["pct_analysable"] == 50.0
+    assert row["csa_um2_mean"] == 3000.0 and row["csa_um2_median"] == 2000.0
+    assert row["csa_um2_sd"] == pytest.approx(np.std([1000, 2000, 6000], ddof=1))
+    assert row["csa_um2_cv"] == pytest.approx(row["csa_um2_sd"] / 3000.0)
+    assert row["feret_min_um_median"] == 40.0 and row["mito_median"] == 200.0
+    assert row["tissue_area_mm2"] == 2.0 and row["analysable_area_mm2"] == 1.5
+    assert row["fibre_density_per_mm2"] == 3.0 and row["analysable_density_per_mm2"] == 2.0
+
+
+def test_histograms_use_configured_bins_with_an_open_last_bin() -> None:
+    cfg = AggregateConfig(csa_bins_um2=[0, 1000, 5000], feret_min_bins_um=[0, 50],
+                          mito_rel_bins=[0, 0.75, 1.25])
+    t = _table(["AM"] * 4 + ["EDGE"], [500, 1000, 4999, 9000, 100], [10, 49, 50, 200, 1],
+               [50, 100, 100, 300, 1])
+    h = slide_histograms(t, cfg)
+    assert h["csa"].tolist() == [1, 2, 1] and h["feret_min"].tolist() == [2, 2]
+    assert h["mito_rel"].tolist() == [1, 2, 1]  # relative to the analysable median (100)
+
+
+def test_bins_must_increase() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        AggregateConfig(csa_bins_um2=[0, 500, 500])
+
+
+def test_archive_table_joins_manifest_and_pools_groups(tmp_path) -> None:
+    layout = RunLayout(tmp_path)
+    a = _table(["AM", "AM", "EDGE"], [1000, 3000, 10], [30, 50, 2], [1, 2, 3])
+    b = _table(["AM", "FAM"], [5000, 4000], [70, 60], [4, 5])
+    c = _table(["AM"], [2000], [40], [6])
+    for name, t in (("A", a), ("B", b), ("C", c)):
+        write_fibre_table(t, layout.fibre_table(name), {**META, "slide_name": name, "slide_id": name})
+    manifest = pd.DataFrame({"slide": ["A", "B", "C"], "subject": ["P1", "P1", "P2"],
+                             "diagnosis": ["ctrl", "ctrl", "mito"]})
+    res = aggregate_run(tmp_path, AggregateConfig(), manifest)
+    slides = pd.read_parquet(layout.slides_table)
+    assert slides["slide"].tolist() == ["A", "B", "C"] and slides["subject"].tolist() == ["P1", "P1", "P2"]
+    pd.testing.assert_frame_equal(pd.read_csv(layout.slides_table.with_suffix(".csv"))[["slide", "n_AM"]],
+                                  slides[["slide", "n_AM"]], check_dtype=False)
+    groups = pd.read_parquet(layout.groups_table).set_index("subject")
+    assert groups.loc["P1", "n_slides"] == 2 and groups.loc["P1", "n_fibres"] == 5
+    assert groups.loc["P1", "csa_um2_mean"] == 3000.0  # pooled over the AM fibres of A and B
+    assert groups.loc["P1", "tissue_area_mm2"] == 4.0
+    ds = xr.open_dataset(layout.histograms, engine="scipy")
+    assert list(ds["slide"].values) == ["A", "B", "C"]
+    assert ds["csa_count"].sel(slide="A").values.sum() == 2
+    assert np.array_equal(ds["class_count"].values, res.histograms["class_count"].values)
+    ds.close()
+    again = aggregate_run(tmp_path, AggregateConfig())  # the saved manifest is reused
+    assert again.slides["subject"].tolist() == ["P1", "P1", "P2"]
+
+
+def test_uncurated_tables_and_empty_runs_are_clear_errors(tmp_path) -> None:
+    t = _table(["AM"], [1000], [30], [1]).drop(columns=["curation_class"])
+    with pytest.raises(ValidationError, match="curate"):
+        aggregate_tables({"A": (t, META)}, AggregateConfig())
+    with pytest.raises(ValidationError, match="no fibre tables"):
+        aggregate_run(tmp_path, AggregateConfig())
