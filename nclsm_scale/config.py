@@ -24,6 +24,7 @@ from nclsm_scale.errors import ConfigError
 
 __all__ = [
     "AggregateConfig",
+    "ArchiveConfig",
     "ClusterConfig",
     "ConvertConfig",
     "CurateConfig",
@@ -408,6 +409,31 @@ class ReportConfig(_Section):
     )
 
 
+class ArchiveConfig(_Section):
+    """The archive a run reads and how ``nclsm-scale run`` goes through it."""
+
+    extensions: list[str] = Field(
+        [".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".ndpi", ".btf", ".qptiff", ".scn",
+         ".png", ".jpg", ".jpeg", ".ome.zarr"],
+        description="File name endings (case-insensitive) taken as slides when discovering a folder.",
+    )
+    exclude: list[str] = Field(
+        ["*.fibres.ome.tiff", "*.regions.ome.tiff"],
+        description="Glob patterns of file names never taken as slides (ground-truth sidecars).",
+    )
+    manifest: str | None = Field(
+        None, description="CSV or Parquet with a 'path' column plus metadata columns; None discovers the folder."
+    )
+    allow_absolute_paths: bool = Field(
+        False, description="Let manifest paths be absolute or leave the manifest's folder."
+    )
+    retries: int = Field(1, ge=0, le=10, description="Reruns of a slide stage after an unexpected error.")
+    max_concurrent_slides: int = Field(2, ge=1, le=64, description="Slides in flight at once on the cluster.")
+    maps_from_gt: bool = Field(
+        False, description="Segment from maps made of the ground-truth mask beside each source (synthetic data)."
+    )
+
+
 class RunConfig(_Section):
     """Everything a run can be configured with; one section per stage."""
 
@@ -421,6 +447,7 @@ class RunConfig(_Section):
     curate: CurateConfig = CurateConfig()
     aggregate: AggregateConfig = AggregateConfig()
     report: ReportConfig = ReportConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 def config_dirs() -> list[Path]:

@@ -1,0 +1,158 @@
+"""``run`` end to end on a real LocalCluster: a small synthetic archive with one corrupt slide."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from nclsm_scale.config import RunConfig
+from nclsm_scale.errors import StageError, ValidationError
+from nclsm_scale.run import STAGES, config_fingerprint, run_archive
+from nclsm_scale.state import StateStore
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real two-worker LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
+        with Client(cl) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return RunConfig.model_validate({
+        "synth": {"size_px": [1024, 1024]},
+        "convert": {"chunk_px": 256, "min_level_px": 64},
+        "segment": {"block_px": 256},
+        "report": {"thumbnail_px": 400},
+        "archive": {"maps_from_gt": True},
+    })
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, cfg):
+    """Two good 1024^2 px slides in sub-folders and a truncated copy of one; a manifest naming all three."""
+    from nclsm_scale.synth import write_section
+
+    root = tmp_path_factory.mktemp("archive")
+    for i in (1, 2):
+        (root / f"p{i}").mkdir()
+        write_section(root / f"p{i}" / f"S{i}.ome.tiff", cfg.synth.model_copy(update={"seed": i}))
+    data = (root / "p1" / "S1.ome.tiff").read_bytes()
+    (root / "bad.ome.tiff").write_bytes(data[: len(data) // 2])
+    (root / "manifest.csv").write_text(
+        "path,subject,diagnosis,muscle\np1/S1.ome.tiff,P1,control,VL\np2/S2.ome.tiff,P2,IBM,VL\n"
+        "bad.ome.tiff,P3,control,TA\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, archive, cfg, client):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    result = run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    records = {(r.slide, r.stage): r for r in StateStore(run_dir / "state.sqlite").records()}
+    tables = {n: pd.read_parquet(run_dir / "tables" / "fibres" / f"{n}.parquet") for n in ("S1", "S2")}
+    return run_dir, result, records, tables
+
+
+def test_good_slides_complete_and_the_corrupt_one_is_reported(first):
+    run_dir, result, records, tables = first
+    assert {s.name: s.status for s in result.slides} == {"S1": "done", "S2": "done", "bad": "failed"}
+    assert not result.ok
+    for name in ("S1", "S2"):
+        assert all(records[(name, st)].status == "done" for st in STAGES)
+        assert len(tables[name]) > 10 and "curation_class" in tables[name].columns
+        assert (run_dir / "slides" / f"{name}.ome.zarr" / "labels" / "fibres").is_dir()
+    bad = records[("bad", "convert")]
+    assert bad.status == "failed" and "truncated" in bad.error and "\n" not in bad.error
+    assert all(records[("bad", st)].status == "pending" for st in STAGES[1:])
+    slides = pd.read_parquet(run_dir / "tables" / "slides.parquet")
+    assert sorted(slides["slide"]) == ["S1", "S2"]
+    assert set(slides.loc[slides["slide"] == "S2", "diagnosis"]) == {"IBM"}
+    assert result.report == run_dir / "report" / "index.html" and result.report.is_file()
+    summary = result.summary().splitlines()
+    assert summary[0].startswith("2 of 3 slide(s) done, 1 failed")
+    assert [line for line in summary if line.startswith("FAILED")] == [f"FAILED bad at convert: {bad.error}"]
+    log = (run_dir / "logs" / "run.log").read_text()
+    assert "Traceback" in log and "bad: convert failed" in log
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_run_json_records_provenance(first, cfg):
+    run_dir = first[0]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["config"] == cfg.model_dump(mode="json")
+    assert rec["config_fingerprint"] == config_fingerprint(cfg)
+    assert len(rec["model"]["sha256"]) == 64 and rec["model"]["used"] is False
+    assert rec["versions"]["distributed"] and rec["started"] <= rec["ended"]
+    assert set(rec["normalisation"]) == {"S1", "S2"}
+    assert all(len(n["lo"]) == len(n["hi"]) >= 2 for n in rec["normalisation"].values())
+
+
+def test_rerun_is_a_noop_for_done_stages_and_gives_identical_tables(first, archive, cfg, client):
+    run_dir, _, before, tables = first
+    mtimes = {n: os.stat(run_dir / "tables" / "fibres" / f"{n}.parquet").st_mtime_ns for n in tables}
+    again = run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    after = {(r.slide, r.stage): r for r in StateStore(run_dir / "state.sqlite").records()}
+    for name in ("S1", "S2"):
+        assert next(s for s in again.slides if s.name == name).ran == []
+        for st in STAGES:
+            assert (after[(name, st)].started, after[(name, st)].attempts) == \
+                (before[(name, st)].started, before[(name, st)].attempts)
+        assert os.stat(run_dir / "tables" / "fibres" / f"{name}.parquet").st_mtime_ns == mtimes[name]
+        pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "tables" / "fibres" / f"{name}.parquet"),
+                                      tables[name])
+    assert after[("bad", "convert")].attempts == before[("bad", "convert")].attempts + 1  # failed work is retried
+    assert [s.name for s in again.failed] == ["bad"]
+
+
+def test_an_interrupted_stage_is_redone_from_where_it_stopped(first, archive, cfg, client):
+    run_dir, _, _, tables = first
+    st = StateStore(run_dir / "state.sqlite")
+    st.start("S2", "curate", config_fingerprint(cfg))  # as if killed during curate
+    result = run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    s2 = next(s for s in result.slides if s.name == "S2")
+    assert s2.ran == ["curate"] and s2.status == "done"
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "tables" / "fibres" / "S2.parquet"), tables["S2"])
+
+
+def test_a_second_run_is_refused_while_one_is_active(first, archive, cfg, client):
+    run_dir = first[0]
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "run.lock").write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+        with pytest.raises(StageError, match="another run is active"):
+            run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+        (run_dir / "run.lock").unlink()
+
+
+def test_a_manifest_escaping_its_folder_stops_the_run_before_any_work(tmp_path, archive, cfg, client):
+    (archive / "p1" / "evil.csv").write_text("path\n../bad.ome.tiff\n")
+    with pytest.raises(ValidationError, match="outside the manifest's folder"):
+        run_archive(archive / "p1" / "evil.csv", tmp_path / "run", cfg, client, progress=False)
+    assert not (tmp_path / "run" / "slides").exists()
+
+
+def test_cli_exit_status_and_summary(first, archive, client, capsys):
+    from nclsm_scale.cli.app import main
+
+    run_dir = first[0]
+    code = main(["run", str(archive), "--out", str(run_dir), "--manifest", str(archive / "manifest.csv"),
+                 "--scheduler", client.scheduler.address, "--maps-from-gt",
+                 "--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
+                 "--set", "segment.block_px=256", "--set", "report.thumbnail_px=400"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "2 of 3 slide(s) done, 1 failed" in out and "FAILED bad at convert:" in out
