@@ -37,9 +37,10 @@ from segment_fixtures import nclsm_crop, voronoi_fibres  # noqa: E402
 from nclsm_scale.segment.grid import BlockGrid  # noqa: E402
 from nclsm_scale.segment.maps import ArrayMaps, maps_from_labels  # noqa: E402
 from nclsm_scale.segment.plane import segment_plane  # noqa: E402
+from nclsm_scale.config import SegmentConfig  # noqa: E402
 from nclsm_scale.segment.seeds import SegmentParams  # noqa: E402
 
-PARAMS = SegmentParams(1.0, 2.0, 10, 0.5, 0.5, 0.5)  # the config defaults at 1 um/px
+PARAMS = SegmentParams.from_config(SegmentConfig(), 1.0, ("foreground", "boundary", "distance"))
 HALO_PX = 150
 
 

@@ -243,13 +243,19 @@ class SegmentConfig(_Section):
         description="A seed is the largest distance value within this radius (about the smallest fibre radius).",
     )
     min_seed_value: float = Field(
-        0.5, ge=0.0, le=4.0, description="Smallest smoothed distance value (map units) of a seed."
+        0.35, ge=0.0, le=4.0,
+        description="Smoothed distance value (map units, 1 on a fibre's axis) above which pixels form a fibre core.",
+    )
+    min_core_area_um2: float = Field(
+        15.0, ge=0.0, description="Smallest fibre core; smaller high-distance specks seed nothing."
     )
     foreground_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Foreground probability above which a pixel is fibre."
     )
     boundary_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="Boundary probability above which a pixel is not fibre."
+        1.0, ge=0.0, le=1.0,
+        description="Boundary probability above which a pixel is not fibre (1 keeps the outline "
+        "pixels, which the network marks as the fibre's own outermost ring).",
     )
     region_pixel_size_um: float = Field(
         8.0, gt=0.0, description="Pixel size of the level the tissue mask is computed on."

@@ -22,6 +22,21 @@ SetOption = Annotated[
     typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override one config value (repeatable)."),
 ]
 
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler (tcp://HOST:8786)."),
+]
+WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="Number of local Dask workers.")]
+
+
+def cluster_overrides(scheduler: str | None, workers: int | None) -> dict[str, Any]:
+    """Dotted config overrides for the ``--scheduler`` and ``--workers`` options."""
+    return {
+        "cluster.kind": "address" if scheduler else None,
+        "cluster.address": scheduler,
+        "cluster.n_workers": workers,
+    }
+
 
 def build_config(config: list[str] | None, set_: list[str] | None, **overrides: Any) -> RunConfig:
     """Merge config files, ``--set`` values and a command's own options (highest priority).

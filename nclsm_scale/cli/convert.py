@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -21,10 +28,8 @@ def main(
         str | None, typer.Option("--channels", metavar="A,B", help="Channel names in file order, e.g. membrane,mito.")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides already converted.")] = False,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -39,9 +44,7 @@ def main(
             "convert.pixel_size_um": pixel_size,
             "convert.channels": [c.strip() for c in channels.split(",")] if channels else None,
             "convert.overwrite": True if overwrite else None,
-            "cluster.kind": "address" if scheduler else None,
-            "cluster.address": scheduler,
-            "cluster.n_workers": workers,
+            **cluster_overrides(scheduler, workers),
         },
     )
     import dask

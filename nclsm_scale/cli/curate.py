@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -20,10 +27,8 @@ def main(
         Path | None,
         typer.Option("--table", metavar="PARQUET", help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -33,8 +38,7 @@ def main(
 
     cfg = build_config(
         config, set_,
-        **{"cluster.kind": "address" if scheduler else None, "cluster.address": scheduler,
-           "cluster.n_workers": workers},
+        **cluster_overrides(scheduler, workers),
     )
     with open_client(cfg.cluster) as client:
         res, slides_table = curate_run_slide(slide, cfg, client, table_path=table, overrides=overrides)

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 from nclsm_scale.cli.synth import parse_size
 
 
@@ -19,13 +25,13 @@ def main(
     size: Annotated[
         str, typer.Option("--size", help="HEIGHTxWIDTH of each slide in pixels (0.5 um/px).")
     ] = "3072x3072",
-    workers: Annotated[int | None, typer.Option("--workers", help="Local Dask workers.")] = None,
+    workers: WorkersOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Make synthetic slides, convert and segment them on Dask, score and show the fibres."""
     cfg = build_config(
-        config, set_, **{"synth.size_px": parse_size(size), "cluster.n_workers": workers}
+        config, set_, **{"synth.size_px": parse_size(size), **cluster_overrides(None, workers)}
     )
     from nclsm_scale.cluster import open_client
     from nclsm_scale.demo import run_demo

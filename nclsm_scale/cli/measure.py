@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -20,10 +27,8 @@ def main(
     block_size: Annotated[
         int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.")
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -35,9 +40,7 @@ def main(
         config, set_,
         **{
             "segment.block_px": block_size,
-            "cluster.kind": "address" if scheduler else None,
-            "cluster.address": scheduler,
-            "cluster.n_workers": workers,
+            **cluster_overrides(scheduler, workers),
         },
     )
     with open_client(cfg.cluster) as client:

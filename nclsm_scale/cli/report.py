@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -20,10 +27,8 @@ def main(
     geojson: Annotated[
         bool | None, typer.Option("--geojson/--no-geojson", help="Export fibres as GeoJSON for QuPath.")
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -33,8 +38,7 @@ def main(
 
     cfg = build_config(
         config, set_,
-        **{"report.geojson": geojson, "cluster.kind": "address" if scheduler else None,
-           "cluster.address": scheduler, "cluster.n_workers": workers},
+        **{"report.geojson": geojson, **cluster_overrides(scheduler, workers)},
     )
     with open_client(cfg.cluster) as client:
         index = build_report(run_dir, cfg, client, manifest=manifest)

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -17,10 +24,8 @@ def main(
         Path | None, typer.Option("--manifest", metavar="CSV",
                                   help="Manifest with a 'path' column plus metadata (subject, diagnosis, muscle).")
     ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
     maps_from_gt: Annotated[
         bool, typer.Option("--maps-from-gt", help="Segment from the ground-truth masks beside synthetic sources.")
     ] = False,
@@ -33,9 +38,7 @@ def main(
         **{
             "archive.manifest": str(manifest) if manifest else None,
             "archive.maps_from_gt": True if maps_from_gt else None,
-            "cluster.kind": "address" if scheduler else None,
-            "cluster.address": scheduler,
-            "cluster.n_workers": workers,
+            **cluster_overrides(scheduler, workers),
         },
     )
     from nclsm_scale.cluster import open_client

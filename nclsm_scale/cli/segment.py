@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import (
+    ConfigOption,
+    SchedulerOption,
+    SetOption,
+    WorkersOption,
+    build_config,
+    cluster_overrides,
+)
 
 
 def main(
@@ -25,10 +32,8 @@ def main(
         Path | None, typer.Option("--maps", metavar="STORED_MAPS_ZARR",
                                   help="Segment stored (K, y, x) maps instead of running the network.")
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler.")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Number of local Dask workers.")] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a slide already segmented.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -45,9 +50,7 @@ def main(
             "segment.halo_um": halo_um,
             "segment.maps": str(maps) if maps else None,
             "segment.overwrite": True if overwrite else None,
-            "cluster.kind": "address" if scheduler else None,
-            "cluster.address": scheduler,
-            "cluster.n_workers": workers,
+            **cluster_overrides(scheduler, workers),
         },
     )
     with open_client(cfg.cluster) as client:

@@ -1,50 +1,59 @@
 """Pass 2: seeded assignment by steepest ascent, certified exact per pixel.
 
-Every foreground pixel points to a **parent**: the pixel with the largest key
-(see :mod:`nclsm_scale.segment.seeds`) in its 3 x 3 neighbourhood. A pixel that is
-its own parent is a local maximum: a seed is a root; any other local maximum
-points to the largest key within the seed radius (which exists, since it is not
-a seed), or to background if it is itself that maximum but too shallow to be a
-seed. Keys strictly increase along parent chains, so every chain ends at a seed
-or at background; the pixel takes that seed's global ID.
+Pass 2 reads pass 1's stored levels (:mod:`nclsm_scale.segment.levels`), which are
+exact everywhere, and the global seed table, which says exactly which pixels are
+seeds; the maps are not smoothed again. Every pixel of a fibre core
+(:mod:`~nclsm_scale.segment.cores`) points to its core's root, the seed. Every
+other foreground pixel points to a **parent**: the pixel with the largest key
+(level, then earlier position; see :mod:`nclsm_scale.segment.seeds`) in its
+3 x 3 neighbourhood. A pixel outside the cores that is its own parent points to
+the largest key within the seed radius, or to background if it is itself that
+maximum. Keys strictly increase along parent chains outside the cores, so every
+chain ends at a seed or at background; the pixel takes that seed's global ID.
 
-Parents depend only on the maps within :attr:`SegmentParams.margin_px` of a pixel
-and on global coordinates, never on the array layout, so they are exact inside
-the window shrunk by that margin (the *valid* region). Parents of pixels outside
-it are set to "unknown"; a pixel whose chain reaches "unknown" is uncertain. A
-block's labels are therefore exactly those of a whole-slide run wherever they are
-certain, and a block is accepted only if all its core pixels are certain and no
-fibre it owns touches the edge of its valid region. Otherwise the halo is doubled
-(escalation), up to a limit, after which :class:`HaloViolationError` is raised.
-Nothing is flooded: the work is a few filters and pointer jumping over arrays.
+Parents depend only on the levels within :attr:`SegmentParams.ascent_margin_px`
+of a pixel, on the pixel's core (exact when the core does not touch the window's
+edge) and on global coordinates, never on the array layout, so they are exact
+inside the window shrunk by that margin (the *valid* region). Other parents,
+and those of open cores, are "unknown"; a pixel whose chain reaches "unknown" is
+uncertain. A block's labels are therefore exactly those of a whole-slide run
+wherever they are certain, and a block is accepted only if all its core pixels
+are certain and no fibre it owns touches the edge of its valid region. Otherwise
+the halo is doubled (escalation), up to a limit, after which
+:class:`HaloViolationError` is raised. Nothing is flooded: parents come from a
+separable maximum of packed keys, cores from one connected-component labelling,
+the few other maxima search their square, and chains are resolved by vectorised
+pointer jumping.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from nclsm_scale.errors import HaloViolationError
 from nclsm_scale.segment.grid import Block
-from nclsm_scale.segment.ids import lookup_ids
-from nclsm_scale.segment.maps import MapSource
-from nclsm_scale.segment.seeds import (
-    SegmentParams,
-    decode_index,
-    pixel_keys,
-    seed_mask,
-    smoothed_scores,
-)
+from nclsm_scale.segment.cores import find_cores
+from nclsm_scale.segment.seeds import SegmentParams, core_level
 
-__all__ = ["BlockLabels", "UNCERTAIN", "assign_block", "label_window", "owned_ids"]
+__all__ = ["BlockLabels", "LevelSource", "UNCERTAIN", "assign_block", "label_window", "owned_ids",
+           "window_seeds"]
 
 logger = logging.getLogger(__name__)
 
 #: Value of pixels whose label cannot be decided inside the window.
 UNCERTAIN = -1
+
+
+class LevelSource(Protocol):
+    """Anything that yields int32 level windows, -1 outside the plane (see ``levels``)."""
+
+    def levels(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """Levels of the half-open region."""
+        ...
 
 
 @dataclass
@@ -59,67 +68,121 @@ class BlockLabels:
 
 
 def _resolve(parent: np.ndarray) -> np.ndarray:
-    """Follow parent pointers to their roots (pointer jumping, log of the chain length)."""
-    active = np.flatnonzero(parent[parent] != parent)
-    while active.size:
-        parent[active] = parent[parent[active]]
-        active = active[parent[active] != parent[parent[active]]]
-    return parent
+    """Every node's root (pointer jumping over the whole array, log of the longest chain)."""
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent
+        parent = nxt
+
+
+def _argmax_offsets(level: np.ndarray, flat: np.ndarray, radius: int) -> np.ndarray:
+    """Flat index of the largest key in the square of ``radius`` around each of ``flat``.
+
+    The squares must lie inside ``level``; offsets run in raster order and only a
+    strictly larger level replaces the best, so ties go to the earlier pixel.
+    """
+    w = level.shape[1]
+    lv = level.ravel()
+    best = np.full(flat.size, -2, dtype=np.int32)
+    arg = flat.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            nb = flat + (dy * w + dx)
+            v = lv[nb]
+            better = v > best
+            best[better] = v[better]
+            arg[better] = nb[better]
+    return arg
+
+
+def _ascent(level: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``(dy, dx)`` to the largest key of the 3 x 3 neighbourhood, in ``[m:-m, m:-m]``.
+
+    Keys ``level << 4 | (1 - dy) << 2 | (1 - dx)`` order neighbours by level, then
+    raster position (earlier wins), and their maximum is separable: a row pass
+    over ``dx``, then a column pass over ``dy`` (the ``dy`` bits are constant
+    within a row). ``m`` must be at least 1.
+    """
+    h, w = level.shape
+    lv = level[m - 1 : h - m + 1].astype(np.int32) << 4
+    rows = lv[:, m - 1 : w - m - 1] | 2
+    for dx in (0, 1):
+        np.maximum(rows, lv[:, m + dx : w - m + dx] | (1 - dx), out=rows)
+    best = rows[: h - 2 * m] | 8
+    for dy in (0, 1):
+        np.maximum(best, rows[1 + dy : h - 2 * m + 1 + dy] | ((1 - dy) << 2), out=best)
+    return 1 - ((best >> 2) & 3), 1 - (best & 3)
+
+
+def window_seeds(
+    table: np.ndarray, y0: int, x0: int, h: int, w: int, shape_yx: tuple[int, int]
+) -> np.ndarray:
+    """Window-flat indices and IDs of the table's seeds in an window, ``(2, n)`` int64."""
+    height, width = shape_yx
+    rows = np.arange(max(y0, 0), max(min(y0 + h, height), y0, 0), dtype=np.int64)
+    xa = max(x0, 0)
+    xb = max(min(x0 + w, width), xa)
+    lo = np.searchsorted(table, rows * width + xa)
+    hi = np.searchsorted(table, rows * width + xb)
+    count = hi - lo
+    pos = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+    gy, gx = np.divmod(np.asarray(table[pos]), width)
+    return np.stack([(gy - y0) * w + (gx - x0), pos + 1])
 
 
 def label_window(
-    maps: np.ndarray,
+    level: np.ndarray,
     y0: int,
     x0: int,
     shape_yx: tuple[int, int],
     params: SegmentParams,
     table: np.ndarray,
 ) -> np.ndarray:
-    """Labels of a map window at global ``(y0, x0)``: IDs, 0 background, :data:`UNCERTAIN`.
+    """Labels of a level window at global ``(y0, x0)``: IDs, 0 background, :data:`UNCERTAIN`.
 
     Parameters
     ----------
-    maps : (K, h, w) float32
-        Maps of the window.
+    level : (h, w) int32
+        Levels of the window (-1 off foreground and outside the plane).
     shape_yx : tuple of int
         Size of the whole plane (for global indices).
     table : 1-D int64 array
-        Sorted global seed table; every seed in the valid region must be in it.
+        Sorted global seed table.
 
     Returns
     -------
     (h, w) int64 array.
     """
-    fg, value = smoothed_scores(maps, params)
-    h, w = fg.shape
-    key = pixel_keys(value, fg, y0, x0, shape_yx)
-    seeds, kmax = seed_mask(key, value, params)
-    k3 = ndi.maximum_filter(key, size=3, mode="constant", cval=-1)
-    m = params.margin_px
-    valid = np.zeros((h, w), dtype=bool)
-    valid[m : h - m, m : w - m] = True
+    h, w = level.shape
+    fg = level >= 0
+    m = params.ascent_margin_px
     n = h * w
     unknown, none = n, n + 1
-    width = shape_yx[1]
-
-    def to_flat(k: np.ndarray) -> np.ndarray:
-        gy, gx = np.divmod(decode_index(k), width)
-        return (gy - y0) * w + (gx - x0)
-
-    act = np.flatnonzero(valid & fg)
-    kf, k3f, kmf = key.ravel()[act], k3.ravel()[act], kmax.ravel()[act]
-    local_max = k3f == kf
-    jump = np.where(seeds.ravel()[act], act, np.where(kmf == kf, none, to_flat(kmf)))
-    parent = np.full(n + 2, none, dtype=np.int64)
-    parent[np.flatnonzero(~valid & fg)] = unknown
+    parent = np.full(n + 2, none, dtype=np.intp)
     parent[unknown] = unknown
-    parent[act] = np.where(local_max, jump, to_flat(k3f))
-    root = _resolve(parent)[:n]
+    grid = parent[:n].reshape(h, w)
+    grid[fg] = unknown
+    if h > 2 * m and w > 2 * m:
+        inner = (slice(m, h - m), slice(m, w - m))
+        dy, dx = _ascent(level, m)
+        here = np.arange(m, h - m, dtype=np.intp)[:, None] * w + np.arange(m, w - m, dtype=np.intp)
+        fg_in = fg[inner]
+        np.copyto(grid[inner], here + (dy * w + dx), where=fg_in)
+        peaks = here[fg_in & (dy == 0) & (dx == 0)]  # maxima outside cores jump within the radius
+        target = _argmax_offsets(level, peaks, max(params.seed_radius_px, 1))
+        parent[peaks] = np.where(target == peaks, none, target)
+    cores = find_cores(level, core_level(params), params.min_core_px)
+    comp = cores.comp.ravel()
+    incore = np.flatnonzero(comp)
+    parent[incore] = np.where(cores.open, unknown, cores.roots)[comp[incore]]
+    flat, ids = window_seeds(table, y0, x0, h, w, shape_yx)
+    parent[flat] = flat
+    root = _resolve(parent)
     lab = np.zeros(n + 2, dtype=np.int64)
     lab[unknown] = UNCERTAIN
-    roots = np.flatnonzero((valid & seeds).ravel())
-    lab[roots] = lookup_ids(table, decode_index(key.ravel()[roots]))
-    return lab[root].reshape(h, w)
+    lab[flat] = ids
+    return lab[root[:n]].reshape(h, w)
 
 
 def owned_ids(table: np.ndarray, block: Block, width: int) -> np.ndarray:
@@ -135,7 +198,7 @@ def _ring(a: np.ndarray) -> np.ndarray:
 
 
 def assign_block(
-    source: MapSource,
+    source: LevelSource,
     block: Block,
     params: SegmentParams,
     table: np.ndarray,
@@ -150,14 +213,14 @@ def assign_block(
     HaloViolationError
         If the core is still not certain after ``escalation_limit`` doublings of the halo.
     """
-    m = params.margin_px
+    m = params.ascent_margin_px
     bh, bw = block.shape
     owned = owned_ids(table, block, shape_yx[1])
     flagged: list[tuple[int, int]] = []
     halo = tried = int(halo_px)
     for attempt in range(escalation_limit + 1):
         y0, x0, y1, x1 = block.window(halo + m)
-        lab = label_window(source.maps(y0, x0, y1, x1), y0, x0, shape_yx, params, table)
+        lab = label_window(source.levels(y0, x0, y1, x1), y0, x0, shape_yx, params, table)
         core = lab[halo + m : halo + m + bh, halo + m : halo + m + bw]
         uncertain = np.argwhere(core == UNCERTAIN)
         ring = _ring(lab[m : lab.shape[0] - m, m : lab.shape[1] - m])

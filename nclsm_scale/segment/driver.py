@@ -3,10 +3,14 @@
 Passes, each one ``client.map`` over block descriptors (tiny arguments; every task
 reads its block + halo straight from zarr):
 
-0. maps (network only): the engine's maps of each core into ``<work>/maps``;
-1. seeds: each block's owned seeds into ``<work>/seeds/<by>_<bx>.npy``;
-   the client merges them into the seed table ``<work>/seeds.npy`` (IDs 1..N);
-2. assign: certified labels of each core written into ``labels/fibres`` at the
+0. maps (network only): the engine's maps into ``<work>/maps``, one task per tile of
+   whole network windows (tile edges on the engine's window lattice, so no window
+   is computed twice; only tiles at the slide's edge pad their last batch);
+1. seeds: each block's core levels into ``<work>/levels`` (int32, one chunk per
+   core) and its owned seeds into ``<work>/seeds/<by>_<bx>.npy``; the client merges
+   the seeds into the seed table ``<work>/seeds.npy`` (IDs 1..N);
+2. assign: from the stored levels (no second smoothing of the maps), certified
+   labels of each core written into ``labels/fibres`` at the
    segmentation level (cores align with the label shards/chunks: no write races),
    a done marker per block.
 
@@ -37,11 +41,12 @@ from nclsm_scale.errors import ConfigError, SlideReadError
 from nclsm_scale.segment.assign import assign_block
 from nclsm_scale.segment.grid import Block, BlockGrid
 from nclsm_scale.segment.ids import load_table, save_table, seed_table
+from nclsm_scale.segment.levels import StoredLevels
 from nclsm_scale.segment.maps import MapSource, StoredMaps
 from nclsm_scale.segment.regions import REGION_COLORS, tissue_mask
-from nclsm_scale.segment.seeds import SegmentParams, block_seeds
+from nclsm_scale.segment.seeds import SegmentParams, seed_pass
 
-__all__ = ["SegmentResult", "segment_slide", "work_dir"]
+__all__ = ["SegmentResult", "network_tile_px", "segment_slide", "work_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +85,13 @@ def _label_path(slide_path: str, name: str, level_path: str) -> str:
 
 
 def seeds_task(
-    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int], out: str
+    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int],
+    levels: StoredLevels, out: str, halo_px: int, escalation_limit: int,
 ) -> int:
-    """Pass 1 of one block: save its owned seeds to ``out``; return their count."""
-    seeds = block_seeds(source, block, params, shape_yx)
+    """Pass 1 of one block: store its core levels and owned seeds (``out``); return their count."""
+    core, seeds = seed_pass(source, block, params, shape_yx, halo_px=halo_px,
+                            escalation_limit=escalation_limit)
+    levels.write(block.y0, block.x0, core)
     tmp = Path(out).with_suffix(".tmp.npy")
     np.save(tmp, seeds)
     tmp.replace(out)
@@ -91,7 +99,7 @@ def seeds_task(
 
 
 def assign_task(
-    source: MapSource,
+    levels: StoredLevels,
     block: Block,
     params: SegmentParams,
     shape_yx: tuple[int, int],
@@ -105,7 +113,7 @@ def assign_task(
     import zarr
 
     res = assign_block(
-        source, block, params, load_table(table_path), shape_yx, halo_px, escalation_limit
+        levels, block, params, load_table(table_path), shape_yx, halo_px, escalation_limit
     )
     arr = zarr.open_array(label_path, mode="r+")
     arr[0, block.y0 : block.y1, block.x0 : block.x1] = res.labels
@@ -115,7 +123,7 @@ def assign_task(
 
 
 def maps_task(source: MapSource, block: Block, maps_path: str, done_path: str) -> None:
-    """Pass 0 of one block: store the map source's maps of its core."""
+    """Pass 0 of one tile: store the map source's maps of it."""
     import zarr
 
     arr = zarr.open_array(maps_path, mode="r+")
@@ -229,6 +237,10 @@ def segment_slide(
             (work / sub).mkdir(parents=True)
         create_labels(slide_path, "fibres", dtype=np.uint32)
         _atomic_json(state_file, {"fingerprint": fp, **state})
+    if not (work / "levels").exists():  # fresh, or dropped by an earlier run whose mark is gone
+        StoredLevels.create(str(work / "levels"), shape, block_px)
+        for done_seeds in (work / "seeds").glob("*.npy"):
+            done_seeds.unlink()
     grid = BlockGrid(shape, block_px)
     blocks = grid.blocks()
     result.n_blocks = len(blocks)
@@ -236,14 +248,16 @@ def segment_slide(
                 slide_path, level, px, shape, len(blocks), block_px, halo_px)
     retries = seg.retries
     if stored is None:
-        stored = _store_engine_maps(source, grid, shape, work, client, retries, fresh)
+        stored = _store_engine_maps(source, block_px, shape, work, client, retries, fresh)
 
     def name(b: Block) -> str:
         return f"{b.by}_{b.bx}"
 
     todo = [b for b in blocks if not (work / "seeds" / f"{name(b)}.npy").is_file()]
+    levels = StoredLevels(str(work / "levels"))
     _run(client, seeds_task,
-         [(stored, b, params, shape, str(work / "seeds" / f"{name(b)}.npy")) for b in todo],
+         [(stored, b, params, shape, levels, str(work / "seeds" / f"{name(b)}.npy"), halo_px,
+           seg.escalation_limit) for b in todo],
          "segment: seeds", retries)
     table = seed_table([np.load(work / "seeds" / f"{name(b)}.npy") for b in blocks])
     table_path = work / "seeds.npy"
@@ -251,18 +265,18 @@ def segment_slide(
     label_path = _label_path(slide_path, "fibres", lv.path)
     todo = [b for b in blocks if not (work / "done" / f"{name(b)}.json").is_file()]
     _run(client, assign_task,
-         [(stored, b, params, shape, halo_px, seg.escalation_limit, str(table_path), label_path,
+         [(levels, b, params, shape, halo_px, seg.escalation_limit, str(table_path), label_path,
            str(work / "done" / f"{name(b)}.json")) for b in todo],
          "segment: assign", retries)
     for b in blocks:
         info = json.loads((work / "done" / f"{name(b)}.json").read_text())
         result.escalations += info["escalations"]
         result.flagged_yx.extend(tuple(v) for v in info["flagged_yx"])
-    # io.labels maps over an empty list when nothing is finer than the source level
-    fill_label_pyramid(slide_path, "fibres", level, client=client if level else None)
+    fill_label_pyramid(slide_path, "fibres", level, client=client)
     _write_regions(slide, seg, create_labels, fill_label_pyramid, client)
     result.n_fibres = int(table.size)
-    shutil.rmtree(work / "maps", ignore_errors=True)  # network maps, if any: large, no longer needed
+    for big in ("maps", "levels"):  # network maps (if any) and levels: large, no longer needed
+        shutil.rmtree(work / big, ignore_errors=True)
     _set_completion(slide_path, {"fingerprint": fp, "n_fibres": result.n_fibres,
                                  "escalations": result.escalations, "level": level})
     result.seconds = time.perf_counter() - t0
@@ -271,20 +285,34 @@ def segment_slide(
     return result
 
 
+def network_tile_px(stride_px: int, block_px: int, min_chunk_px: int = 256) -> tuple[int, int]:
+    """Tile and chunk edge of the network pass: multiples of the window stride.
+
+    The chunk is the smallest multiple of the stride of at least ``min_chunk_px``
+    (unaligned reads by the later passes stay cheap); a tile is an even number of
+    chunks near ``block_px``, so its window count is a multiple of 4 (full batches
+    at the default batch size).
+    """
+    chunk = stride_px * max(1, -(-min_chunk_px // stride_px))
+    return chunk * 2 * max(1, round(block_px / (2 * chunk))), chunk
+
+
 def _store_engine_maps(
-    source: MapSource, grid: BlockGrid, shape: tuple[int, int], work: Path, client: Any,
+    source: MapSource, block_px: int, shape: tuple[int, int], work: Path, client: Any,
     retries: int, fresh: bool,
 ) -> StoredMaps:
     import zarr
 
+    tile_px, chunk_px = network_tile_px(getattr(source, "stride_px", 1), block_px)
+    tiles = BlockGrid(shape, tile_px).blocks()
     path = work / "maps"
     if fresh or not path.exists():
         arr = zarr.create_array(
             str(path), shape=(len(source.channels), *shape), dtype="float16",
-            chunks=(len(source.channels), grid.block_px, grid.block_px), overwrite=True,
+            chunks=(len(source.channels), chunk_px, chunk_px), overwrite=True,
         )
         arr.attrs["channels"] = list(source.channels)
-    todo = [b for b in grid.blocks() if not (work / "maps_done" / f"{b.by}_{b.bx}").is_file()]
+    todo = [b for b in tiles if not (work / "maps_done" / f"{b.by}_{b.bx}").is_file()]
     _run(client, maps_task,
          [(source, b, str(path), str(work / "maps_done" / f"{b.by}_{b.bx}")) for b in todo],
          "segment: network", retries, resources=_gpu_resources(client))
@@ -300,7 +328,7 @@ def _write_regions(slide: Any, seg: Any, create_labels: Any, fill_label_pyramid:
     mask = tissue_mask(slide.read(level, 0, 0, ny, nx), float(np.mean(lv.pixel_size_um)), seg.region_smooth_um)
     create_labels(slide.path, "regions", dtype=np.uint8, colors=REGION_COLORS)
     zarr.open_array(_label_path(slide.path, "regions", lv.path), mode="r+")[0] = mask
-    fill_label_pyramid(slide.path, "regions", level, client=client if level else None)
+    fill_label_pyramid(slide.path, "regions", level, client=client)
 
 
 def _completion(slide_path: str) -> dict[str, Any]:

@@ -4,7 +4,9 @@ The engine is loaded once per worker by :class:`~nclsm_scale.model.worker.ModelP
 an :class:`EngineMaps` only carries the slide path, level, channel indices and the
 slide's global normalisation constants. The engine places its windows on a lattice
 anchored at the slide origin, so maps of any region are bit-identical to those of
-the whole slide; outside the slide the maps are zero.
+the whole slide; outside the slide the maps are zero. A region whose edges lie on
+that lattice (multiples of :attr:`EngineMaps.stride_px`) costs exactly its own
+windows; any other region also pays for the windows its edges cut.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class EngineMaps:
         channel_index: list[int],
         norm: NormStats,
         engine: Any = None,
+        stride_px: int = 1,
     ) -> None:
         from nclsm_scale.model.infer import MAP_CHANNELS
 
@@ -44,6 +47,7 @@ class EngineMaps:
         self.channel_index = list(channel_index)
         self.norm = norm
         self.channels = MAP_CHANNELS
+        self.stride_px = int(stride_px)
         self._engine = engine
         self._slide: Any = None
 
@@ -75,13 +79,20 @@ class EngineMaps:
         return out
 
 
+def _worker_stride_px() -> int:
+    from nclsm_scale.model.worker import get_engine
+
+    return int(get_engine().stride_px)
+
+
 def engine_source(
     slide_path: str, level: int, model_cfg: ModelConfig, client: Any
 ) -> tuple[EngineMaps, str]:
     """The network map source of a slide level, with the model registered on ``client``'s workers.
 
     Returns the source and a string identifying everything its maps depend on
-    (model settings and normalisation constants), for resume fingerprints.
+    (model settings and normalisation constants), for resume fingerprints. The
+    source's ``stride_px`` is the engine's window lattice step, asked of a worker.
     """
     from nclsm_scale.model.worker import ModelPlugin
     from nclsm_scale.normalise import slide_norm
@@ -98,7 +109,8 @@ def engine_source(
     client.register_plugin(ModelPlugin(model_cfg))
     _, ny, nx = slide.levels[level].shape
     idx = [slide.roles[r] for r in INPUT_ROLES]
-    source = EngineMaps(slide_path, level, (ny, nx), idx, norm)
+    stride_px = client.submit(_worker_stride_px, pure=False).result()
+    source = EngineMaps(slide_path, level, (ny, nx), idx, norm, stride_px=stride_px)
     ident = json.dumps({"model": model_cfg.model_dump(), "norm": norm.model_dump(), "inputs": idx},
                        sort_keys=True)
     return source, f"engine:{ident}"

@@ -1,7 +1,8 @@
 """Segment a whole plane block by block in this process (no Dask).
 
 The same pure block functions as the distributed driver, run in a loop: pass 1
-per block, the seed table, pass 2 per block, cores pasted into one array. Used
+per block (levels into an in-memory plane, seeds), the seed table, pass 2 per
+block, cores pasted into one array. Used
 for single-block reference runs, tests of chunk invariance (any block size, grid
 offset and task order) and benchmarks.
 """
@@ -15,8 +16,9 @@ import numpy as np
 from nclsm_scale.segment.assign import assign_block
 from nclsm_scale.segment.grid import BlockGrid
 from nclsm_scale.segment.ids import seed_table
+from nclsm_scale.segment.levels import ArrayLevels
 from nclsm_scale.segment.maps import MapSource
-from nclsm_scale.segment.seeds import SegmentParams, block_seeds
+from nclsm_scale.segment.seeds import SegmentParams, seed_pass
 
 __all__ = ["PlaneResult", "segment_plane"]
 
@@ -52,13 +54,20 @@ def segment_plane(
     blocks = grid.blocks()
     rng = np.random.default_rng(order_seed)
     order = np.arange(len(blocks)) if order_seed is None else rng.permutation(len(blocks))
-    table = seed_table([block_seeds(source, blocks[i], params, shape) for i in order])
+    levels = ArrayLevels(shape)
+    per_block = []
+    for i in order:
+        core, seeds = seed_pass(source, blocks[i], params, shape, halo_px=halo_px,
+                                escalation_limit=escalation_limit)
+        levels.write(blocks[i].y0, blocks[i].x0, core)
+        per_block.append(seeds)
+    table = seed_table(per_block)
     labels = np.zeros(shape, dtype=np.uint32)
     escalations = 0
     flagged: list[tuple[int, int]] = []
     for i in order if order_seed is None else rng.permutation(len(blocks)):
         b = blocks[i]
-        res = assign_block(source, b, params, table, shape, halo_px, escalation_limit)
+        res = assign_block(levels, b, params, table, shape, halo_px, escalation_limit)
         labels[b.y0 : b.y1, b.x0 : b.x1] = res.labels
         escalations += res.escalations
         flagged.extend(res.flagged_yx)

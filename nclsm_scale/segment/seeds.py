@@ -1,44 +1,47 @@
-"""Pass 1: fibre seeds with bounded support and a global tie-break.
+"""Pass 1: fibre seeds, one per fibre core, with a global tie-break.
 
-Every foreground pixel gets an integer **key**: its smoothed distance value,
-quantised, in the high bits and the complement of its global linear index
-``y * width + x`` in the low bits. Keys are unique over the slide, so "the
-largest key" is always one well-defined pixel (ties go to the smaller global
-position) whatever the array layout. A **seed** is a foreground pixel whose
-value reaches ``min_seed_value`` and whose key is the largest within the square
-of radius ``seed_radius_px`` around it. Keys need the maps within
-``smooth_radius_px`` and seeds the keys within ``seed_radius_px``, so both are
-exact in a window shrunk by :attr:`SegmentParams.margin_px`.
-
-Keys stay below 2**53 so that ``scipy.ndimage`` filters, which compute in
-double precision, handle them exactly.
+Every foreground pixel gets an integer **level**: its smoothed distance value,
+quantised (int32; -1 off foreground and outside the plane). Pixels are ordered
+by the **key** (level, then earlier global raster position ``y * width + x``), a
+total order over the slide, so "the largest key" is always one well-defined
+pixel whatever the array layout. A fibre's **core** is a connected region whose
+level reaches ``min_seed_value`` (the distance map is 1 along a fibre's medial
+axis); its **seed** is the core's pixel with the largest key
+(:mod:`~nclsm_scale.segment.cores`). A core is found exactly by any window that
+contains it, so pass 1 reads the block's core plus its halo and escalates the
+halo while a core whose root lies in the block's core is still open. Levels need
+the maps within ``smooth_radius_px``; pass 1 stores the levels of its core
+(:mod:`~nclsm_scale.segment.levels`) so that pass 2 does not smooth again.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from nclsm_scale.config import SegmentConfig
+from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.segment.cores import find_cores
 from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import MapSource
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
-    "INDEX_BITS",
+    "LEVEL_BITS",
     "SegmentParams",
     "block_seeds",
-    "decode_index",
-    "pixel_keys",
-    "seed_mask",
+    "core_level",
+    "score_levels",
+    "seed_pass",
     "smoothed_scores",
 ]
 
-INDEX_BITS = 36
-VALUE_BITS = 17
-_INDEX_MASK = (1 << INDEX_BITS) - 1
-_VALUE_SCALE = float(1 << (VALUE_BITS - 2))  # values in [0, 4) keep full resolution
+LEVEL_BITS = 17
+_LEVEL_SCALE = float(1 << (LEVEL_BITS - 2))  # values in [0, 4) keep full resolution
 _TRUNCATE = 4.0
 
 
@@ -53,6 +56,7 @@ class SegmentParams:
     foreground_threshold: float
     boundary_threshold: float
     channels: tuple[str, ...] = ("foreground", "boundary", "distance")
+    min_core_px: int = 1
 
     @property
     def smooth_radius_px(self) -> int:
@@ -61,8 +65,13 @@ class SegmentParams:
 
     @property
     def margin_px(self) -> int:
-        """Border of a window in which keys, seeds and ascent parents are not exact."""
+        """Border of a map window in which levels and seeds are not exact."""
         return self.smooth_radius_px + max(self.seed_radius_px, 1)
+
+    @property
+    def ascent_margin_px(self) -> int:
+        """Border of a level window in which ascent parents are not exact."""
+        return max(self.seed_radius_px, 1)
 
     @classmethod
     def from_config(
@@ -77,6 +86,7 @@ class SegmentParams:
             foreground_threshold=cfg.foreground_threshold,
             boundary_threshold=cfg.boundary_threshold,
             channels=tuple(channels),
+            min_core_px=max(1, round(cfg.min_core_area_um2 / pixel_size_um**2)),
         )
 
     def channel(self, name: str) -> int:
@@ -87,11 +97,11 @@ class SegmentParams:
 
 
 def smoothed_scores(maps: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground mask and smoothed distance of a ``(K, h, w)`` map window."""
+    """Foreground mask and smoothed distance (float32) of a ``(K, h, w)`` map window."""
     fg = maps[params.channel("foreground")] > params.foreground_threshold
     if "boundary" in params.channels:
         fg &= maps[params.channel("boundary")] <= params.boundary_threshold
-    dist = maps[params.channel("distance")].astype(np.float32)
+    dist = np.asarray(maps[params.channel("distance")], dtype=np.float32)
     if params.smooth_sigma_px > 0:
         dist = ndi.gaussian_filter(
             dist, params.smooth_sigma_px, mode="constant", cval=0.0, truncate=_TRUNCATE
@@ -99,47 +109,87 @@ def smoothed_scores(maps: np.ndarray, params: SegmentParams) -> tuple[np.ndarray
     return fg, dist
 
 
-def pixel_keys(
-    value: np.ndarray,
-    fg: np.ndarray,
-    y0: int,
-    x0: int,
-    shape_yx: tuple[int, int],
+def score_levels(
+    value: np.ndarray, fg: np.ndarray, y0: int, x0: int, shape_yx: tuple[int, int]
 ) -> np.ndarray:
-    """Unique int64 keys of a window at ``(y0, x0)`` of a plane of ``shape_yx``; -1 off foreground."""
+    """int32 quantised levels of a window at ``(y0, x0)`` of a plane of ``shape_yx``.
+
+    -1 off foreground and outside the plane.
+    """
     h, w = value.shape
+    q = np.multiply(value, np.float32(_LEVEL_SCALE), dtype=np.float32)
+    np.rint(q, out=q)
+    np.clip(q, 0, (1 << LEVEL_BITS) - 1, out=q)
+    level = q.astype(np.int32)
+    level[~fg] = -1
     height, width = shape_yx
-    if height * width > _INDEX_MASK:
-        raise ValueError(f"plane {shape_yx} too large for {INDEX_BITS}-bit pixel indices")
-    q = np.clip(np.rint(value.astype(np.float64) * _VALUE_SCALE), 0, (1 << VALUE_BITS) - 1)
-    yy = np.arange(y0, y0 + h, dtype=np.int64)[:, None]
-    xx = np.arange(x0, x0 + w, dtype=np.int64)[None, :]
-    inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
-    key = (q.astype(np.int64) << INDEX_BITS) | (_INDEX_MASK - (yy * width + xx))
-    return np.where(fg & inside, key, np.int64(-1))
+    level[: max(0, min(h, -y0)), :] = -1
+    level[max(0, min(h, height - y0)) :, :] = -1
+    level[:, : max(0, min(w, -x0))] = -1
+    level[:, max(0, min(w, width - x0)) :] = -1
+    return level
 
 
-def decode_index(key: np.ndarray) -> np.ndarray:
-    """Global linear index encoded in keys (meaningless where key < 0)."""
-    return _INDEX_MASK - (key & _INDEX_MASK)
+def core_level(params: SegmentParams) -> int:
+    """The quantised level at which a pixel belongs to a fibre core (``min_seed_value``)."""
+    return int(np.rint(np.float32(params.min_seed_value) * np.float32(_LEVEL_SCALE)))
 
 
-def seed_mask(key: np.ndarray, value: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """Seed mask and the square-window maximum of the keys (reused by the assignment)."""
-    size = 2 * max(params.seed_radius_px, 1) + 1
-    kmax = ndi.maximum_filter(key, size=size, mode="constant", cval=-1)
-    seeds = (key >= 0) & (key == kmax) & (value >= params.min_seed_value)
-    return seeds, kmax
+def seed_pass(
+    source: MapSource,
+    block: Block,
+    params: SegmentParams,
+    shape_yx: tuple[int, int],
+    *,
+    halo_px: int,
+    escalation_limit: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 of ``block``: int32 levels of its core, sorted global indices of its seeds.
+
+    The seeds are the roots of the closed cores (:mod:`~nclsm_scale.segment.cores`)
+    whose root lies in the core. The window is the core plus ``halo_px`` (plus the
+    smoothing support, so its levels are exact); while a core whose local root lies
+    in the block's core touches the window's edge, the halo is doubled, up to
+    ``escalation_limit`` times.
+
+    Raises
+    ------
+    HaloViolationError
+        If a core is still open after the last escalation.
+    """
+    s = params.smooth_radius_px
+    bh, bw = block.shape
+    halo = max(int(halo_px), 1)
+    for attempt in range(escalation_limit + 1):
+        y0, x0, y1, x1 = block.window(halo + s)
+        fg, value = smoothed_scores(source.maps(y0, x0, y1, x1), params)
+        level = score_levels(value, fg, y0, x0, shape_yx)
+        level = level[s : level.shape[0] - s, s : level.shape[1] - s]  # exact part: core + halo
+        cores = find_cores(level, core_level(params), params.min_core_px)
+        ry, rx = np.divmod(cores.roots[1:], level.shape[1])
+        mine = (ry >= halo) & (ry < halo + bh) & (rx >= halo) & (rx < halo + bw)
+        if not (mine & cores.open[1:]).any():
+            break
+        if attempt == escalation_limit:
+            y, x = block.y0 + ry[mine][0] - halo, block.x0 + rx[mine][0] - halo
+            um = params.pixel_size_um
+            raise HaloViolationError(
+                f"a fibre core near (y, x) = ({y * um:.0f}, {x * um:.0f}) um at the segmentation "
+                f"level is larger than the largest admissible window (halo {halo} px after "
+                f"{escalation_limit} escalation(s)). Raise segment.max_fibre_diameter_um or "
+                "segment.escalation_limit if such fibres are real, or check the maps there."
+            )
+        logger.info("block %s: a fibre core reaches the window edge with halo %d px; escalating",
+                    (block.by, block.bx), halo)
+        halo *= 2
+    keep = mine & ~cores.open[1:]
+    seeds = (ry[keep] - halo + block.y0).astype(np.int64) * shape_yx[1] + (rx[keep] - halo + block.x0)
+    core = np.ascontiguousarray(level[halo : halo + bh, halo : halo + bw])
+    return core, np.sort(seeds)
 
 
 def block_seeds(
-    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int]
+    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int], halo_px: int
 ) -> np.ndarray:
     """Sorted global linear indices of the seeds inside ``block``'s core (the block owns them)."""
-    m = params.margin_px
-    y0, x0, y1, x1 = block.window(m)
-    fg, value = smoothed_scores(source.maps(y0, x0, y1, x1), params)
-    key = pixel_keys(value, fg, y0, x0, shape_yx)
-    seeds, _ = seed_mask(key, value, params)
-    core = seeds[m : m + block.shape[0], m : m + block.shape[1]]
-    return np.sort(decode_index(key[m : m + block.shape[0], m : m + block.shape[1]][core]))
+    return seed_pass(source, block, params, shape_yx, halo_px=halo_px)[1]

@@ -6,21 +6,15 @@ import numpy as np
 import pytest
 from segment_fixtures import nclsm_crop, voronoi_fibres
 
+from nclsm_scale.config import SegmentConfig
 from nclsm_scale.segment.maps import ArrayMaps, maps_from_labels
 from nclsm_scale.segment.seeds import SegmentParams
 
 
 @pytest.fixture(scope="session")
 def params() -> SegmentParams:
-    """Parameters at 1 um/px close to the config defaults."""
-    return SegmentParams(
-        pixel_size_um=1.0,
-        smooth_sigma_px=2.0,
-        seed_radius_px=10,
-        min_seed_value=0.5,
-        foreground_threshold=0.5,
-        boundary_threshold=0.5,
-    )
+    """The config defaults at 1 um/px."""
+    return SegmentParams.from_config(SegmentConfig(), 1.0, ("foreground", "boundary", "distance"))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 from test_driver import make_slide
 from typer.testing import CliRunner
 
-from nclsm_scale.cli.app import app
+from nclsm_scale.cli.app import app, main
 from nclsm_scale.segment.maps import maps_from_labels, write_maps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.slide import open_slide
@@ -28,7 +28,8 @@ def test_cli_segments_prints_count_and_rerun_is_a_no_op(tmp_path, synth_labels, 
     assert second.exit_code == 0 and "already segmented" in second.output
 
 
-def test_cli_reports_a_missing_slide_as_one_clear_error(tmp_path) -> None:
-    res = CliRunner().invoke(app, ["segment", str(tmp_path / "nope.ome.zarr"), "--workers", "1"])
-    assert res.exit_code == 1
-    assert "nope.ome.zarr" in res.output
+def test_cli_reports_a_missing_slide_as_one_clear_error(tmp_path, capsys) -> None:
+    status = main(["segment", str(tmp_path / "nope.ome.zarr"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "error: " in err and "nope.ome.zarr" in err and "Traceback" not in err

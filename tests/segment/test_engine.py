@@ -13,8 +13,8 @@ from nclsm_scale.model.infer import load_engine
 from nclsm_scale.model.net import FibreNet
 from nclsm_scale.model.weights import save_net
 from nclsm_scale.normalise import slide_norm
-from nclsm_scale.segment.driver import segment_slide
-from nclsm_scale.segment.engine import EngineMaps
+from nclsm_scale.segment.driver import network_tile_px, segment_slide
+from nclsm_scale.segment.engine import EngineMaps, engine_source
 from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.segment.seeds import SegmentParams
@@ -52,3 +52,17 @@ def test_segment_with_the_network_on_dask_equals_single_block_run(engine_setup, 
     got = np.asarray(open_slide(path).label_array("fibres", 0)[0])
     assert res.n_fibres == ref.n_fibres
     assert np.array_equal(got, ref.labels)
+
+
+@pytest.mark.parametrize(("stride", "block"), [(192, 256), (448, 1024), (448, 2048), (100, 4096), (1, 2048)])
+def test_network_tiles_hold_whole_windows_in_full_batches(stride, block) -> None:
+    tile, chunk = network_tile_px(stride, block)
+    assert chunk % stride == 0 and chunk >= 256
+    assert tile % chunk == 0 and (tile // stride) % 2 == 0  # windows per tile: a multiple of 4
+    assert tile - chunk <= block or tile == 2 * chunk  # near the block size, else the smallest tile
+
+
+def test_engine_source_reports_the_workers_window_stride(engine_setup, client) -> None:
+    path, model, _, _ = engine_setup
+    source, _ = engine_source(str(path), 0, model, client)
+    assert source.stride_px == load_engine(model).stride_px == 256 - 2 * 32

@@ -1,41 +1,101 @@
-"""Seeds: unique keys, global plateau tie-break, identical in any window."""
+"""Seeds: one per fibre core, global tie-break, identical in any window."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scipy import ndimage as ndi
+
 from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import ArrayMaps
+from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.segment.cores import find_cores
 from nclsm_scale.segment.seeds import (
     SegmentParams,
     block_seeds,
-    decode_index,
-    pixel_keys,
-    seed_mask,
-    smoothed_scores,
+    core_level,
+    score_levels,
+    seed_pass,
 )
 
 
-def test_keys_are_unique_and_decode_to_global_position() -> None:
-    value = np.full((6, 7), 0.5, dtype=np.float32)
-    fg = np.ones_like(value, dtype=bool)
-    key = pixel_keys(value, fg, 10, 20, (100, 50))
-    assert np.unique(key).size == key.size
-    yy, xx = np.mgrid[10:16, 20:27]
-    assert np.array_equal(decode_index(key), yy * 50 + xx)
-    assert key[0, 0] == key.max()  # equal values: the smaller global position wins
+def test_levels_quantise_the_value_and_mark_background_and_the_outside() -> None:
+    value = np.array([[0.0, 0.5, 1.0], [2.0, 0.25, 5.0]], dtype=np.float32)
+    fg = np.array([[True, True, True], [True, False, True]])
+    level = score_levels(value, fg, -1, 1, (10, 3))
+    assert level.dtype == np.int32
+    assert level[0].tolist() == [-1, -1, -1]  # row -1 lies outside the plane
+    assert level[1].tolist() == [65536, -1, -1]  # column 3 lies outside the plane
+    inside = score_levels(value, fg, 0, 0, (10, 10))
+    assert inside.tolist() == [[0, 16384, 32768], [65536, -1, 131071]]
 
 
-def test_a_flat_plateau_gives_one_seed_at_its_first_pixel(params: SegmentParams) -> None:
+def _reference_roots(level: np.ndarray, params: SegmentParams) -> set[int]:
+    """The definition, by brute force: per 4-connected core, the largest (level, -index)."""
+    comp, n = ndi.label(level >= core_level(params))
+    roots = set()
+    for c in range(1, n + 1):
+        idx = np.flatnonzero(comp == c)
+        if idx.size < params.min_core_px:
+            continue
+        lv = level.ravel()[idx]
+        roots.add(int(idx[lv == lv.max()].min()))
+    return roots
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), top=st.integers(0, 3), size=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_core_roots_equal_the_definition_on_levels_full_of_ties(h, w, top, size, seed) -> None:
+    level = np.random.default_rng(seed).integers(-1, top + 1, (h, w)).astype(np.int32)
+    level = np.pad(level, 1, constant_values=-1)  # closed: no core touches the edge
+    p = SegmentParams(1.0, 0.0, 3, 1 / (1 << 15), 0.5, 0.5, min_core_px=size)
+    cores = find_cores(level, core_level(p), p.min_core_px)
+    assert not cores.open.any()
+    assert set(cores.roots[1:].tolist()) == _reference_roots(level, p)
+
+
+def test_open_cores_are_the_ones_touching_the_window_edge() -> None:
+    level = np.full((6, 6), -1, np.int32)
+    level[0:2, 1:3] = 5  # touches the top edge
+    level[3:5, 2:4] = 7  # closed
+    cores = find_cores(level, 5)
+    assert sorted(zip(cores.roots[1:].tolist(), cores.open[1:].tolist())) == [(1, True), (20, False)]
+
+
+def test_an_elongated_fibre_gets_one_seed(params: SegmentParams) -> None:
+    maps = np.zeros((3, 80, 200), dtype=np.float32)
+    maps[0, 20:60, 10:190] = 1.0
+    maps[2, 20:60, 10:190] = 0.2
+    maps[2, 35:45, 25:175] = 1.0  # a long flat ridge: local maxima would split it
+    maps[2, 39, 100] = 0.9  # a dip on the ridge
+    src = ArrayMaps(maps)
+    seeds = block_seeds(src, Block(0, 0, 0, 0, 80, 200), params, (80, 200), halo_px=32)
+    assert seeds.size == 1
+
+
+def test_a_flat_plateau_gives_one_seed_at_its_first_pixel() -> None:
     maps = np.zeros((3, 60, 60), dtype=np.float32)
     maps[0, 10:50, 10:50] = 1.0
     maps[2, 20:40, 15:45] = 1.0
     p = SegmentParams(1.0, 0.0, 8, 0.5, 0.5, 0.5)
-    fg, value = smoothed_scores(maps, p)
-    seeds, _ = seed_mask(pixel_keys(value, fg, 0, 0, (60, 60)), value, p)
-    assert np.argwhere(seeds).tolist() == [[20, 15]]
+    seeds = block_seeds(ArrayMaps(maps), Block(0, 0, 0, 0, 60, 60), p, (60, 60), halo_px=8)
+    assert np.divmod(seeds, 60)[0].tolist() == [20] and (seeds % 60).tolist() == [15]
+
+
+def test_an_open_core_escalates_then_fails(params: SegmentParams) -> None:
+    maps = np.zeros((3, 64, 400), dtype=np.float32)
+    maps[0, 10:50, :] = 1.0
+    maps[2, 20:40, :] = 1.0  # a core as long as the slide
+    src = ArrayMaps(maps)
+    block = Block(0, 0, 0, 0, 64, 32)
+    with pytest.raises(HaloViolationError, match="fibre core"):
+        seed_pass(src, block, params, (64, 400), halo_px=16, escalation_limit=2)
+    _, seeds = seed_pass(src, block, params, (64, 400), halo_px=16, escalation_limit=5)
+    assert seeds.size == 1
 
 
 @settings(max_examples=25, deadline=None)
@@ -45,12 +105,12 @@ def test_block_seeds_equal_the_whole_image_seeds_inside_the_core(
 ) -> None:
     crop = ArrayMaps(synth_maps.array[:, :1024, :1024])
     shape = crop.shape_yx
-    whole = block_seeds(crop, Block(0, 0, 0, 0, *shape), params, shape)
+    whole = block_seeds(crop, Block(0, 0, 0, 0, *shape), params, shape, halo_px=150)
     y0, x0 = max(y0, 0), max(x0, 0)
     y1, x1 = min(y0 + h, shape[0]), min(x0 + w, shape[1])
     if y1 <= y0 or x1 <= x0:
         return
-    got = block_seeds(crop, Block(0, 0, y0, x0, y1, x1), params, shape)
+    got = block_seeds(crop, Block(0, 0, y0, x0, y1, x1), params, shape, halo_px=150)
     gy, gx = np.divmod(whole, shape[1])
     expected = whole[(gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)]
     assert np.array_equal(got, expected)
