@@ -33,7 +33,7 @@ def composite_rgb(
 
 
 def draw_outlines(
-    rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int] = (255, 255, 0)
+    rgb: np.ndarray, labels: np.ndarray, color: tuple[int, int, int] = (0, 255, 255)
 ) -> np.ndarray:
     """Return a copy of ``rgb`` with the inner boundary pixels of every label painted ``color``."""
     from skimage.segmentation import find_boundaries

@@ -32,6 +32,7 @@ from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import NclsmError
 from nclsm_scale.layout import RunLayout
 from nclsm_scale.state import RunLock, StateStore
+from nclsm_scale.versions import package_versions
 
 __all__ = ["ARCHIVE_KEY", "STAGES", "RunResult", "SlideOutcome", "config_fingerprint", "run_archive"]
 
@@ -98,20 +99,6 @@ def config_fingerprint(cfg: RunConfig) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
     return text if isinstance(exc, NclsmError) else f"{type(exc).__name__}: {text}"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    from nclsm_scale.report.html import PACKAGES
-
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _model_record(cfg: RunConfig) -> dict[str, Any]:
@@ -287,7 +274,7 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
         "ended": _iso(ended) if ended is not None else None,
         "config": run.cfg.model_dump(mode="json"),
         "config_fingerprint": run.fingerprint,
-        "versions": _versions(),
+        "versions": package_versions(),
         "model": _model_record(run.cfg),
         "slides": {s.name: {"source": str(s.path), **s.meta} for s in run.slides},
         "normalisation": norm,

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 
 import typer
 
 from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
-
-KEY_PACKAGES = (
-    "nclsm-scale", "numpy", "scipy", "dask", "distributed", "zarr", "ome-zarr", "tifffile",
-    "imagecodecs", "scikit-image", "torch", "pandas", "pyarrow", "xarray", "pydantic", "bokeh",
-    "prometheus-client", "dask-jobqueue", "dask-kubernetes",
-)
-
-
-def _version_of(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
+from nclsm_scale.versions import package_versions, version_of
 
 def _torch_lines() -> list[str]:
     try:
@@ -58,15 +44,15 @@ def main(config: ConfigOption = None, set_: SetOption = None) -> None:
     except ImportError:
         pass
     typer.echo("packages:")
-    for name in KEY_PACKAGES:
-        typer.echo(f"  {name}: {_version_of(name)}")
+    for name, found in package_versions().items():
+        typer.echo(f"  {name}: {found}")
     typer.echo("devices:")
     for line in _torch_lines():
         typer.echo(f"  {line}")
-    bokeh = _version_of("bokeh")
+    bokeh = version_of("bokeh")
     dash = "yes" if bokeh != "not installed" else "no (install bokeh>=3.1)"
     typer.echo(f"dask dashboard: {dash}; bind address {cfg.cluster.dashboard_address}")
-    prom = _version_of("prometheus-client") != "not installed"
+    prom = version_of("prometheus-client") != "not installed"
     typer.echo(f"prometheus /metrics on the scheduler: {'yes' if prom else 'no (install prometheus-client)'}")
     typer.echo("config folders: " + ", ".join(str(d) for d in config_dirs()))
     typer.echo("presets: " + ", ".join(list_presets()))

@@ -141,30 +141,14 @@ def _train(
                 float(np.mean(losses[-20:])),
                 rate,
             )
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        stop = stop_at_step is not None and stop_at_step <= done < cfg.steps
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
             tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-            torch.save(
-                {
-                    "net": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "losses": losses,
-                    "step": done,
-                },
-                tmp,
-            )
+            state = {"net": net.state_dict(), "opt": opt.state_dict(),
+                     "sched": sched.state_dict(), "losses": losses, "step": done}
+            torch.save(state, tmp)
             tmp.replace(ckpt_path)
-        if stop_at_step is not None and done >= stop_at_step and done < cfg.steps:
-            torch.save(
-                {
-                    "net": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "losses": losses,
-                    "step": done,
-                },
-                ckpt_path,
-            )
+        if stop:
             log.info("stopped at step %d; rerun to resume", done)
             return None
     net.eval()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib.metadata
 import json
 import logging
 import math
@@ -25,14 +24,11 @@ from typing import Any
 import pandas as pd
 
 from nclsm_scale.config import RunConfig
+from nclsm_scale.versions import package_versions
 
-__all__ = ["PACKAGES", "build_report", "format_value", "provenance"]
+__all__ = ["build_report", "format_value", "provenance"]
 
 logger = logging.getLogger(__name__)
-
-#: Packages whose versions the provenance lists.
-PACKAGES = ("nclsm-scale", "numpy", "scipy", "scikit-image", "dask", "distributed", "zarr", "pandas",
-            "pyarrow", "xarray", "torch", "matplotlib")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1340px}
@@ -94,13 +90,7 @@ def provenance(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
             record["run.json"] = json.loads(run_json.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             record["run.json"] = f"unreadable: {exc}"
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    record["versions"] = versions
+    record["versions"] = package_versions()
     record["model"] = _model_record(cfg)
     record["config"] = cfg.model_dump(mode="json")
     return record
