@@ -31,6 +31,7 @@ from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import NclsmError
 from nclsm_scale.layout import RunLayout
+from nclsm_scale.metrics import register_metrics, report_slide
 from nclsm_scale.state import RunLock, StateStore
 from nclsm_scale.versions import package_versions
 
@@ -208,6 +209,8 @@ class _Run:
             if out.status == "failed":
                 break
         self._progress(slide.name, None)
+        # metrics never raise
+        report_slide(self.client, out, self.state, self.layout.fibre_table(slide.name))
         return out
 
     def finish_archive(self, outcomes: list[SlideOutcome]) -> tuple[Path | None, str]:
@@ -321,6 +324,7 @@ def run_archive(
         try:
             slides = discover(archive, cfg.archive)
             run = _Run(root, cfg, client, slides)
+            register_metrics(client)  # idempotent; never raises
             if n := run.state.reset_running():
                 logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
             for s in slides:
