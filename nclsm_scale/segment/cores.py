@@ -63,13 +63,18 @@ def find_cores(level: np.ndarray, core_level: int, min_core_px: int = 1) -> Core
         lut = np.zeros(n + 1, dtype=np.int32)
         lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         comp, n = lut[comp], int(keep.sum())
-    flat = np.flatnonzero(comp)
-    cid = comp.ravel()[flat]
-    # largest level first, then earliest raster position, within each component
-    order = np.lexsort((flat, -level.ravel()[flat].astype(np.int64), cid))
-    starts = np.flatnonzero(np.diff(cid[order], prepend=0) != 0)
     roots = np.zeros(n + 1, dtype=np.intp)
-    roots[cid[order[starts]]] = flat[order[starts]]
+    if n:
+        # the largest level of each component, then its earliest pixel at that level
+        inside = np.flatnonzero(comp.ravel())
+        cid = comp.ravel()[inside]
+        top = np.full(n + 1, -1, dtype=np.int64)
+        np.maximum.at(top, cid, level.ravel()[inside])
+        top[0] = np.iinfo(np.int64).max  # background never matches
+        flat = np.flatnonzero(level.ravel() == top[comp.ravel()])
+        first = np.full(n + 1, level.size, dtype=np.intp)
+        np.minimum.at(first, comp.ravel()[flat], flat)
+        roots[1:] = first[1:]
     open_ = np.zeros(n + 1, dtype=bool)
     open_[np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])] = True
     open_[0] = False
