@@ -21,6 +21,16 @@ def ncl_sm_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def client():
+    """A real two-worker LocalCluster, shared by the tests that run stages on Dask."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
+        with Client(cl) as c:
+            yield c
+
+
 @pytest.fixture()
 def run_cli():
     """Run ``nclsm-scale ARGS`` in a fresh interpreter; return the CompletedProcess."""

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from distributed import Client, LocalCluster
 from PIL import Image
 
 from nclsm_scale.config import ConvertConfig
@@ -25,13 +24,6 @@ from nclsm_scale.validate import check_store
 RNG = np.random.default_rng(7)
 DATA = RNG.integers(0, 65535, (2, 1100, 900), dtype=np.uint16)
 CFG = ConvertConfig(chunk_px=128, shard_px=512, min_level_px=128, task_px=512)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 def _ome_tiff(path: Path, data: np.ndarray) -> Path:

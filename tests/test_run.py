@@ -18,16 +18,6 @@ from nclsm_scale.state import StateStore
 
 
 @pytest.fixture(scope="module")
-def client():
-    """A real two-worker LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
-        with Client(cl) as c:
-            yield c
-
-
-@pytest.fixture(scope="module")
 def cfg():
     return RunConfig.model_validate({
         "synth": {"size_px": [1024, 1024]},

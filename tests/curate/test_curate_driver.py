@@ -18,15 +18,6 @@ from nclsm_scale.synth import generate_section
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
-        with Client(cl) as c:
-            yield c
-
-
-@pytest.fixture(scope="module")
 def measured(tmp_path_factory, client):
     """A measured 1024^2 px, 1 um/px slide with two fold bands (tissue only in labels/regions)."""
     s = generate_section(SynthConfig(size_px=(1024, 1024), pixel_size_um=1.0, seed=2, folds=2,

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from nclsm_scale.io.labels import fill_label_pyramid
 from nclsm_scale.io.ome_zarr import create_image, create_labels
 from nclsm_scale.io.pyramid import downsample_labels, upsample_labels
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 @pytest.mark.parametrize("use_client", [False, True])

@@ -19,15 +19,6 @@ from nclsm_scale.synth import generate_section
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
-        with Client(cl) as c:
-            yield c
-
-
-@pytest.fixture(scope="module")
 def slide(tmp_path_factory):
     """A 768^2 px, 1 um/px slide in a run folder, with its ground-truth fibres as labels/fibres."""
     s = generate_section(SynthConfig(size_px=(768, 768), pixel_size_um=1.0, seed=5, fam_fraction=0.2))

@@ -9,16 +9,6 @@ from nclsm_scale.config import RunConfig
 
 
 @pytest.fixture(scope="session")
-def client():
-    """A real two-worker LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
-        with Client(cl) as c:
-            yield c
-
-
-@pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory, client):
     """A run folder with one 1536^2 px (0.5 um/px) synthetic slide taken through every stage."""
     from nclsm_scale.convert import convert

@@ -35,13 +35,3 @@ def nclsm_maps() -> dict[str, ArrayMaps]:
     crops = {"S11": nclsm_crop("S11", 2000, 3000, 1024), "S60": nclsm_crop("S60", 1500, 1500, 1024)}
     return {k: ArrayMaps(maps_from_labels(v, seed=3, noise=0.05, blur_px=1.0, holes=20))
             for k, v in crops.items()}
-
-
-@pytest.fixture(scope="session")
-def client():
-    """A real two-worker LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
-        with Client(cl) as c:
-            yield c
