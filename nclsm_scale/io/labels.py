@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zarr
 
 from nclsm_scale.io.ome_zarr import read_multiscales, regions, write_unit_px
