@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nclsm_scale.errors import ConfigError
 
@@ -28,11 +28,13 @@ __all__ = [
     "ClusterConfig",
     "ConvertConfig",
     "CurateConfig",
+    "KubernetesConfig",
     "MeasureConfig",
     "ModelConfig",
     "ReportConfig",
     "RunConfig",
     "SegmentConfig",
+    "SlurmConfig",
     "SynthConfig",
     "TrainConfig",
     "config_dirs",
@@ -270,17 +272,124 @@ class SegmentConfig(_Section):
     overwrite: bool = Field(False, description="Redo a slide that is already segmented.")
 
 
+_WALLTIME_PATTERN = r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$"
+
+
+class SlurmConfig(_Section):
+    """SLURM batch jobs as Dask workers (``cluster.kind: slurm``, dask-jobqueue ``SLURMCluster``).
+
+    Each job runs one worker process (one per GPU); keys left at ``None`` fall back to
+    dask-jobqueue's own configuration (``jobqueue.slurm`` in ``jobqueue.yaml``).
+    """
+
+    queue: str | None = Field(None, description="Partition (#SBATCH -p); None = the site's default.")
+    account: str | None = Field(None, description="Account charged (#SBATCH -A); None = the user's default.")
+    walltime: str = Field(
+        "04:00:00", pattern=_WALLTIME_PATTERN, description="Job time limit, [D-]HH:MM:SS (#SBATCH -t)."
+    )
+    cores: int = Field(8, ge=1, le=1024, description="CPU cores per job; each worker runs cores/processes threads.")
+    memory: str = Field("64GB", description="Memory per job, e.g. 64GB (#SBATCH --mem, rounded up to GiB).")
+    processes: int = Field(1, ge=1, le=256, description="Worker processes per job; must be 1 with gpu.")
+    gpu: bool = Field(False, description="Request one GPU per job and tag its worker with the Dask resource GPU=1.")
+    gpu_directive: str = Field(
+        "--gres=gpu:1", description="The site's #SBATCH request for one GPU (e.g. --gpus=1, --gres=gpu:a100:1)."
+    )
+    min_jobs: int = Field(0, ge=0, description="Fewest jobs kept while adapting to the work queued.")
+    max_jobs: int = Field(8, ge=1, description="Most jobs at once; min_jobs == max_jobs keeps a fixed count.")
+    lifetime_margin_min: int = Field(
+        5, ge=1, description="Workers retire this many minutes before the walltime so their work moves elsewhere."
+    )
+    lifetime_stagger_min: int = Field(
+        4, ge=0, description="Random spread of the retirement times; must be below lifetime_margin_min."
+    )
+    local_directory: str | None = Field(
+        "${TMPDIR:-/tmp}", description="Node-local scratch for spilled data (expanded by the job's shell)."
+    )
+    job_script_prologue: list[str] = Field(
+        [], description="Shell lines run before the worker starts, e.g. 'module load cuda', 'source venv/bin/activate'."
+    )
+    job_extra_directives: list[str] = Field([], description="Further #SBATCH options, e.g. '--constraint=a100'.")
+    python: str | None = Field(None, description="Python on the compute nodes; None = this interpreter's path.")
+    interface: str | None = Field(None, description="Network interface of workers and scheduler, e.g. ib0.")
+    log_directory: str | None = Field(None, description="Folder for the jobs' stdout/stderr files.")
+    job_name: str = Field("nclsm-worker", description="SLURM job name (#SBATCH -J).")
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 12:00:00 as the integer 43200 (seconds): turn it back.
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return f"{value // 3600:02d}:{value % 3600 // 60:02d}:{value % 60:02d}"
+        return value
+
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> SlurmConfig:
+        # Checks between keys that a preset and a --set may give separately (min_jobs <= max_jobs,
+        # the lifetime margins) run when the cluster starts: nclsm_scale.cluster.slurm_cluster_kwargs.
+        if self.gpu and self.processes != 1:
+            raise ValueError("cluster.slurm.gpu needs processes: 1 (one worker process per GPU, one GPU per job)")
+        return self
+
+
+class KubernetesConfig(_Section):
+    """A Dask cluster made by the Dask Kubernetes operator (``cluster.kind: kubernetes``).
+
+    The default worker group is CPU-only and adapts between ``min_workers`` and
+    ``max_workers``; ``gpu_workers`` adds a fixed group of GPU workers (the operator's
+    autoscaler only scales the default group). The scheduler never requests a GPU.
+    Checks between keys run when the cluster starts
+    (:func:`nclsm_scale.cluster.kube_cluster_spec`).
+    """
+
+    image: str | None = Field(
+        None, description="Image with nclsm-scale and the same dask/distributed versions as this client."
+    )
+    namespace: str | None = Field(None, description="Namespace; None = the kubeconfig's current namespace.")
+    name_prefix: str = Field(
+        "nclsm", pattern=r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$",
+        description="DaskCluster name prefix; a random suffix makes each run's cluster its own.",
+    )
+    scheduler_cpu: str = Field("1", description="Scheduler CPU request (Kubernetes quantity).")
+    scheduler_memory: str = Field("4Gi", description="Scheduler memory request and limit (Kubernetes quantity).")
+    worker_cores: int = Field(4, ge=1, le=256, description="CPU request of each worker; also its thread count.")
+    worker_memory: str = Field("16Gi", description="Memory request and limit of each worker (Kubernetes quantity).")
+    min_workers: int = Field(0, ge=0, description="Fewest CPU workers kept while adapting to the work queued.")
+    max_workers: int = Field(4, ge=0, description="Most CPU workers; min_workers == max_workers keeps a fixed count.")
+    gpu_workers: int = Field(0, ge=0, description="Workers with one GPU each (a separate, fixed-size group).")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource a GPU worker requests.")
+    gpu_node_selector: dict[str, str] = Field({}, description="Node labels GPU workers must run on.")
+    env: dict[str, str] = Field({}, description="Environment variables of the scheduler and workers.")
+    resource_timeout_s: int = Field(
+        300, ge=10, description="Seconds to wait for the operator and the scheduler pod before giving up."
+    )
+
+
 class ClusterConfig(_Section):
-    """Where Dask work runs."""
+    """Where Dask work runs: this machine, a running scheduler, SLURM jobs or Kubernetes.
+
+    :func:`nclsm_scale.cluster.open_client` turns it into a client; presets
+    ``slurm`` and ``kubernetes`` show the two batch back ends.
+    """
 
     kind: Literal["local", "address", "slurm", "kubernetes"] = Field(
-        "local", description="local LocalCluster, an existing scheduler address, SLURM or Kubernetes."
+        "local",
+        description="local: workers on this machine; address: an existing scheduler; slurm: SLURM jobs "
+        "(cluster.slurm); kubernetes: the Dask operator (cluster.kubernetes).",
     )
     address: str | None = Field(None, description="Scheduler address for kind=address.")
-    n_workers: int | None = Field(None, ge=1, description="Local workers; None = one per core.")
+    n_workers: int | None = Field(
+        None, ge=1, description="Local workers, GPU workers included; None = one per core (per threads_per_worker)."
+    )
     threads_per_worker: int = Field(1, ge=1, description="Threads per local worker.")
-    memory_limit: str = Field("auto", description="Memory limit per local worker.")
+    memory_limit: str = Field("auto", description="Memory limit per local worker (auto = an equal share).")
+    local_gpus: int | None = Field(
+        None, ge=0,
+        description="Local workers that each own one GPU (resource GPU=1); None = one per CUDA device torch "
+        "sees, 0 = none.",
+    )
     dashboard_address: str = Field(":0", description="Dashboard bind address (:0 picks a free port).")
+    slurm: SlurmConfig = Field(SlurmConfig(), description="Settings for kind=slurm.")
+    kubernetes: KubernetesConfig = Field(KubernetesConfig(), description="Settings for kind=kubernetes.")
 
     @model_validator(mode="after")
     def _address_needed(self) -> ClusterConfig:
@@ -303,16 +412,45 @@ class MeasureConfig(_Section):
         description="A fibre touches the tissue border (is cut by it) when at least this share of its outer ring "
         "lies outside tissue.",
     )
-    dark_smooth_um: float = Field(
-        1.0, ge=0.0, le=20.0, description="Gaussian sigma applied to the mito channel before dark-blob detection."
+    dark_smooth_um: list[float] = Field(
+        [0.5, 1.0, 2.0], min_length=1,
+        description="Gaussian sigmas of the mito channel before dark-blob detection; each fibre is read at the finest "
+        "one its pixel noise allows (see dark_noise_z).",
     )
     dark_ratio: float = Field(
         0.5, gt=0.0, lt=1.0,
         description="A pixel is dark when its background-subtracted mito signal is below this share of its fibre's median.",
     )
+    dark_noise_z: float = Field(
+        3.0, ge=0.0, le=20.0,
+        description="A smoothing is fine enough for a fibre when the drop to dark_ratio x median is this many smoothed "
+        "noise deviations deep.",
+    )
     dark_min_blob_um2: float = Field(
         3.0, ge=0.0, description="Smallest dark blob (freeze-artefact hole) counted."
     )
+    ridge_sigma_um: float = Field(
+        1.0, gt=0.0, le=10.0, description="Gaussian scale of the membrane ridge (line) filter, about a sarcolemma's width."
+    )
+    ridge_exclusion_um: float = Field(
+        5.0, gt=0.0, le=100.0,
+        description="Interior ridges are looked for this far inside the outline (clear of the fibre's own sarcolemma).",
+    )
+    ridge_ratio: float = Field(
+        0.5, gt=0.0, le=10.0,
+        description="An interior ridge counts when at least this share of the fibre's own sarcolemma ridge strength.",
+    )
+    ridge_noise_z: float = Field(
+        4.0, ge=0.0, le=20.0,
+        description="... and this many robust deviations above the median ridge response of the fibre's interior.",
+    )
+
+    @model_validator(mode="after")
+    def _smoothing_ascending(self) -> MeasureConfig:
+        s = self.dark_smooth_um
+        if any(v < 0 or v > 20.0 for v in s) or any(b <= a for a, b in zip(s, s[1:])):
+            raise ValueError(f"dark_smooth_um must be ascending sigmas in [0, 20] um, got {s}")
+        return self
 
 
 class CurateConfig(_Section):
@@ -321,30 +459,39 @@ class CurateConfig(_Section):
     debris_max_um2: float = Field(150.0, ge=0.0, description="Fibres smaller than this are DEBRIS.")
     edge_image_border: bool = Field(True, description="Reject fibres cut by the image border (EDGE).")
     edge_tissue_border: bool = Field(True, description="Reject fibres touching non-tissue (EDGE).")
+    fr_min_interior_membrane: float = Field(
+        0.02, gt=0.0, le=1.0,
+        description="Fibres with at least this share of their interior on membrane ridges (interior_membrane_fraction: "
+        "a folded second layer's sarcolemma crosses them) are FR.",
+    )
     fr_min_fold_fraction: float = Field(
-        0.3, gt=0.0, le=1.0, description="Fibres with at least this share in a detected fold are FR."
+        0.3, gt=0.0, le=1.0,
+        description="Fibres with at least this share in a detected (low-resolution) fold are FR when they also show "
+        "interior membrane (fr_min_interior_membrane_in_fold), or alone when the membrane feature is missing.",
     )
-    fr_min_membrane_ratio: float = Field(
-        1.7, gt=1.0, le=20.0,
-        description="Fibres whose interior membrane signal is at least this many times the slide's median "
-        "fibre are FR (a folded second layer lays membrane across the fibre).",
-    )
-    fr_field_radius_um: float = Field(
-        100.0, gt=0.0, le=5000.0,
-        description="The membrane rule also needs the neighbourhood median (this radius) above the ratio: folds are regions.",
+    fr_min_interior_membrane_in_fold: float = Field(
+        0.007, ge=0.0, le=1.0,
+        description="Interior membrane share that suffices for FR inside a detected fold.",
     )
     fam_min_dark_blobs: int = Field(
-        1, ge=1, le=1000, description="Fibres with at least this many internal dark blobs (holes) are FAM."
+        3, ge=1, le=1000, description="FAM needs at least this many internal dark blobs (ice-crystal holes) ..."
+    )
+    fam_min_dark_blobs_per_mm2: float = Field(
+        500.0, ge=0.0,
+        description="... at a density of at least this many per mm2 of fibre (a nucleus or two are not an artefact).",
     )
     ntm_min_aspect_ratio: float = Field(
-        1.5, gt=1.0, le=20.0, description="NTM needs the fibre's ellipse aspect ratio (major/minor) >= this ..."
+        1.4, gt=1.0, le=20.0,
+        description="NTM needs the fibre's ellipse aspect ratio along its neighbourhood's direction, "
+        "exp(log(AR) cos(2 dtheta)), >= this ...",
     )
     ntm_min_field_aspect_ratio: float = Field(
-        1.45, gt=1.0, le=20.0,
+        1.4, gt=1.0, le=20.0,
         description="... and the coherent elongation of the fibres around it (same direction) >= this.",
     )
-    ntm_field_radius_um: float = Field(
-        150.0, gt=0.0, le=5000.0, description="Radius of the neighbourhood of the coherent elongation."
+    ntm_field_radius_diameters: float = Field(
+        2.0, gt=0.0, le=50.0,
+        description="Radius of the neighbourhood of the coherent elongation, in the slide's median fibre diameters.",
     )
     confidence_band: float = Field(
         0.25, gt=0.0, le=10.0,
@@ -437,6 +584,17 @@ class ArchiveConfig(_Section):
     max_concurrent_slides: int = Field(2, ge=1, le=64, description="Slides in flight at once on the cluster.")
     maps_from_gt: bool = Field(
         False, description="Segment from maps made of the ground-truth mask beside each source (synthetic data)."
+    )
+    storage_options: dict[str, Any] = Field(
+        {}, description="fsspec options for s3:// (or other URL) archives and runs, e.g. {endpoint_url: ..., anon: "
+        "true}; prefer credentials from the environment (AWS_ACCESS_KEY_ID, ...): run.json redacts secret-looking keys."
+    )
+    work_dir: str | None = Field(
+        None, description="Local folder under which a run with a remote --out is staged, one sub-folder per run URL; "
+        "None: ~/.cache/nclsm-scale/runs. On a cluster every worker must read and write it (a shared volume)."
+    )
+    keep_inputs: bool = Field(
+        False, description="Keep each slide downloaded from a remote archive in inputs/ after its convert stage."
     )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -180,7 +179,7 @@ def report_event(client: Any, kind: str, **values: Any) -> None:
     client.log_event(TOPIC, {"kind": kind, **values})
 
 
-def report_slide(client: Any, outcome: Any, state: Any, fibre_table: Path) -> None:
+def report_slide(client: Any, outcome: Any, state: Any) -> None:
     """Report one finished or failed slide: its stages' seconds, then done (with fibres) or failed.
 
     Parameters
@@ -189,8 +188,6 @@ def report_slide(client: Any, outcome: Any, state: Any, fibre_table: Path) -> No
     outcome : nclsm_scale.run.SlideOutcome
     state : nclsm_scale.state.StateStore
         Where the seconds of the stages in ``outcome.ran`` are read.
-    fibre_table : Path
-        The slide's fibre table (Parquet); its row count is the fibre count.
     """
     try:
         for stage in outcome.ran:
@@ -198,10 +195,7 @@ def report_slide(client: Any, outcome: Any, state: Any, fibre_table: Path) -> No
             if rec is not None and rec.seconds is not None:
                 report_event(client, "stage", stage=stage, seconds=float(rec.seconds))
         if outcome.status == "done":
-            import pyarrow.parquet as pq
-
-            fibres = pq.read_metadata(fibre_table).num_rows if Path(fibre_table).is_file() else 0
-            report_event(client, "slide_done", fibres=int(fibres))
+            report_event(client, "slide_done", fibres=int(outcome.fibres))
         else:
             report_event(client, "slide_failed", stage=outcome.stage)
     except Exception:  # metrics must never stop a run

@@ -11,10 +11,19 @@ themselves). A slide that fails is recorded with a one-line reason (traceback in
 ``RUN/logs/run.log``) and the others go on. ``RUN/run.json`` holds the resolved
 config, package versions, the model's sha256, per-slide normalisation constants
 and start/end times. ``RUN/run.lock`` keeps a second run out while one is active.
+
+The archive and the run directory may be fsspec URLs (``s3://bucket/prefix``,
+see :mod:`nclsm_scale.storage`). A remote slide is downloaded to ``inputs/`` for
+its convert stage and removed after it. A remote run directory is staged in a
+local work directory (``archive.work_dir``): pulled from the remote run when the
+work directory has no state store yet, then pushed after every stage marked
+done, after the report and at the end (a failed push fails that stage). The
+run lock stays in the work directory, i.e. it guards one machine or volume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -22,6 +31,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +39,23 @@ from typing import Any
 
 from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
-from nclsm_scale.errors import NclsmError
+from nclsm_scale.errors import NclsmError, StageError
 from nclsm_scale.layout import RunLayout
 from nclsm_scale.metrics import register_metrics, report_slide
+from nclsm_scale.progress import RunProgress
+from nclsm_scale.progress import current as progress_var
 from nclsm_scale.state import RunLock, StateStore
+from nclsm_scale.storage import (
+    RunSync,
+    fetch,
+    is_remote,
+    join_url,
+    local_path,
+    redact_options,
+    remote_parent,
+    remove_local,
+    work_dir_for,
+)
 from nclsm_scale.versions import package_versions
 
 __all__ = ["ARCHIVE_KEY", "STAGES", "RunResult", "SlideOutcome", "config_fingerprint", "run_archive"]
@@ -55,17 +78,24 @@ class SlideOutcome:
     stage: str = ""
     error: str = ""
     ran: list[str] = field(default_factory=list)
+    fibres: int = 0
 
 
 @dataclass
 class RunResult:
-    """The run: one outcome per slide, the report (None if not made) and its error, if any."""
+    """The run: one outcome per slide, the report (None if not made) and its error, if any.
+
+    For a remote run, ``remote`` is its URL, ``run_dir`` the local work directory
+    staging it and ``sync_error`` what went wrong with the final upload, if anything.
+    """
 
     run_dir: Path
     slides: list[SlideOutcome]
     report: Path | None
     report_error: str = ""
     seconds: float = 0.0
+    remote: str = ""
+    sync_error: str = ""
 
     @property
     def failed(self) -> list[SlideOutcome]:
@@ -74,26 +104,33 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """True when every slide and the report succeeded."""
-        return not self.failed and not self.report_error
+        """True when every slide, the report and the upload succeeded."""
+        return not self.failed and not self.report_error and not self.sync_error
+
+    def _where(self, rel: str) -> str:
+        return join_url(self.remote, rel) if self.remote else str(self.run_dir / rel)
 
     def summary(self) -> str:
         """Counts, then one line per failed slide."""
+        where = f"{self.remote} (staged in {self.run_dir})" if self.remote else str(self.run_dir)
         lines = [f"{len(self.slides) - len(self.failed)} of {len(self.slides)} slide(s) done, "
-                 f"{len(self.failed)} failed ({self.seconds:.0f} s); run directory {self.run_dir}"]
+                 f"{len(self.failed)} failed ({self.seconds:.0f} s); run directory {where}"]
         lines += [f"FAILED {s.name} at {s.stage}: {s.error}" for s in self.failed]
         if self.report_error:
             lines.append(f"FAILED report: {self.report_error}")
         elif self.report is not None:
-            lines.append(f"report: {self.report}")
-        lines.append(f"state: {self.run_dir / 'state.sqlite'}; tracebacks: {self.run_dir / 'logs' / 'run.log'}")
+            lines.append(f"report: {self._where('report/index.html') if self.remote else self.report}")
+        if self.sync_error:
+            lines.append(f"FAILED upload: {self.sync_error}")
+        lines.append(f"state: {self._where('state.sqlite')}; tracebacks: {self._where('logs/run.log')}")
         return "\n".join(lines)
 
 
 def config_fingerprint(cfg: RunConfig) -> str:
-    """sha256 of the configuration that shapes results (cluster, synth, train and scheduling left out)."""
+    """sha256 of the configuration that shapes results (cluster, synth, train, scheduling, storage left out)."""
     data = cfg.model_dump(mode="json", exclude={"cluster": True, "synth": True, "train": True,
-                                                "archive": {"max_concurrent_slides", "retries"}})
+                                                "archive": {"max_concurrent_slides", "retries", "storage_options",
+                                                            "work_dir", "keep_inputs"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,17 +151,19 @@ def _model_record(cfg: RunConfig) -> dict[str, Any]:
 
 
 class _Run:
-    """One run's shared state: layout, config, state store, run.json and progress."""
+    """One run's shared state: layout, config, state store, run.json, progress and the remote mirror, if any."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, client: Any, slides: list[ArchiveSlide]) -> None:
+    def __init__(
+        self, run_dir: Path, cfg: RunConfig, client: Any, slides: list[ArchiveSlide], sync: RunSync | None = None
+    ) -> None:
         self.layout = RunLayout(run_dir)
-        self.cfg, self.client, self.slides = cfg, client, slides
+        self.cfg, self.client, self.slides, self.sync = cfg, client, slides, sync
         self.state = StateStore(run_dir / "state.sqlite")
         self.fingerprint = config_fingerprint(cfg)
         self.lock = threading.Lock()
         self.norm: dict[str, Any] = {}
-        self.current: dict[str, str] = {}
-        self.bar: Any = None
+        self.progress: RunProgress | None = None
+        self.stop = threading.Event()  # set when the run is interrupted
 
     def _output_exists(self, name: str, stage: str) -> bool:
         store = self.layout.slide(name)
@@ -139,39 +178,53 @@ class _Run:
         return (rec is not None and rec.status == "done" and rec.fingerprint == self.fingerprint
                 and (name == ARCHIVE_KEY or self._output_exists(name, stage)))
 
-    def _progress(self, name: str, stage: str | None) -> None:
-        with self.lock:
-            if stage is None:
-                self.current.pop(name, None)
-                if self.bar is not None:
-                    self.bar.update(1)
-            else:
-                self.current[name] = stage
-            if self.bar is not None:
-                self.bar.set_postfix_str(", ".join(f"{k}:{v}" for k, v in sorted(self.current.items())))
+    @contextlib.contextmanager
+    def _staged(self, path: Path, url: str | None, *, missing_ok: bool = False) -> Iterator[None]:
+        """Download ``url`` (if any) to ``path`` for the block; remove it after unless ``archive.keep_inputs``.
 
-    def _stage(self, slide: ArchiveSlide, stage: str) -> None:
+        Errors raised in the block name the URL instead of the local copy.
+        """
+        if url is None:
+            yield
+            return
+        fetch(url, path, self.cfg.archive.storage_options, missing_ok=missing_ok)
+        try:
+            yield
+        except NclsmError as exc:
+            raise type(exc)(str(exc).replace(str(path), url)) from exc
+        finally:
+            if not self.cfg.archive.keep_inputs:
+                remove_local(path)
+
+    def _stage(self, slide: ArchiveSlide, stage: str) -> int | None:
+        """Run one stage of one slide; the segment stage returns its fibre count."""
         from nclsm_scale.convert import convert_slide
         from nclsm_scale.curate.driver import curate_slide
         from nclsm_scale.measure.driver import measure_slide
         from nclsm_scale.segment import segment_slide
+        from nclsm_scale.synth.write import output_paths
 
         store = self.layout.slide(slide.name)
         if stage == "convert":
-            res = convert_slide(slide.path, self.layout.slides, self.cfg.convert, self.client)
-            if res.status == "failed":
-                raise NclsmError(res.message)
+            with self._staged(slide.path, slide.url):
+                res = convert_slide(slide.path, self.layout.slides, self.cfg.convert, self.client)
+                if res.status == "failed":
+                    raise NclsmError(res.message)
             self._record_norm(slide.name, store)
         elif stage == "segment":
             cfg = self.cfg
             if cfg.archive.maps_from_gt:
-                maps = _maps_from_gt(slide, store, self.layout.root / "maps", cfg)
+                gt = output_paths(slide.path)["fibres"]
+                gt_url = join_url(remote_parent(slide.url), gt.name) if slide.url else None
+                with self._staged(gt, gt_url, missing_ok=True):
+                    maps = _maps_from_gt(slide, gt, store, self._maps(slide.name), cfg)
                 cfg = cfg.model_copy(update={"segment": cfg.segment.model_copy(update={"maps": maps})})
-            segment_slide(store, cfg, self.client)
+            return segment_slide(store, cfg, self.client).n_fibres
         elif stage == "measure":
             measure_slide(store, self.cfg, self.client, out_dir=self.layout.fibres)
         else:
             curate_slide(store, self.cfg, self.client, table_path=self.layout.fibre_table(slide.name))
+        return None
 
     def _record_norm(self, name: str, store: Path) -> None:
         from nclsm_scale.normalise import slide_norm
@@ -183,35 +236,76 @@ class _Run:
 
     def process(self, slide: ArchiveSlide) -> SlideOutcome:
         """Every stage of one slide not yet done; a failure stops this slide only."""
-        out = SlideOutcome(slide.name, str(slide.path), "done")
-        for stage in STAGES:
-            if self.is_done(slide.name, stage):
-                continue
-            self._progress(slide.name, stage)
-            for attempt in range(self.cfg.archive.retries + 1):
-                self.state.start(slide.name, stage, self.fingerprint)
-                t0 = time.perf_counter()
-                try:
-                    self._stage(slide, stage)
-                except Exception as exc:  # any failure of one slide must leave the others running
-                    seconds = time.perf_counter() - t0
-                    logger.error("%s: %s failed (attempt %d):\n%s", slide.name, stage, attempt + 1,
-                                 traceback.format_exc())
-                    self.state.fail(slide.name, stage, seconds, _one_line(exc))
-                    if isinstance(exc, NclsmError) or attempt == self.cfg.archive.retries:
-                        out.status, out.stage, out.error = "failed", stage, _one_line(exc)
-                        break
-                else:
-                    self.state.finish(slide.name, stage, time.perf_counter() - t0)
-                    out.ran.append(stage)
-                    logger.info("%s: %s done in %.1f s", slide.name, stage, time.perf_counter() - t0)
+        progress = self.progress
+        progress_token = progress_var.set(None if progress is None else (progress, slide.name))  # for track()
+        out = SlideOutcome(slide.name, slide.source, "done")
+        try:
+            for i, stage in enumerate(STAGES):
+                if self.stop.is_set():
+                    raise StageError("the run was interrupted")
+                if not self.is_done(slide.name, stage):
+                    self._attempt(slide, stage, out)
+                if out.status == "failed":
+                    if progress is not None:
+                        progress.stage_finished(slide.name, len(STAGES) - i)
                     break
-            if out.status == "failed":
-                break
-        self._progress(slide.name, None)
-        # metrics never raise
-        report_slide(self.client, out, self.state, self.layout.fibre_table(slide.name))
+                if progress is not None:
+                    progress.stage_finished(slide.name)
+        finally:
+            progress_var.reset(progress_token)
+        table = self.layout.fibre_table(slide.name)
+        if out.status == "done" and "segment" not in out.ran and table.is_file():
+            import pyarrow.parquet as pq
+
+            out.fibres = pq.read_metadata(table).num_rows  # segmented by an earlier run
+            if progress is not None:
+                progress.fibres_found(out.fibres)
+        if progress is not None:
+            progress.slide_finished(out.status == "failed")
+        report_slide(self.client, out, self.state)  # metrics never raise
         return out
+
+    def _attempt(self, slide: ArchiveSlide, stage: str, out: SlideOutcome) -> None:
+        """Run ``stage`` with up to ``archive.retries`` retries of unexpected errors; record it in ``out``."""
+        for attempt in range(self.cfg.archive.retries + 1):
+            self.state.start(slide.name, stage, self.fingerprint)
+            t0 = time.perf_counter()
+            try:
+                fibres = self._stage(slide, stage)
+                self.state.finish(slide.name, stage, time.perf_counter() - t0)
+                self.push(self._slide_outputs(slide.name))  # a failed upload fails the stage
+            except Exception as exc:  # any failure of one slide must leave the others running
+                if self.stop.is_set():  # the client is going away: the stage stays 'running' for the rerun
+                    raise
+                seconds = time.perf_counter() - t0
+                logger.error("%s: %s failed (attempt %d):\n%s", slide.name, stage, attempt + 1,
+                             traceback.format_exc())
+                self.state.fail(slide.name, stage, seconds, _one_line(exc))
+                if isinstance(exc, NclsmError) or attempt == self.cfg.archive.retries:
+                    out.status, out.stage, out.error = "failed", stage, _one_line(exc)
+                    return
+            else:
+                out.ran.append(stage)
+                if fibres is not None:
+                    out.fibres = fibres
+                    if self.progress is not None:
+                        self.progress.fibres_found(fibres)
+                logger.info("%s: %s done in %.1f s", slide.name, stage, time.perf_counter() - t0)
+                return
+
+    def _maps(self, name: str) -> Path:
+        """Maps made of a slide's ground truth (``archive.maps_from_gt``)."""
+        return self.layout.root / "maps" / f"{name}.zarr"
+
+    def _slide_outputs(self, name: str) -> list[str]:
+        """What a slide's stages write, relative to the run directory, plus the run's own records."""
+        paths = [self.layout.slide(name), self.layout.fibre_table(name), self._maps(name)]
+        return [p.relative_to(self.layout.root).as_posix() for p in paths] + ["run.json", "logs", "state.sqlite"]
+
+    def push(self, paths: Iterable[str] | None) -> None:
+        """Upload what changed under ``paths`` (None: everything) to the remote run, if there is one."""
+        if self.sync is not None:
+            self.sync.push(paths)
 
     def finish_archive(self, outcomes: list[SlideOutcome]) -> tuple[Path | None, str]:
         """Aggregate + report over the slides done (skipped when nothing changed since the last report)."""
@@ -228,16 +322,17 @@ class _Run:
         t0 = time.perf_counter()
         try:
             path = Path(build_report(self.layout.root, self.cfg, self.client, manifest=manifest_frame(done)))
+            self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0)
+            self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
         except Exception as exc:  # the slides' results stay valid; say what went wrong
             logger.error("aggregate/report failed:\n%s", traceback.format_exc())
             self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, _one_line(exc))
             return None, _one_line(exc)
-        self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0)
         return path, ""
 
 
-def _maps_from_gt(slide: ArchiveSlide, store: Path, maps_dir: Path, cfg: RunConfig) -> str:
-    """Stored maps of the segmentation level made of the ground-truth mask beside the source."""
+def _maps_from_gt(slide: ArchiveSlide, gt_path: Path, store: Path, maps_path: Path, cfg: RunConfig) -> str:
+    """Stored maps of the segmentation level made of the ground-truth mask ``gt_path`` beside the source."""
     import numpy as np
     import tifffile
 
@@ -245,11 +340,9 @@ def _maps_from_gt(slide: ArchiveSlide, store: Path, maps_dir: Path, cfg: RunConf
     from nclsm_scale.io.pyramid import downsample_labels
     from nclsm_scale.segment import maps_from_labels, write_maps
     from nclsm_scale.slide import open_slide
-    from nclsm_scale.synth.write import output_paths
 
-    gt_path = output_paths(slide.path)["fibres"]
     if not gt_path.is_file():
-        raise SlideReadError(f"{slide.path}: --maps-from-gt needs the ground-truth mask {gt_path}")
+        raise SlideReadError(f"{slide.source}: --maps-from-gt needs the ground-truth mask {gt_path.name} beside it")
     sl = open_slide(store)
     level = cfg.segment.level if cfg.segment.level is not None else sl.level_nearest(cfg.segment.target_pixel_size_um)
     h, w = (int(v) for v in sl.levels[level].shape[1:])
@@ -259,13 +352,20 @@ def _maps_from_gt(slide: ArchiveSlide, store: Path, maps_dir: Path, cfg: RunConf
         gt = downsample_labels(gt, factor)
     padded = np.zeros((h, w), gt.dtype)
     padded[: min(h, gt.shape[0]), : min(w, gt.shape[1])] = gt[:h, :w]
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    return write_maps(str(maps_dir / f"{slide.name}.zarr"), maps_from_labels(padded, seed=1, noise=0.02),
+    maps_path.parent.mkdir(parents=True, exist_ok=True)
+    return write_maps(str(maps_path), maps_from_labels(padded, seed=1, noise=0.02),
                       chunk_px=cfg.segment.block_px).path
 
 
 def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _recorded_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as run.json records it: secret-looking storage options redacted."""
+    data = cfg.model_dump(mode="json")
+    data["archive"]["storage_options"] = redact_options(data["archive"]["storage_options"])
+    return data
 
 
 def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
@@ -275,11 +375,11 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
     record = {
         "started": _iso(started),
         "ended": _iso(ended) if ended is not None else None,
-        "config": run.cfg.model_dump(mode="json"),
+        "config": _recorded_config(run.cfg),
         "config_fingerprint": run.fingerprint,
         "versions": package_versions(),
         "model": _model_record(run.cfg),
-        "slides": {s.name: {"source": str(s.path), **s.meta} for s in run.slides},
+        "slides": {s.name: {"source": s.source, **s.meta} for s in run.slides},
         "normalisation": norm,
     }
     tmp = path.with_name(".run.json.tmp")
@@ -294,51 +394,70 @@ def run_archive(
 
     Parameters
     ----------
-    archive : a folder of slides, or a manifest (CSV / Parquet with a ``path`` column).
-    run_dir : the run directory; everything is written inside it.
+    archive : a folder of slides, or a manifest (CSV / Parquet with a ``path`` column); a path or a URL.
+    run_dir : the run directory, a path or a URL; everything is written inside it (for a URL, staged in
+        ``archive.work_dir`` and uploaded as stages finish).
     cfg : RunConfig
         Every stage's section, and ``cfg.archive`` (discovery, manifest, retries, concurrency).
     client : distributed.Client
         The one client every stage submits to.
     progress : bool, optional
-        Show a slide progress bar; ``None`` only on a terminal.
+        Show the run's progress bar (slides, block tasks, fibres, ETA); ``None`` only on a terminal.
 
     Raises
     ------
     ValidationError
         The archive or manifest is unusable (nothing has run).
     StageError
-        Another run holds the run directory.
+        Another run holds the (local or work) run directory.
+    SlideReadError, ConfigError
+        A remote run cannot be pulled, or its URL cannot be opened (nothing has run).
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
-    root = Path(run_dir).resolve()
+    remote = str(run_dir).rstrip("/") if is_remote(run_dir) else ""
+    root = work_dir_for(remote, cfg.archive.work_dir) if remote else local_path(run_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    (root / "logs").mkdir(exist_ok=True)
-    handler = logging.FileHandler(root / "logs" / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    sync = RunSync(remote, root, cfg.archive.storage_options) if remote else None
     pkg_logger = logging.getLogger("nclsm_scale")
     with RunLock(root / "run.lock"):
+        if sync is not None and not (root / "state.sqlite").exists() and sync.exists("state.sqlite"):
+            sync.pull()  # an empty work directory (a new pod) resumes the remote run
+        (root / "logs").mkdir(exist_ok=True)
+        handler = logging.FileHandler(root / "logs" / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         pkg_logger.addHandler(handler)
         try:
-            slides = discover(archive, cfg.archive)
-            run = _Run(root, cfg, client, slides)
+            slides = discover(archive, cfg.archive, inputs_dir=root / "inputs")
+            run = _Run(root, cfg, client, slides, sync)
             register_metrics(client)  # idempotent; never raises
             if n := run.state.reset_running():
                 logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
             for s in slides:
-                run.state.register(s.name, str(s.path), STAGES, s.meta)
+                run.state.register(s.name, s.source, STAGES, s.meta)
             started = time.time()
             _write_run_json(run, started, None)
-            with tqdm(total=len(slides), desc="slides", unit="slide", disable=None if progress is None else not progress) as bar:
-                run.bar = bar
-                with ThreadPoolExecutor(cfg.archive.max_concurrent_slides, thread_name_prefix="slide") as pool:
+            run.progress = RunProgress(len(slides), len(STAGES), disable=None if progress is None else not progress)
+            try:
+                pool = ThreadPoolExecutor(cfg.archive.max_concurrent_slides, thread_name_prefix="slide")
+                try:
                     outcomes = list(pool.map(run.process, slides))
+                except BaseException:  # Ctrl-C / SIGTERM: start no new stage, leave the rest to the rerun
+                    run.stop.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown()
+            finally:
+                run.progress.close()
             report, report_error = run.finish_archive(outcomes)
             _write_run_json(run, started, time.time())
-            result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0)
+            result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0, remote)
             logger.info("%s", result.summary())
+            if sync is not None:
+                try:
+                    sync.push(None)  # everything else: failed slides' partial work, the final run.json and log
+                except NclsmError as exc:
+                    result.sync_error = str(exc)
+                    logger.error("%s", exc)
             return result
         finally:
             pkg_logger.removeHandler(handler)

@@ -75,7 +75,9 @@ class StateStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            # the rollback journal, not WAL: run directories may sit on network file systems
+            # (shared volumes of a cluster), where SQLite documents WAL as unsafe
+            db.execute("PRAGMA journal_mode=DELETE")
             db.executescript(_SCHEMA)
 
     @contextlib.contextmanager

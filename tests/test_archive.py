@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nclsm_scale.archive import discover, manifest_frame, scan_folder
+from nclsm_scale.archive import discover, manifest_frame, scan_folder, slide_keys
 from nclsm_scale.config import ArchiveConfig
 from nclsm_scale.errors import ValidationError
 
@@ -28,6 +28,18 @@ def test_folder_discovery_is_recursive_and_skips_sidecars_hidden_and_other_files
     found = scan_folder(tmp_path, ArchiveConfig())
     assert found == sorted([a, b, z])
     assert sorted(s.name for s in discover(tmp_path, ArchiveConfig())) == ["A", "B", "C"]
+
+
+def test_object_keys_give_the_slides_a_folder_walk_gives(tmp_path):
+    """Remote discovery (a flat list of object keys) follows the local folder rules."""
+    for rel in ("p1/A.ome.tiff", "p1/A.fibres.ome.tiff", "p1/.A.tif", "p2/deep/B.SVS", "notes.txt",
+                ".hidden/H.tif", "C.ome.zarr/zarr.json", "C.ome.zarr/0/inner.tif", "D.zarr/x.tif",
+                "p3/E.OME.ZARR/.zattrs"):
+        _touch(tmp_path / rel)
+    keys = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    local = [p.relative_to(tmp_path).as_posix() for p in scan_folder(tmp_path, ArchiveConfig())]
+    assert slide_keys(keys, ArchiveConfig()) == local == ["C.ome.zarr", "p1/A.ome.tiff", "p2/deep/B.SVS",
+                                                          "p3/E.OME.ZARR"]
 
 
 def test_missing_folder_and_empty_archive_are_errors(tmp_path):

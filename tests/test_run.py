@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -135,14 +140,128 @@ def test_a_manifest_escaping_its_folder_stops_the_run_before_any_work(tmp_path, 
     assert not (tmp_path / "run" / "slides").exists()
 
 
-def test_cli_exit_status_and_summary(first, archive, client, capsys):
+#: The CLI options that give ``cfg`` above.
+CLI_SETTINGS = ("--maps-from-gt", "--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
+                "--set", "segment.block_px=256", "--set", "report.thumbnail_px=400")
+
+
+def test_cli_exit_status_summary_and_performance_report(first, archive, client, capsys, tmp_path):
     from nclsm_scale.cli.app import main
 
     run_dir = first[0]
+    perf = tmp_path / "perf" / "report.html"
     code = main(["run", str(archive), "--out", str(run_dir), "--manifest", str(archive / "manifest.csv"),
-                 "--scheduler", client.scheduler.address, "--maps-from-gt",
-                 "--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
-                 "--set", "segment.block_px=256", "--set", "report.thumbnail_px=400"])
+                 "--scheduler", client.scheduler.address, "--performance-report", str(perf), *CLI_SETTINGS])
     out = capsys.readouterr().out
     assert code == 1
     assert "2 of 3 slide(s) done, 1 failed" in out and "FAILED bad at convert:" in out
+    html = perf.read_text()
+    assert "Dask Performance Report" in html and "cdn.bokeh.org" not in html  # inline: opens offline
+
+
+def test_outcomes_count_the_fibres_of_each_slide(first):
+    _, result, _, tables = first
+    assert {s.name: s.fibres for s in result.slides} == {"S1": len(tables["S1"]), "S2": len(tables["S2"]),
+                                                         "bad": 0}
+
+
+def _same_results(run_dir: Path, reference: Path) -> None:
+    """Fibre tables equal and label images identical (IDs are deterministic, so no renumbering)."""
+    import zarr
+
+    for name in ("S1", "S2"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "tables" / "fibres" / f"{name}.parquet"),
+                                      pd.read_parquet(reference / "tables" / "fibres" / f"{name}.parquet"))
+        got = zarr.open_array(run_dir / "slides" / f"{name}.ome.zarr" / "labels" / "fibres" / "0", mode="r")[:]
+        want = zarr.open_array(reference / "slides" / f"{name}.ome.zarr" / "labels" / "fibres" / "0", mode="r")[:]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_worker_killed_mid_run_changes_nothing(tmp_path, first, archive, cfg):
+    """SIGKILL the worker process that is running a block task; its nanny restarts it and the run finishes."""
+    from distributed import Client, LocalCluster
+
+    killed: list[str] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, \
+            Client(cl) as own:
+        pids = own.run(os.getpid)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_archive, archive / "manifest.csv", tmp_path / "run", cfg, own, progress=False)
+            while not running.done() and not killed:
+                for addr, keys in own.processing().items():
+                    if any(str(k).startswith(("seeds_task", "assign_task")) for k in keys) and addr in pids:
+                        os.kill(pids[addr], signal.SIGKILL)
+                        killed.append(addr)
+                        break
+                time.sleep(0.01)
+            result = running.result(timeout=600)
+        assert killed, "the run ended before a block task could be interrupted"
+        assert set(own.run(os.getpid).values()).isdisjoint({pids[killed[0]]})  # the nanny started a new process
+    assert {s.name: s.status for s in result.slides} == {"S1": "done", "S2": "done", "bad": "failed"}
+    _same_results(tmp_path / "run", first[0])
+
+
+def test_a_client_killed_mid_run_resumes_without_redoing_work(tmp_path, first, archive, client):
+    """SIGKILL the ``run`` command after some stages finished; the rerun redoes only what was not done."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "nclsm_scale", "run", str(archive / "manifest.csv"), "--out", str(run_dir),
+            "--scheduler", client.scheduler.address, *CLI_SETTINGS]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_before: dict = {}
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (run_dir / "state.sqlite").is_file():
+                records = StateStore(run_dir / "state.sqlite").records()
+                done = {(r.slide, r.stage): r for r in records if r.status == "done"}
+                if done and any(r.status == "running" for r in records):
+                    proc.kill()
+                    done_before = done
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done_before, "the run ended before it could be killed"
+    assert (run_dir / "run.lock").exists()  # left behind by the killed process: must not block the rerun
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 1, rerun.stderr  # the corrupt slide still fails
+    assert "2 of 3 slide(s) done, 1 failed" in rerun.stdout
+    after = {(r.slide, r.stage): r for r in StateStore(run_dir / "state.sqlite").records()}
+    for key, rec in done_before.items():
+        assert (after[key].status, after[key].started, after[key].attempts) == ("done", rec.started, rec.attempts)
+    assert all(after[(n, st)].status == "done" for n in ("S1", "S2") for st in STAGES)
+    _same_results(run_dir, first[0])
+
+
+def test_sigterm_stops_the_run_promptly_releases_the_lock_and_the_rerun_completes(tmp_path, first, archive, cfg,
+                                                                                  client):
+    """``kubectl delete pod`` / ``scancel`` send SIGTERM: the run stops like Ctrl-C, nothing is marked failed."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "nclsm_scale", "run", str(archive / "manifest.csv"), "--out", str(run_dir),
+            "--scheduler", client.scheduler.address, *CLI_SETTINGS]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (run_dir / "state.sqlite").is_file():
+                records = StateStore(run_dir / "state.sqlite").records()
+                if any(r.status == "running" and r.stage == "segment" for r in records):
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be terminated"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        stopped_s = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err
+    assert stopped_s < 60
+    assert not (run_dir / "run.lock").exists()
+    records = StateStore(run_dir / "state.sqlite").records()
+    assert not [r for r in records if r.slide != "bad" and r.status == "failed"]
+    result = run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    assert {s.name: s.status for s in result.slides} == {"S1": "done", "S2": "done", "bad": "failed"}
+    _same_results(run_dir, first[0])

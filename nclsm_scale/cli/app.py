@@ -85,9 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: bad option or value
         exc.show()
         return exc.exit_code
+    if result == 130:  # typer turns KeyboardInterrupt (Ctrl-C, SIGTERM) into exit status 130
+        typer.echo("interrupted", err=True)
     return result if isinstance(result, int) else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def entry() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; SIGTERM (``kubectl delete pod``, ``scancel``) stops it like Ctrl-C.
+
+    The interrupt unwinds normally, so the run lock is released and the cluster closed.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())

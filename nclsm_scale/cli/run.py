@@ -18,17 +18,26 @@ from nclsm_scale.cli._options import (
 
 
 def main(
-    archive: Annotated[Path, typer.Argument(help="Folder of slides (searched recursively) or a manifest CSV/Parquet.")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory (created; rerun the same command to resume).")],
+    archive: Annotated[str, typer.Argument(
+        metavar="ARCHIVE", help="Folder of slides (searched recursively) or a manifest CSV/Parquet; a path or a "
+                                "URL (s3://bucket/prefix).")],
+    out: Annotated[str, typer.Option(
+        "--out", metavar="RUN_DIR", help="Run directory, a path or a URL (s3://bucket/run, staged locally in "
+                                         "archive.work_dir); created; rerun the same command to resume.")],
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", metavar="CSV",
-                                  help="Manifest with a 'path' column plus metadata (subject, diagnosis, muscle).")
+        str | None, typer.Option("--manifest", metavar="CSV",
+                                 help="Manifest (path or URL) with a 'path' column plus metadata (subject, "
+                                      "diagnosis, muscle).")
     ] = None,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
     maps_from_gt: Annotated[
         bool, typer.Option("--maps-from-gt", help="Segment from the ground-truth masks beside synthetic sources.")
     ] = False,
+    performance_report: Annotated[
+        Path | None, typer.Option("--performance-report", metavar="HTML",
+                                  help="Write Dask's performance report of the run (self-contained HTML) here.")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -36,16 +45,29 @@ def main(
     cfg = build_config(
         config, set_,
         **{
-            "archive.manifest": str(manifest) if manifest else None,
+            "archive.manifest": manifest,
             "archive.maps_from_gt": True if maps_from_gt else None,
             **cluster_overrides(scheduler, workers),
         },
     )
+    import contextlib
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from nclsm_scale.cluster import open_client
     from nclsm_scale.run import run_archive
 
     with open_client(cfg.cluster) as client:
-        result = run_archive(archive, out, cfg, client)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(logging_redirect_tqdm())  # log lines print above the progress bar
+            if performance_report is not None:
+                from distributed import performance_report as dask_performance_report
+
+                performance_report.parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(dask_performance_report(filename=str(performance_report), mode="inline"))
+            result = run_archive(archive, out, cfg, client)
     typer.echo(result.summary())
+    if performance_report is not None:
+        typer.echo(f"performance report: {performance_report}")
     if not result.ok:
         raise typer.Exit(1)
