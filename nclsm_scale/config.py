@@ -385,7 +385,7 @@ class ClusterConfig(_Section):
     local_gpus: int | None = Field(
         None, ge=0,
         description="Local workers that each own one GPU (resource GPU=1); None = one per CUDA device torch "
-        "sees, 0 = none.",
+        "sees (0 when model.device is cpu), 0 = none.",
     )
     dashboard_address: str = Field(":0", description="Dashboard bind address (:0 picks a free port).")
     slurm: SlurmConfig = Field(SlurmConfig(), description="Settings for kind=slurm.")
@@ -430,7 +430,8 @@ class MeasureConfig(_Section):
         3.0, ge=0.0, description="Smallest dark blob (freeze-artefact hole) counted."
     )
     ridge_sigma_um: float = Field(
-        1.0, gt=0.0, le=10.0, description="Gaussian scale of the membrane ridge (line) filter, about a sarcolemma's width."
+        1.0, gt=0.0, le=10.0,
+        description="Gaussian scale of the membrane ridge (line) filter, about a sarcolemma's width.",
     )
     ridge_exclusion_um: float = Field(
         5.0, gt=0.0, le=100.0,
@@ -448,7 +449,7 @@ class MeasureConfig(_Section):
     @model_validator(mode="after")
     def _smoothing_ascending(self) -> MeasureConfig:
         s = self.dark_smooth_um
-        if any(v < 0 or v > 20.0 for v in s) or any(b <= a for a, b in zip(s, s[1:])):
+        if any(v < 0 or v > 20.0 for v in s) or any(b <= a for a, b in zip(s, s[1:], strict=False)):
             raise ValueError(f"dark_smooth_um must be ascending sigmas in [0, 20] um, got {s}")
         return self
 
@@ -612,6 +613,13 @@ class RunConfig(_Section):
     aggregate: AggregateConfig = AggregateConfig()
     report: ReportConfig = ReportConfig()
     archive: ArchiveConfig = ArchiveConfig()
+
+    @model_validator(mode="after")
+    def _no_gpu_workers_for_cpu_inference(self) -> RunConfig:
+        # with model.device=cpu, GPU-pinned local workers would only cap network tasks at one per GPU
+        if self.model.device == "cpu" and self.cluster.local_gpus is None:
+            self.cluster.local_gpus = 0
+        return self
 
 
 def config_dirs() -> list[Path]:

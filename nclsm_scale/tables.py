@@ -113,9 +113,18 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "float64",
         "",
         "Share of the interior in dark blobs: smoothed mito - background < dark_ratio x "
-        "(interior median - background), blobs >= dark_min_blob_um2 (freeze-artefact holes).",
+        "(interior median - background), blobs >= dark_min_blob_um2 (freeze-artefact holes); smoothed at the "
+        "finest sigma of dark_smooth_um the fibre's pixel noise allows (dark_noise_z).",
     ),
     "dark_blobs": _C("int64", "", "Number of such dark blobs inside the fibre."),
+    "interior_membrane_fraction": _C(
+        "float64",
+        "",
+        "Share of the interior more than ridge_exclusion_um inside the outline that lies on membrane ridges at "
+        "least ridge_ratio x the fibre's own sarcolemma ridge strength and ridge_noise_z robust deviations above "
+        "its interior (a second layer's sarcolemma crossing the fibre: folds). NaN without a membrane channel or "
+        "deep interior.",
+    ),
 }
 
 CURATE_COLUMNS: dict[str, Column] = {

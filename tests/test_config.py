@@ -97,3 +97,9 @@ def test_parse_set_option():
     assert parse_set_option("segment.halo_um=12.5") == ("segment.halo_um", 12.5)
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         parse_set_option("nonsense")
+
+
+def test_cpu_inference_starts_no_gpu_workers():
+    assert RunConfig.model_validate({"model": {"device": "cpu"}}).cluster.local_gpus == 0
+    assert RunConfig.model_validate({"model": {"device": "cpu"}, "cluster": {"local_gpus": 1}}).cluster.local_gpus == 1
+    assert RunConfig().cluster.local_gpus is None

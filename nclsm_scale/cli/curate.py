@@ -21,8 +21,13 @@ def main(
     slide: Annotated[Path, typer.Argument(help="Measured slide (.ome.zarr).")],
     overrides: Annotated[
         Path | None,
-        typer.Option("--overrides", metavar="CSV", help="User corrections: columns fibre_id,class[,reasons]."),
+        typer.Option("--overrides", metavar="CSV",
+                     help="User corrections: columns fibre_id,class[,reasons]; remembered beside the fibre table "
+                     "and applied again by later runs of curate."),
     ] = None,
+    clear_overrides: Annotated[
+        bool, typer.Option("--clear-overrides", help="Forget the overrides remembered from earlier runs.")
+    ] = False,
     table: Annotated[
         Path | None,
         typer.Option("--table", metavar="PARQUET", help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
@@ -41,7 +46,8 @@ def main(
         **cluster_overrides(scheduler, workers),
     )
     with open_client(cfg.cluster) as client:
-        res, slides_table = curate_run_slide(slide, cfg, client, table_path=table, overrides=overrides)
+        res, slides_table = curate_run_slide(slide, cfg, client, table_path=table, overrides=overrides,
+                                                 clear_overrides=clear_overrides)
     counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
     typer.echo(f"{slide}: {res.n_fibres} fibres ({counts}), {res.n_overridden} overridden; table {res.table}")
     typer.echo(f"slide statistics: {slides_table}")

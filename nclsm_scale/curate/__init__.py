@@ -7,12 +7,13 @@ Public API::
 - :func:`curate_fibres` (table, cfg) -> table with ``curation_class``, ``reasons``, ``confidence``.
 - :func:`detect_folds` (image_lowres, tissue_mask, *, pixel_size_um, ...) -> bool fold mask.
 - :func:`mask_window`: a low-resolution mask on a full-resolution window (for ``measure``).
-- :func:`apply_overrides` (table, csv_path): user corrections from a CSV.
+- :func:`apply_overrides` (table, csv_path or table): user corrections; :func:`read_overrides` reads
+  and checks a CSV, :func:`stored_overrides_path` names the file ``curate`` remembers them in.
 """
 
 from nclsm_scale.curate.folds import detect_folds, mask_window
-from nclsm_scale.curate.overrides import apply_overrides
-from nclsm_scale.curate.rules import PRIORITY, Reason, curate_fibres, field_aspect_ratio
+from nclsm_scale.curate.overrides import apply_overrides, read_overrides, stored_overrides_path
+from nclsm_scale.curate.rules import PRIORITY, Reason, curate_fibres, field_elongation, typical_diameter_um
 
 __all__ = [
     "PRIORITY",
@@ -20,6 +21,9 @@ __all__ = [
     "apply_overrides",
     "curate_fibres",
     "detect_folds",
-    "field_aspect_ratio",
+    "field_elongation",
     "mask_window",
+    "read_overrides",
+    "stored_overrides_path",
+    "typical_diameter_um",
 ]

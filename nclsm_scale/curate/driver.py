@@ -7,13 +7,15 @@
    that meet a fold counts each fibre's pixels inside the fold (integer counts,
    so independent of the block size); divided by ``area_px``.
 3. :func:`~nclsm_scale.curate.rules.curate_fibres` with ``cfg.curate``, then the
-   user's overrides CSV if given (:func:`~nclsm_scale.curate.overrides.apply_overrides`).
+   user's overrides: those remembered beside the table
+   (:func:`~nclsm_scale.curate.overrides.stored_overrides_path`), updated by the
+   overrides CSV if given, which are remembered in turn.
 
 The fibre table is rewritten in place with the curation columns and
 ``overridden``; its metadata gains the tissue, fold and analysable areas that
 ``aggregate`` uses. Rerunning re-derives everything from the measured columns,
 so new thresholds or a new overrides file never need ``segment`` or ``measure``
-again. Overrides are applied only when given (they are not remembered).
+again, and earlier overrides stay applied until cleared (``clear_overrides``).
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def curate_slide(
     *,
     table_path: str | Path | None = None,
     overrides: str | Path | None = None,
+    clear_overrides: bool = False,
 ) -> CurateResult:
     """Curate a measured slide: folds, ``fold_fraction``, classes with reasons, overrides.
 
@@ -150,14 +153,17 @@ def curate_slide(
     table_path : path, optional
         The measured table; default ``RunLayout.for_slide(slide_path)`` ``tables/fibres/<slide>.parquet``.
     overrides : path, optional
-        CSV ``fibre_id,class[,reasons]`` of user corrections.
+        CSV ``fibre_id,class[,reasons]`` of user corrections; they are added to (and
+        replace, fibre by fibre) the overrides remembered from earlier runs.
+    clear_overrides : bool
+        Forget the remembered overrides first.
     """
-    from nclsm_scale.curate.overrides import apply_overrides
+    from nclsm_scale.curate import overrides as ov
     from nclsm_scale.curate.rules import curate_fibres
     from nclsm_scale.layout import RunLayout, read_fibre_table, slide_name, write_fibre_table
+    from nclsm_scale.measure import COLUMNS
     from nclsm_scale.measure.driver import pixel_size, region_level, segmentation_level
     from nclsm_scale.slide import open_slide
-    from nclsm_scale.tables import MEASURE_COLUMNS
 
     t0 = time.perf_counter()
     slide = open_slide(slide_path)
@@ -170,20 +176,32 @@ def curate_slide(
     reg_px = pixel_size(slide, reg_level)
     scale = reg_px / pixel_size(slide, level)
     regions = write_folds(slide, reg_level, cfg, client)
-    table = measured[list(MEASURE_COLUMNS)].copy()
+    missing = [c for c in COLUMNS if c not in measured.columns]
+    if missing:
+        raise SlideReadError(f"{path}: the fibre table lacks {missing}; run `nclsm-scale measure` again.")
+    table = measured[list(COLUMNS)].copy()
     table["fold_fraction"] = _fold_fraction(
         slide, level, reg_level, scale, regions, table, cfg.segment.block_px, client
     )
     curated = curate_fibres(table, cfg.curate)
+    store = ov.stored_overrides_path(path)
+    remembered = ov.load_stored_overrides(store, table)
+    if clear_overrides:
+        remembered = remembered.iloc[:0]
+    given = remembered.iloc[:0]
     if overrides is not None:
-        curated = apply_overrides(curated, overrides)
-    else:
-        curated["overridden"] = False
+        given = ov.read_overrides(overrides)
+        ov.check_fibres(given, table, overrides)
+    merged = ov.merge_overrides(remembered, given)
+    curated = ov.apply_overrides(curated, merged)
+    ov.save_stored_overrides(store, merged, table)
     tissue_um2 = float(np.count_nonzero(regions)) * reg_px**2
     fold_um2 = float(np.count_nonzero(regions == FOLD)) * reg_px**2
     counts = {str(k): int(v) for k, v in curated["curation_class"].value_counts().sort_index().items()}
     meta.update({
-        "curate": cfg.curate.model_dump(mode="json"), "overrides": str(overrides) if overrides else None,
+        "curate": cfg.curate.model_dump(mode="json"),
+        "overrides": {"stored": str(store) if len(merged) else None, "n": len(merged),
+                      "added_from": str(overrides) if overrides is not None else None},
         "regions_level": reg_level, "regions_pixel_size_um": reg_px,
         "tissue_area_um2": tissue_um2, "fold_area_um2": fold_um2,
         "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts,
@@ -202,12 +220,14 @@ def curate_run_slide(
     *,
     table_path: str | Path | None = None,
     overrides: str | Path | None = None,
+    clear_overrides: bool = False,
 ) -> tuple[CurateResult, Path]:
     """:func:`curate_slide`, then re-aggregate the run its table lies in; return the result and slides table."""
     from nclsm_scale.aggregate import aggregate_run
     from nclsm_scale.layout import RunLayout
 
-    result = curate_slide(slide_path, cfg, client, table_path=table_path, overrides=overrides)
+    result = curate_slide(slide_path, cfg, client, table_path=table_path, overrides=overrides,
+                          clear_overrides=clear_overrides)
     layout = RunLayout(result.table.resolve().parents[2])
     aggregate_run(layout.root, cfg.aggregate)
     return result, layout.slides_table

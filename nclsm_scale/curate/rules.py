@@ -1,21 +1,30 @@
 """Rule-based curation of a slide's fibre table (NCL-SM scheme plus EDGE and DEBRIS).
 
-Each rule compares a physically meaningful feature with a threshold of
-:class:`~nclsm_scale.config.CurateConfig`:
+Each rule compares a physically meaningful, per-slide normalised feature with a
+threshold of :class:`~nclsm_scale.config.CurateConfig`:
 
 - DEBRIS: CSA below ``debris_max_um2``;
 - EDGE: the fibre touches the image border or non-tissue (it is cut);
-- FR: a folded second layer covers it: ``fold_fraction`` (share inside the
-  detected fold mask) at least ``fr_min_fold_fraction``, or its interior
-  membrane signal is ``fr_min_membrane_ratio`` times the slide's median fibre
-  (the other layer's sarcolemma crosses it);
-- FAM: at least ``fam_min_dark_blobs`` internal dark holes (ice-crystal vacuoles);
-- NTM: oblique profile: the fibre is elongated (ellipse aspect ratio) **and** so
-  are its neighbours, in the same direction (oblique sectioning is a property of
-  the fascicle; an isolated long profile among round ones is not).
+- FR: a folded second layer covers it. Its sarcolemma crosses the fibre:
+  ``interior_membrane_fraction`` (share of the interior on membrane ridges as
+  strong as the fibre's own outline, from ``measure``) at least
+  ``fr_min_interior_membrane``; or a weaker share
+  (``fr_min_interior_membrane_in_fold``) inside a detected low-resolution fold
+  (``fold_fraction`` at least ``fr_min_fold_fraction``). Without a membrane
+  channel the fold alone decides;
+- FAM: ice-crystal holes throughout the fibre: at least ``fam_min_dark_blobs``
+  internal dark blobs, and at least ``fam_min_dark_blobs_per_mm2`` of them per
+  mm2 (one or two nuclei are not a freeze artefact);
+- NTM: oblique profile: the fibre is elongated along the direction its
+  neighbours share (ellipse aspect ratio projected on the neighbourhood's
+  orientation) **and** the neighbourhood is coherently elongated (oblique
+  sectioning is a property of the fascicle; an isolated long profile among
+  round ones is not). The neighbourhood radius is a multiple of the slide's
+  median fibre diameter, so the rule carries over between species.
 
-The primary class is the first reason in :data:`PRIORITY`; confidence grows
-with the log-distance of the deciding feature from its threshold.
+A fibre may have several reasons (``reasons``, in :data:`PRIORITY` order); the
+primary class is the first. Confidence grows with the log-distance of the
+deciding feature(s) from their thresholds.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from scipy.spatial import cKDTree
 
 from nclsm_scale.config import CurateConfig
 
-__all__ = ["PRIORITY", "Reason", "curate_fibres", "field_aspect_ratio", "field_median"]
+__all__ = ["PRIORITY", "Reason", "curate_fibres", "field_elongation", "typical_diameter_um"]
 
 
 class Reason(str, Enum):
@@ -45,61 +54,56 @@ class Reason(str, Enum):
 #: Rejection reasons in priority order (the first that applies is the primary class).
 PRIORITY = (Reason.DEBRIS, Reason.EDGE, Reason.FR, Reason.FAM, Reason.NTM)
 
-
-def _neighbour_pairs(table: pd.DataFrame, radius_um: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) of fibres whose centroids lie within ``radius_um`` (each fibre with itself too)."""
-    xy = table[["centroid_y_um", "centroid_x_um"]].to_numpy(np.float64)
-    pairs = cKDTree(xy).query_pairs(radius_um, output_type="ndarray")
-    own = np.arange(len(xy))
-    return np.concatenate([own, pairs[:, 0], pairs[:, 1]]), np.concatenate(
-        [own, pairs[:, 1], pairs[:, 0]]
-    )
+#: Largest aspect ratio entering the neighbourhood elongation (lines and slivers are capped).
+_MAX_AR = 10.0
 
 
-def field_median(table: pd.DataFrame, values: np.ndarray, radius_um: float) -> np.ndarray:
-    """Median of ``values`` over each fibre's neighbourhood (itself included; NaNs ignored)."""
-    if len(table) == 0:
-        return np.zeros(0)
-    i, j = _neighbour_pairs(table, radius_um)
-    order = np.lexsort((values[j], i))
-    i, v = i[order], values[j][order]
-    out = np.full(len(table), np.nan)
-    bounds = np.searchsorted(i, np.arange(len(table) + 1))
-    for k in range(len(table)):
-        seg = v[bounds[k] : bounds[k + 1]]
-        seg = seg[np.isfinite(seg)]
-        if seg.size:
-            out[k] = np.median(seg)
-    return out
+def typical_diameter_um(table: pd.DataFrame, min_area_um2: float = 0.0) -> float:
+    """Return the slide's median equivalent diameter over fibres of at least ``min_area_um2`` (all if none)."""
+    d = table["equivalent_diameter_um"].to_numpy(np.float64)
+    big = table["area_um2"].to_numpy(np.float64) >= min_area_um2
+    d = d[big] if big.any() else d
+    d = d[np.isfinite(d)]
+    return float(np.median(d)) if d.size else float("nan")
 
 
-def field_aspect_ratio(table: pd.DataFrame, radius_um: float) -> np.ndarray:
-    """Coherent elongation of each fibre's neighbourhood (itself included).
+def field_elongation(
+    table: pd.DataFrame, radius_um: float, use: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coherent elongation of each fibre's neighbours, and the fibre's own elongation along it.
 
-    Each fibre contributes the nematic vector ``log(AR) * (cos 2t, sin 2t)`` of its
-    ellipse aspect ratio AR and orientation t; the result is ``exp`` of the length
-    of the mean vector over fibres whose centroids lie within ``radius_um``: the
-    aspect ratio shared, in one direction, by the neighbourhood (1 = no coherent
-    elongation).
+    Each fibre stands for the nematic vector ``log(AR) * (cos 2t, sin 2t)`` of its
+    ellipse aspect ratio AR and orientation t. For every fibre, the mean vector
+    over the **other** fibres whose centroids lie within ``radius_um`` (and that
+    ``use`` marks, default all: e.g. not cut by the image border) gives
+
+    - ``field``: ``exp`` of its length, the aspect ratio the neighbourhood shares in
+      one direction (1 = no coherent elongation, or no neighbours);
+    - ``aligned``: ``exp(log(AR) cos(2 (t - t_field)))``, the fibre's own aspect
+      ratio along that direction (below 1 when it lies across).
     """
-    if len(table) == 0:
-        return np.zeros(0)
+    n = len(table)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
     ar = np.clip(
-        np.nan_to_num(table["ellipse_aspect_ratio"].to_numpy(np.float64), nan=1.0, posinf=10.0),
+        np.nan_to_num(table["ellipse_aspect_ratio"].to_numpy(np.float64), nan=1.0, posinf=_MAX_AR),
         1.0,
-        10.0,
+        _MAX_AR,
     )
     t = np.radians(table["orientation_deg"].to_numpy(np.float64))
-    el = np.log(ar)
-    vec = np.stack([el * np.cos(2 * t), el * np.sin(2 * t)], axis=1)
-    i, j = _neighbour_pairs(table, radius_um)
-    m = len(table)
-    n = np.bincount(i, minlength=m)
-    mean = (
-        np.stack([np.bincount(i, weights=vec[j, k], minlength=m) for k in range(2)], axis=1)
-        / n[:, None]
-    )
-    return np.exp(np.hypot(mean[:, 0], mean[:, 1]))
+    vec = np.log(ar)[:, None] * np.stack([np.cos(2 * t), np.sin(2 * t)], axis=1)
+    xy = table[["centroid_y_um", "centroid_x_um"]].to_numpy(np.float64)
+    pairs = cKDTree(xy).query_pairs(radius_um, output_type="ndarray")
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    if use is not None:
+        i, j = i[use[j]], j[use[j]]
+    count = np.bincount(i, minlength=n).astype(np.float64)
+    total = np.stack([np.bincount(i, weights=vec[j, k], minlength=n) for k in range(2)], axis=1)
+    mean = total / np.maximum(count, 1.0)[:, None]
+    length = np.hypot(mean[:, 0], mean[:, 1])
+    unit = mean / np.where(length > 0, length, 1.0)[:, None]
+    return np.exp(length), np.exp(np.sum(vec * unit, axis=1))
 
 
 def _margin(value: np.ndarray, threshold: float, band: float) -> np.ndarray:
@@ -109,91 +113,108 @@ def _margin(value: np.ndarray, threshold: float, band: float) -> np.ndarray:
     return np.clip(0.5 + 0.5 * np.nan_to_num(d, nan=0.0, posinf=1.0), 0.5, 1.0)
 
 
-def _median_ratio(values: pd.Series) -> np.ndarray:
-    v = values.to_numpy(np.float64)
-    ref = np.nanmedian(v) if np.isfinite(v).any() else np.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return v / ref if ref and ref > 0 else np.full(v.shape, np.nan)
+def _all_of(conds: list[np.ndarray], margins: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """AND of conditions: (fired, confidence) -- the weakest margin if fired, else the clearest failure."""
+    fired = np.logical_and.reduce(conds)
+    half = np.full(fired.shape, 0.5)
+    on = np.min(np.stack(margins), axis=0)
+    off = np.max(np.stack([np.where(c, half, m) for c, m in zip(conds, margins, strict=True)]), axis=0)
+    return fired, np.where(fired, on, off)
+
+
+def _any_of(rules: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """OR of (fired, confidence) rules: the clearest firing rule if any fired, else the weakest."""
+    fired = np.logical_or.reduce([f for f, _ in rules])
+    half = np.full(fired.shape, 0.5)
+    on = np.max(np.stack([np.where(f, c, half) for f, c in rules]), axis=0)
+    off = np.min(np.stack([c for _, c in rules]), axis=0)
+    return fired, np.where(fired, on, off)
 
 
 def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.DataFrame:
-    """Add ``curation_class``, ``reasons``, ``confidence`` and the two slide-level features used.
+    """Add ``curation_class``, ``reasons``, ``confidence`` and the slide-level features the rules use.
 
     Parameters
     ----------
     table : DataFrame
-        One slide's measured fibres (columns of :data:`~nclsm_scale.tables.MEASURE_COLUMNS`).
+        One slide's measured fibres (columns of :data:`nclsm_scale.measure.COLUMNS`).
     cfg : CurateConfig, optional
         Thresholds (human defaults).
 
     Returns
     -------
     DataFrame
-        A copy of ``table`` with ``field_aspect_ratio``, ``membrane_interior_rel``,
-        ``curation_class``, ``reasons`` and ``confidence`` added.
+        A copy of ``table`` with ``field_aspect_ratio``, ``aligned_aspect_ratio``,
+        ``dark_blobs_per_mm2``, ``curation_class``, ``reasons`` and ``confidence`` added.
     """
     cfg = cfg or CurateConfig()
     out = table.copy()
     band = cfg.confidence_band
-    field = field_aspect_ratio(out, cfg.ntm_field_radius_um)
-    mem_rel = _median_ratio(out["membrane_interior_mean"])
-    mem_field = field_median(out, mem_rel, cfg.fr_field_radius_um)
-    out["field_aspect_ratio"] = field
-    out["membrane_interior_rel"] = mem_rel
-    out["membrane_field_rel"] = mem_field
-    area = out["area_um2"].to_numpy(np.float64)
-    ar = out["ellipse_aspect_ratio"].to_numpy(np.float64)
-    fold = np.nan_to_num(out["fold_fraction"].to_numpy(np.float64), nan=0.0)
-    blobs = out["dark_blobs"].to_numpy(np.float64)
     n = len(out)
+    radius = cfg.ntm_field_radius_diameters * typical_diameter_um(out, cfg.debris_max_um2)
+    cut = out["touches_image_border"].to_numpy(bool)  # its outline is not the fibre's shape
+    field, aligned = field_elongation(out, radius if np.isfinite(radius) else 0.0, use=~cut)
+    area = out["area_um2"].to_numpy(np.float64)
+    blobs = out["dark_blobs"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = np.where(area > 0, blobs / area * 1e6, 0.0)
+    out["field_aspect_ratio"] = field
+    out["aligned_aspect_ratio"] = aligned
+    out["dark_blobs_per_mm2"] = density
+    fold = np.nan_to_num(out["fold_fraction"].to_numpy(np.float64), nan=0.0)
+    ridges = out["interior_membrane_fraction"].to_numpy(np.float64)
+    has_ridges = np.isfinite(ridges)
+    ridges = np.nan_to_num(ridges, nan=0.0)
+
     edge = np.zeros(n, bool)
     if cfg.edge_image_border:
         edge |= out["touches_image_border"].to_numpy(bool)
     if cfg.edge_tissue_border:
         edge |= out["touches_tissue_border"].to_numpy(bool)
-    fr_fold = fold >= cfg.fr_min_fold_fraction
-    fr_mem = np.nan_to_num(np.minimum(mem_rel, mem_field), nan=0.0) >= cfg.fr_min_membrane_ratio
-    ntm_own, ntm_field = ar >= cfg.ntm_min_aspect_ratio, field >= cfg.ntm_min_field_aspect_ratio
-    fired = {
-        Reason.DEBRIS: area < cfg.debris_max_um2,
-        Reason.EDGE: edge,
-        Reason.FR: fr_fold | fr_mem,
-        Reason.FAM: blobs >= cfg.fam_min_dark_blobs,
-        Reason.NTM: ntm_own & ntm_field,
-    }
+    in_fold = fold >= cfg.fr_min_fold_fraction
     m_fold = _margin(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction, band)
-    m_mem = _margin(
-        np.nan_to_num(np.minimum(mem_rel, mem_field), nan=1.0), cfg.fr_min_membrane_ratio, band
+    strong = ridges >= cfg.fr_min_interior_membrane
+    weak = (ridges >= cfg.fr_min_interior_membrane_in_fold) | ~has_ridges
+    m_weak = np.where(
+        has_ridges,
+        _margin(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4), band),
+        1.0,
     )
-    m_own = _margin(ar, cfg.ntm_min_aspect_ratio, band)
-    m_field = _margin(field, cfg.ntm_min_field_aspect_ratio, band)
-    half = np.full(n, 0.5)
-    conf = {  # OR rule: fired -> the clearest firing condition; AND rule: fired -> the weakest condition
-        Reason.DEBRIS: _margin(area, cfg.debris_max_um2, band),
-        Reason.EDGE: np.ones(n),
-        Reason.FR: np.where(
-            fired[Reason.FR],
-            np.maximum(np.where(fr_fold, m_fold, half), np.where(fr_mem, m_mem, half)),
-            np.minimum(m_fold, m_mem),
-        ),
-        Reason.FAM: _margin(blobs + 0.5, cfg.fam_min_dark_blobs, band),
-        Reason.NTM: np.where(
-            fired[Reason.NTM],
-            np.minimum(m_own, m_field),
-            np.maximum(np.where(ntm_own, half, m_own), np.where(ntm_field, half, m_field)),
-        ),
+    fr = _any_of([
+        (strong, _margin(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane, band)),
+        _all_of([in_fold, weak], [m_fold, m_weak]),
+    ])
+    fam = _all_of(
+        [blobs >= cfg.fam_min_dark_blobs, density >= cfg.fam_min_dark_blobs_per_mm2],
+        [_margin(blobs + 0.5, cfg.fam_min_dark_blobs, band),
+         _margin(np.maximum(density, 1.0), max(cfg.fam_min_dark_blobs_per_mm2, 1.0), band)],
+    )
+    # a fibre cut by the image border has no shape of its own: its neighbourhood decides
+    own = np.where(cut, np.inf, aligned)
+    ntm = _all_of(
+        [own >= cfg.ntm_min_aspect_ratio, field >= cfg.ntm_min_field_aspect_ratio],
+        [np.where(cut, 1.0, _margin(aligned, cfg.ntm_min_aspect_ratio, band)),
+         _margin(field, cfg.ntm_min_field_aspect_ratio, band)],
+    )
+    decided = {
+        Reason.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, band)),
+        Reason.EDGE: (edge, np.ones(n)),
+        Reason.FR: fr,
+        Reason.FAM: fam,
+        Reason.NTM: ntm,
     }
     primary = np.full(n, Reason.AM.value, dtype=object)
     confidence = np.ones(n)
     undecided = np.ones(n, bool)
     for reason in PRIORITY:
-        hit = undecided & fired[reason]
+        fired, conf = decided[reason]
+        hit = undecided & fired
         primary[hit] = reason.value
-        confidence[hit] = conf[reason][hit]
+        confidence[hit] = conf[hit]
         undecided &= ~hit
-    am_conf = np.min(np.stack([conf[r] for r in PRIORITY]), axis=0)
+    am_conf = np.min(np.stack([decided[r][1] for r in PRIORITY]), axis=0)
     confidence[undecided] = am_conf[undecided]
-    codes = np.stack([np.where(fired[r], r.value, "") for r in PRIORITY], axis=1)
+    codes = np.stack([np.where(decided[r][0], r.value, "") for r in PRIORITY], axis=1)
     out["curation_class"] = primary
     out["reasons"] = [";".join(c for c in row if c) for row in codes]
     out["confidence"] = confidence

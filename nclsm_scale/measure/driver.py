@@ -147,7 +147,7 @@ class MeasureJob:
 
 def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
     """Measure the fibres a block owns; return the rows and the number of halo escalations."""
-    from nclsm_scale.measure.fibres import measure_block
+    from nclsm_scale.measure.fibres import COLUMNS, measure_block
     from nclsm_scale.slide import open_slide
     from nclsm_scale.tables import empty_table
 
@@ -162,7 +162,7 @@ def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
         labels = read_padded_labels(labels_arr, y0, x0, y1, x1)
         owned = owned_ids(labels, (halo, halo, halo + b.shape[0], halo + b.shape[1]))
         if owned.size == 0:
-            return empty_table(), attempt
+            return empty_table(COLUMNS), attempt
         tissue = None
         if regions is not None:
             tissue = lowres_window(regions, job.regions_scale, y0, x0, y1, x1) > 0

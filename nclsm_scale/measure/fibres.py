@@ -26,24 +26,34 @@ from nclsm_scale.measure.intensity import (
     channel_stats,
     dark_blobs,
     interior_medians,
+    interior_ridge_fraction,
+    pixel_noise,
+    ridge_strength,
 )
 from nclsm_scale.measure.shape import geometry, label_runs, perimeters
-from nclsm_scale.tables import empty_table, table_from_columns
+from nclsm_scale.tables import MEASURE_COLUMNS, Column, empty_table, table_from_columns
 
-__all__ = ["ROLES", "context_px", "measure_block", "measure_fibres"]
+__all__ = ["COLUMNS", "ROLES", "context_px", "measure_block", "measure_fibres"]
 
 log = logging.getLogger(__name__)
 
 #: Channel roles the intensity features use.
 ROLES = ("membrane", "mito")
 
+#: Every column ``measure`` writes, in order (declared in :mod:`nclsm_scale.tables`).
+COLUMNS: dict[str, Column] = MEASURE_COLUMNS
+
 
 def _ring_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
     return max(1, int(round(cfg.ring_width_um / pixel_size_um)))
 
 
-def _smooth_px(cfg: MeasureConfig, pixel_size_um: float) -> float:
-    return cfg.dark_smooth_um / pixel_size_um
+def _smooth_px(cfg: MeasureConfig, pixel_size_um: float) -> list[float]:
+    return [s / pixel_size_um for s in cfg.dark_smooth_um]
+
+
+def _filter_context_px(sigma_px: float) -> int:
+    return int(SMOOTH_TRUNCATE * sigma_px + 0.5)
 
 
 def _tissue_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
@@ -53,8 +63,9 @@ def _tissue_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
 def context_px(pixel_size_um: float, cfg: MeasureConfig | None = None) -> int:
     """Pixels of context a window must hold around a fibre's bounding box for exact results."""
     cfg = cfg or MeasureConfig()
-    smooth = int(SMOOTH_TRUNCATE * _smooth_px(cfg, pixel_size_um) + 0.5)
-    return max(1, smooth, _tissue_px(cfg, pixel_size_um))
+    smooth = _filter_context_px(max(_smooth_px(cfg, pixel_size_um)))
+    ridge = _filter_context_px(cfg.ridge_sigma_um / pixel_size_um) + 1  # + the central differences
+    return max(1, smooth, ridge, _tissue_px(cfg, pixel_size_um))
 
 
 def _compact(labels: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +110,7 @@ def measure_fibres(
     background: Sequence[float] | None = None,
     cfg: MeasureConfig | None = None,
 ) -> pd.DataFrame:
-    """Measure fibres of a label window; one row per fibre (columns: :data:`~nclsm_scale.tables.MEASURE_COLUMNS`).
+    """Measure fibres of a label window; one row per fibre (columns: :data:`COLUMNS`).
 
     Parameters
     ----------
@@ -148,7 +159,7 @@ def measure_fibres(
     comp, fibre_ids = _compact(labels, keep)
     n = fibre_ids.size
     if n == 0:
-        return empty_table()
+        return empty_table(COLUMNS)
     runs = label_runs(comp)
     if runs.ids.size != n:
         raise ValidationError("some requested fibre IDs have no pixels in the label window")
@@ -207,7 +218,7 @@ def measure_fibres(
     )
     cols["fold_fraction"] = _fold_fraction(comp, fold_mask, area, n)
     cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
-    return table_from_columns(cols)
+    return table_from_columns(cols, COLUMNS)
 
 
 def _near_nontissue(
@@ -271,6 +282,7 @@ def _intensities(
         "mito_interior_median",
         "mito_interior_std",
         "dark_fraction",
+        "interior_membrane_fraction",
     )
     out: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in names}
     out["dark_blobs"] = np.zeros(n, np.int64)
@@ -282,6 +294,11 @@ def _intensities(
         c = roles["membrane"]
         out["membrane_ring_mean"] = channel_stats(comp, ring, image[c], n, bg[c])[1]
         out["membrane_interior_mean"] = channel_stats(comp, interior, image[c], n, bg[c])[1]
+        _, deep = band_masks(comp, border, max(1, int(round(cfg.ridge_exclusion_um / px))))
+        out["interior_membrane_fraction"] = interior_ridge_fraction(
+            comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), bbox,
+            ratio=cfg.ridge_ratio, noise_z=cfg.ridge_noise_z,
+        )
     if "mito" in roles:
         c = roles["mito"]
         _, out["mito_interior_mean"], out["mito_interior_std"] = channel_stats(
@@ -294,9 +311,11 @@ def _intensities(
             interior,
             image[c],
             med,
+            pixel_noise(comp, interior, image[c], bbox),
             background=bg[c],
             smooth_px=_smooth_px(cfg, px),
             ratio=cfg.dark_ratio,
+            noise_z=cfg.dark_noise_z,
             min_blob_px=int(round(cfg.dark_min_blob_um2 / px**2)),
         )
     return out
@@ -324,7 +343,7 @@ def measure_block(
     cfg = cfg or MeasureConfig()
     ids = np.unique(np.fromiter(owned_ids, np.int64))
     if ids.size == 0:
-        return empty_table()
+        return empty_table(COLUMNS)
     labels = np.asarray(labels)
     oy, ox = origin_yx
     h, w = labels.shape

@@ -1,4 +1,4 @@
-"""Per-fibre intensity features of a window: membrane band, interior statistics, dark blobs.
+"""Per-fibre intensity features of a window: membrane band, interior statistics, dark blobs, ridges.
 
 Inputs are a compact label image (IDs ``1..n``), its 4-connected border mask
 (:func:`~nclsm_scale.measure.shape.perimeters`) and the fibres' bounding boxes.
@@ -8,12 +8,23 @@ Every value depends only on the fibre's pixels and a fixed neighbourhood
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["band_masks", "channel_stats", "dark_blobs", "interior_medians"]
+__all__ = [
+    "band_masks",
+    "channel_stats",
+    "dark_blobs",
+    "interior_medians",
+    "interior_ridge_fraction",
+    "pixel_noise",
+    "ridge_strength",
+    "smoothing_choice",
+]
 
-#: Gaussian truncation (in sigmas) of the dark-blob smoothing; sets the context it needs.
+#: Gaussian truncation (in sigmas) of the dark-blob smoothing and the ridge filter; sets the context they need.
 SMOOTH_TRUNCATE = 3.0
 
 
@@ -62,32 +73,80 @@ def interior_medians(
     return out
 
 
+def pixel_noise(
+    comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, bbox: np.ndarray
+) -> np.ndarray:
+    """Per-fibre pixel noise (standard deviation) of ``channel`` over its interior; NaN when empty.
+
+    Robust white-noise estimate from horizontally adjacent interior pixel pairs:
+    ``1.4826 * median(|a - b|) / sqrt(2)`` (texture finer than a pixel counts as noise).
+    """
+    out = np.full(len(bbox), np.nan)
+    for i, (y0, x0, y1, x1) in enumerate(bbox):
+        sl = np.s_[y0:y1, x0:x1]
+        m = interior[sl] & (comp[sl] == i + 1)
+        pair = m[:, 1:] & m[:, :-1]
+        if pair.any():
+            c = channel[sl].astype(np.float64)
+            out[i] = 1.4826 / np.sqrt(2.0) * float(np.median(np.abs(c[:, 1:] - c[:, :-1])[pair]))
+    return out
+
+
+def smoothing_choice(
+    median: np.ndarray, noise: np.ndarray, smooth_px: Sequence[float], ratio: float, noise_z: float
+) -> np.ndarray:
+    """Index into ``smooth_px`` (ascending) of the finest Gaussian sigma each fibre can be read at.
+
+    A fibre is read at the finest sigma whose smoothed white noise,
+    ``noise / (2 sqrt(pi) sigma)``, is at most ``(1 - ratio) / noise_z`` of its
+    median: a drop to ``ratio`` x median is then ``noise_z`` noise deviations deep.
+    Fibres too noisy for every sigma (or without a noise estimate) take the coarsest.
+    """
+    depth = (1.0 - ratio) * median
+    choice = np.full(median.shape, len(smooth_px) - 1, np.int64)
+    for k in range(len(smooth_px) - 1, -1, -1):
+        s = smooth_px[k]
+        sd = noise / (2.0 * np.sqrt(np.pi) * s) if s > 0 else noise
+        with np.errstate(invalid="ignore"):
+            choice[noise_z * sd <= depth] = k
+    return choice
+
+
 def dark_blobs(
     comp: np.ndarray,
     interior: np.ndarray,
     channel: np.ndarray,
     median: np.ndarray,
+    noise: np.ndarray,
     *,
     background: float,
-    smooth_px: float,
+    smooth_px: Sequence[float],
     ratio: float,
+    noise_z: float,
     min_blob_px: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-fibre ``(dark_fraction, dark_blob_count)`` of the interior (freeze-artefact holes).
 
-    A pixel is dark when the smoothed, background-subtracted signal is below
-    ``ratio`` times its fibre's interior median; dark 4-connected blobs of at
-    least ``min_blob_px`` pixels are counted and their pixels summed.
+    Each fibre is read at the finest sigma of ``smooth_px`` (ascending) its noise
+    allows (:func:`smoothing_choice`). A pixel is dark when the smoothed,
+    background-subtracted signal is below ``ratio`` times its fibre's interior
+    median; dark 4-connected blobs of at least ``min_blob_px`` pixels are counted
+    and their pixels summed.
     """
     n = median.size
-    img = channel.astype(np.float32)
-    if smooth_px > 0:
-        img = ndimage.gaussian_filter(img, smooth_px, truncate=SMOOTH_TRUNCATE, mode="nearest")
     idx = np.flatnonzero(interior)
     fib = comp.ravel()[idx].astype(np.int64) - 1
     thr = ratio * np.where(np.isfinite(median), median, -np.inf) + background
+    choice = smoothing_choice(median, noise, smooth_px, ratio, noise_z)[fib]
+    img = channel.astype(np.float32)
     dark = np.zeros(comp.shape, bool)
-    dark.ravel()[idx[img.ravel()[idx] < thr[fib]]] = True
+    for k, s in enumerate(smooth_px):
+        sel = choice == k
+        if not sel.any():
+            continue
+        sm = ndimage.gaussian_filter(img, s, truncate=SMOOTH_TRUNCATE, mode="nearest") if s > 0 else img
+        pix = idx[sel]
+        dark.ravel()[pix[sm.ravel()[pix] < thr[fib[sel]]]] = True
     blobs, nblob = ndimage.label(dark)
     if nblob == 0:
         return np.zeros(n), np.zeros(n, np.int64)
@@ -104,3 +163,54 @@ def dark_blobs(
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(inner > 0, dark_px / inner, 0.0)
     return frac, count
+
+
+def ridge_strength(channel: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Bright-line (ridge) response: ``max(-l_min, 0) * sigma**2`` of the Hessian at scale ``sigma_px`` (float32).
+
+    ``l_min`` is the smaller eigenvalue of the Hessian, taken by central differences
+    of the Gaussian-smoothed channel (one filter instead of three derivative
+    filters); a bright line about the scale's width gives a response proportional
+    to its contrast. Reads one pixel beyond the smoothing's support.
+    """
+    sm = np.pad(
+        ndimage.gaussian_filter(channel.astype(np.float32), sigma_px, truncate=SMOOTH_TRUNCATE, mode="nearest"),
+        1, mode="edge",
+    )
+    c = sm[1:-1, 1:-1]
+    hyy = sm[2:, 1:-1] - 2 * c + sm[:-2, 1:-1]
+    hxx = sm[1:-1, 2:] - 2 * c + sm[1:-1, :-2]
+    hxy = (sm[2:, 2:] - sm[2:, :-2] - sm[:-2, 2:] + sm[:-2, :-2]) * np.float32(0.25)
+    lmin = (hyy + hxx) * np.float32(0.5) - np.sqrt(((hyy - hxx) * np.float32(0.5)) ** 2 + hxy * hxy)
+    return np.maximum(-lmin, np.float32(0.0)) * np.float32(sigma_px * sigma_px)
+
+
+def interior_ridge_fraction(
+    comp: np.ndarray,
+    ring: np.ndarray,
+    deep: np.ndarray,
+    strength: np.ndarray,
+    bbox: np.ndarray,
+    *,
+    ratio: float,
+    noise_z: float,
+) -> np.ndarray:
+    """Per-fibre share of the ``deep`` interior on ridges as strong as its own sarcolemma.
+
+    A deep pixel counts when its :func:`ridge_strength` is at least ``ratio`` times
+    the median over the fibre's ``ring`` (its own membrane) **and** ``noise_z``
+    robust deviations (IQR / 1.349) above the median of its deep interior. NaN
+    for fibres without ring or deep pixels.
+    """
+    out = np.full(len(bbox), np.nan)
+    for i, (y0, x0, y1, x1) in enumerate(bbox):
+        sl = np.s_[y0:y1, x0:x1]
+        own = comp[sl] == i + 1
+        r = strength[sl][ring[sl] & own]
+        d = strength[sl][deep[sl] & own]
+        if r.size == 0 or d.size == 0:
+            continue
+        q25, q50, q75 = np.percentile(d, [25.0, 50.0, 75.0])
+        thr = max(ratio * float(np.median(r)), float(q50) + noise_z * float(q75 - q25) / 1.349)
+        out[i] = np.count_nonzero(d > thr) / d.size
+    return out

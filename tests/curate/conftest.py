@@ -22,6 +22,16 @@ SECTIONS = [
     dict(seed=4, signal_range=(800.0, 3000.0), read_noise_range=(40.0, 60.0)),
 ]
 
+#: Further seeds and looks for the slow evaluation (blurred thick membranes, strong shading, dim).
+MORE_SECTIONS = [
+    dict(seed=5),
+    dict(seed=6),
+    dict(seed=7),
+    dict(seed=21, blur_sigma_um_range=(1.0, 1.6), membrane_width_um_range=(1.2, 2.0)),
+    dict(seed=31, illumination_range=(0.3, 0.45)),
+    dict(seed=11, signal_range=(800.0, 3000.0), read_noise_range=(40.0, 60.0)),
+]
+
 
 def measure_section(**kw) -> tuple[pd.DataFrame, np.ndarray]:
     """Measure a 2048 px synthetic section the way the pipeline will; return (table, gt_class).
@@ -56,3 +66,8 @@ def measure_section(**kw) -> tuple[pd.DataFrame, np.ndarray]:
 @pytest.fixture(scope="session")
 def measured_sections():
     return [measure_section(**kw) for kw in SECTIONS]
+
+
+@pytest.fixture(scope="session")
+def more_sections():
+    return [measure_section(**kw) for kw in MORE_SECTIONS]

@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from nclsm_scale.config import RunConfig, SynthConfig
+from nclsm_scale.curate import stored_overrides_path
 from nclsm_scale.curate.driver import FOLD, curate_run_slide, curate_slide
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.io.labels import fill_label_pyramid
@@ -56,12 +57,13 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
     assert sum(meta["class_counts"].values()) == len(a) == res.n_fibres
     fr = a["curation_class"] == "FR"
     first = a["reasons"].str.split(";").str[0]
-    assert (a.loc[a["fold_fraction"] >= 0.3, "reasons"].str.contains("FR")).all() and fr.any()
+    in_fold = (a["fold_fraction"] >= 0.3) & (a["interior_membrane_fraction"] >= 0.007)
+    assert a.loc[in_fold, "reasons"].str.contains("FR").all() and fr.any()
     assert ((first == a["curation_class"]) | (a["curation_class"] == "AM")).all()
 
 
 def _overrides_csv(path, tmp_path, client):
-    before, _ = read_fibre_table(curate_slide(path, _cfg(512), client).table)
+    before, _ = read_fibre_table(curate_slide(path, _cfg(512), client, clear_overrides=True).table)
     ids = before["fibre_id"].iloc[:3].tolist()
     csv = tmp_path / "fix.csv"
     csv.write_text("fibre_id,class,reasons\n" + f"{ids[0]},AM,\n{ids[1]},FAM,FAM\n{ids[2]},NTM,NTM;EDGE\n")
@@ -75,6 +77,12 @@ def test_cli_applies_overrides(client, measured, run_cli, tmp_path) -> None:
     res = run_cli("curate", str(path), "--overrides", str(csv), "--workers", "1")
     assert res.returncode == 0, res.stderr
     assert "3 overridden" in res.stdout
+    again = run_cli("curate", str(path), "--workers", "1")  # remembered without the CSV
+    assert again.returncode == 0, again.stderr
+    assert "3 overridden" in again.stdout
+    cleared = run_cli("curate", str(path), "--clear-overrides", "--workers", "1")
+    assert cleared.returncode == 0, cleared.stderr
+    assert "0 overridden" in cleared.stdout
 
 
 def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
@@ -85,7 +93,8 @@ def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
     assert res.n_overridden == 3 and slides_table == layout.slides_table
     after, meta = read_fibre_table(layout.fibre_table("S1"))
     assert after.set_index("fibre_id").loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"]
-    assert after["overridden"].sum() == 3 and meta["overrides"] == str(csv)
+    assert after["overridden"].sum() == 3
+    assert meta["overrides"] == {"stored": str(stored_overrides_path(res.table)), "n": 3, "added_from": str(csv)}
     slides = pd.read_parquet(layout.slides_table)
     counts = after["curation_class"].value_counts()
     assert slides.loc[0, "n_overridden"] == 3
@@ -94,3 +103,39 @@ def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
     bad.write_text("fibre_id,class\n999999,AM\n")
     with pytest.raises(ValidationError, match="not in the table"):
         curate_slide(path, _cfg(512), client, overrides=bad)
+
+
+def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, caplog) -> None:
+    path, _ = measured
+    layout = RunLayout(path.parent.parent)
+    csv, ids = _overrides_csv(path, tmp_path, client)
+    res, _ = curate_run_slide(path, _cfg(512), client, overrides=csv)
+    store = stored_overrides_path(res.table)
+    assert store == layout.fibres / "S1.overrides.csv" and store.is_file()
+    # new thresholds, no CSV: the rules change the other fibres, the user's corrections stay
+    strict = RunConfig.model_validate({"segment": {"block_px": 512}, "curate": {"ntm_min_field_aspect_ratio": 20.0}})
+    res, slides_table = curate_run_slide(path, strict, client)
+    after, meta = read_fibre_table(res.table)
+    by_id = after.set_index("fibre_id")
+    assert by_id.loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"] and res.n_overridden == 3
+    assert (after.loc[~after["overridden"], "curation_class"] != "NTM").all()
+    assert meta["overrides"]["n"] == 3 and meta["overrides"]["added_from"] is None
+    assert pd.read_parquet(slides_table).loc[0, "n_overridden"] == 3
+    # a later CSV replaces its fibres' entries and keeps the others
+    extra = int(after["fibre_id"].iloc[5])
+    csv2 = tmp_path / "more.csv"
+    csv2.write_text(f"fibre_id,class\n{ids[1]},FR\n{extra},EDGE\n")
+    res, _ = curate_run_slide(path, _cfg(512), client, overrides=csv2)
+    by_id = read_fibre_table(res.table)[0].set_index("fibre_id")
+    assert by_id.loc[[*ids, extra], "curation_class"].tolist() == ["AM", "FR", "NTM", "EDGE"]
+    assert by_id.loc[ids[1], "reasons"] == "FR" and res.n_overridden == 4
+    # an entry whose fibre changed (the slide was segmented again) is dropped, with a warning
+    stored = pd.read_csv(store)
+    stored.loc[stored["fibre_id"] == ids[0], "area_px"] += 1
+    stored.to_csv(store, index=False)
+    with caplog.at_level("WARNING", logger="nclsm_scale.curate.overrides"):
+        res = curate_slide(path, _cfg(512), client)
+    assert res.n_overridden == 3 and "1 stored override(s) dropped" in caplog.text
+    assert pd.read_csv(store)["fibre_id"].tolist() == sorted([ids[1], ids[2], extra])
+    res = curate_slide(path, _cfg(512), client, clear_overrides=True)
+    assert res.n_overridden == 0 and not store.exists()

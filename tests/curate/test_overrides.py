@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nclsm_scale.curate import apply_overrides
+from nclsm_scale.curate import apply_overrides, read_overrides, stored_overrides_path
+from nclsm_scale.curate.overrides import load_stored_overrides, merge_overrides, save_stored_overrides
 from nclsm_scale.errors import ValidationError
 
 
@@ -17,6 +18,7 @@ def table():
             "curation_class": ["AM", "NTM", "FAM"],
             "reasons": ["", "NTM", "FAM;NTM"],
             "confidence": [0.9, 0.6, 0.7],
+            "area_px": [100, 200, 300],
         }
     )
 
@@ -62,3 +64,30 @@ def test_bad_override_files_raise(table, tmp_path, text, match):
 def test_missing_file_raises(table, tmp_path):
     with pytest.raises(ValidationError, match="cannot read"):
         apply_overrides(table, tmp_path / "nope.csv")
+
+
+def test_newer_overrides_win_per_fibre(tmp_path):
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text("fibre_id,class\n3,FR\n1,NTM\n")
+    new.write_text("fibre_id,class,reasons\n3,AM,\n2,FAM,FAM;NTM\n")
+    merged = merge_overrides(read_overrides(old), read_overrides(new))
+    assert merged.to_dict("list") == {
+        "fibre_id": [1, 2, 3], "class": ["NTM", "FAM", "AM"], "reasons": ["NTM", "FAM;NTM", ""]
+    }
+
+
+def test_stored_overrides_round_trip_and_drop_changed_fibres(table, tmp_path, caplog):
+    ov = tmp_path / "ov.csv"
+    ov.write_text("fibre_id,class\n1,FR\n3,AM\n")
+    store = stored_overrides_path(tmp_path / "S1.parquet")
+    assert store == tmp_path / "S1.overrides.csv"
+    assert save_stored_overrides(store, read_overrides(ov), table) == store
+    back = load_stored_overrides(store, table)
+    assert back.to_dict("list") == {"fibre_id": [1, 3], "class": ["FR", "AM"], "reasons": ["FR", ""]}
+    resegmented = table.assign(area_px=[100, 200, 301])
+    with caplog.at_level("WARNING", logger="nclsm_scale.curate.overrides"):
+        assert load_stored_overrides(store, resegmented)["fibre_id"].tolist() == [1]
+    assert "1 stored override(s) dropped" in caplog.text
+    assert load_stored_overrides(store, table.iloc[1:])["fibre_id"].tolist() == [3]
+    assert save_stored_overrides(store, back.iloc[:0], table) is None and not store.exists()
+    assert load_stored_overrides(store, table).empty

@@ -8,7 +8,7 @@ import pytest
 
 from nclsm_scale.config import MeasureConfig
 from nclsm_scale.errors import HaloViolationError, ValidationError
-from nclsm_scale.measure import context_px, measure_block, measure_fibres
+from nclsm_scale.measure import COLUMNS, context_px, measure_block, measure_fibres
 from nclsm_scale.tables import MEASURE_COLUMNS
 
 ROLES = {"membrane": 0, "mito": 1}
@@ -28,8 +28,8 @@ def _full(section, tissue, folds):
 
 def test_columns_and_dtypes_are_the_declared_ones(section, tissue, folds):
     t = _full(section, tissue, folds)
-    assert list(t.columns) == list(MEASURE_COLUMNS)
-    for name, col in MEASURE_COLUMNS.items():
+    assert list(t.columns) == list(COLUMNS) and list(COLUMNS)[: len(MEASURE_COLUMNS)] == list(MEASURE_COLUMNS)
+    for name, col in COLUMNS.items():
         assert str(t[name].dtype) == col.dtype, name
     assert len(t) == section.table.shape[0]
     assert t.fibre_id.tolist() == section.table.fibre_id.tolist()

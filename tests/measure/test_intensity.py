@@ -1,0 +1,81 @@
+"""Curation features of measure: interior membrane ridges (folds) and noise-adaptive dark blobs (FAM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nclsm_scale.config import MeasureConfig
+from nclsm_scale.measure import measure_fibres
+from nclsm_scale.measure.intensity import pixel_noise, smoothing_choice
+
+ROLES = {"membrane": 0, "mito": 1}
+
+
+def _two_fibres(rng: np.random.Generator, *, crossing: bool, holes: bool, noise: float) -> tuple:
+    """Two 60 x 60 um fibres at 1 um/px with membrane rings; the first may carry a crossing membrane or holes."""
+    labels = np.zeros((80, 150), np.uint32)
+    labels[10:70, 10:70] = 1
+    labels[10:70, 80:140] = 2
+    outline = (labels > 0) & (ndimage.grey_erosion(labels, size=3) != labels)
+    membrane = np.where(outline, 1000.0, 40.0)
+    mito = np.where(labels > 0, 800.0, 50.0)
+    if crossing:  # a second layer's sarcolemma across the first fibre
+        membrane[10:70, 38:40] = 700.0
+    if holes:  # ice-crystal holes, 3 px across, every 8 px
+        for y in range(18, 64, 8):
+            for x in range(18, 64, 8):
+                mito[y : y + 3, x : x + 3] = 60.0
+    image = np.stack([ndimage.gaussian_filter(membrane, 0.7), ndimage.gaussian_filter(mito, 0.7)])
+    image = image + rng.normal(0.0, noise, image.shape) + 100.0
+    return labels, image
+
+
+@pytest.mark.parametrize("noise", [0.0, 30.0])
+def test_interior_membrane_fraction_sees_a_crossing_sarcolemma(rng, noise):
+    labels, image = _two_fibres(rng, crossing=True, holes=False, noise=noise)
+    t = measure_fibres(labels, image, pixel_size_um=1.0, channel_roles=ROLES, background=[100.0, 100.0])
+    crossed, plain = t.interior_membrane_fraction.tolist()
+    assert crossed > 0.02 and plain < 0.005  # the line covers ~4 % of the deep interior
+    no_membrane = measure_fibres(labels, image, pixel_size_um=1.0, channel_roles={"mito": 1})
+    assert no_membrane.interior_membrane_fraction.isna().all()
+
+
+def test_interior_membrane_fraction_separates_folded_fibres(section):
+    t = measure_fibres(
+        section.fibres, section.image, pixel_size_um=1.0, channel_roles=ROLES,
+        background=[float(np.median(section.image[c][section.regions == 0])) for c in range(2)],
+    )
+    gt = section.table.gt_class.astype(str).to_numpy()
+    fr, am = t.interior_membrane_fraction[gt == "FR"], t.interior_membrane_fraction[gt == "AM"]
+    assert len(fr) >= 5 and fr.median() > 0.02 and am.quantile(0.95) < 0.005
+
+
+@pytest.mark.parametrize("noise", [5.0, 60.0])
+def test_holes_are_counted_and_noise_alone_makes_none(rng, noise):
+    labels, image = _two_fibres(rng, crossing=False, holes=True, noise=noise)
+    t = measure_fibres(labels, image, pixel_size_um=1.0, channel_roles=ROLES, background=[100.0, 100.0])
+    holey, plain = t.dark_blobs.tolist()
+    assert holey >= 20 and plain == 0
+
+
+def test_pixel_noise_estimates_white_noise(rng):
+    comp = np.ones((200, 200), np.uint32)
+    interior = np.ones(comp.shape, bool)
+    channel = 500.0 + rng.normal(0.0, 25.0, comp.shape)
+    est = pixel_noise(comp, interior, channel, np.array([[0, 0, 200, 200]]))
+    assert est[0] == pytest.approx(25.0, rel=0.05)
+
+
+def test_noisier_fibres_are_read_at_coarser_smoothing():
+    # a drop to half the median (500) must be 3 smoothed noise deviations deep: sd <= 167 after smoothing
+    median = np.full(5, 1000.0)
+    noise = np.array([10.0, 500.0, 1000.0, 5000.0, np.nan])
+    choice = smoothing_choice(median, noise, [0.5, 1.0, 2.0], ratio=0.5, noise_z=3.0)
+    assert choice.tolist() == [0, 1, 2, 2, 2]  # too noisy for all, or unknown: the coarsest
+
+
+def test_smoothing_sigmas_must_ascend():
+    with pytest.raises(ValueError, match="ascending"):
+        MeasureConfig(dark_smooth_um=[1.0, 0.5])
