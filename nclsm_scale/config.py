@@ -419,7 +419,8 @@ class MeasureConfig(_Section):
     )
     dark_ratio: float = Field(
         0.5, gt=0.0, lt=1.0,
-        description="A pixel is dark when its background-subtracted mito signal is below this share of its fibre's median.",
+        description="A pixel is dark when its background-subtracted mito signal is below this share of its "
+        "fibre's median.",
     )
     dark_noise_z: float = Field(
         3.0, ge=0.0, le=20.0,

@@ -30,7 +30,8 @@ def main(
     ] = False,
     table: Annotated[
         Path | None,
-        typer.Option("--table", metavar="PARQUET", help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
+        typer.Option("--table", metavar="PARQUET",
+                     help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
     ] = None,
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,

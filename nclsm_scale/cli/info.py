@@ -10,6 +10,7 @@ import typer
 from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
 from nclsm_scale.versions import package_versions, version_of
 
+
 def _torch_lines() -> list[str]:
     try:
         import torch

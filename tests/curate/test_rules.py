@@ -73,7 +73,7 @@ def test_without_a_membrane_channel_the_fold_alone_decides_fr(measured_sections)
 
 
 def test_edge_only_at_image_or_tissue_border(measured_sections):
-    for table, gt in measured_sections:
+    for table, _ in measured_sections:
         c = curate_fibres(table)
         edge = c.reasons.str.split(";").map(lambda r: "EDGE" in r).to_numpy(bool)
         assert edge[c.touches_image_border.to_numpy(bool)].all()
@@ -86,7 +86,7 @@ def test_am_is_most_fibres_and_classes_follow_priority(measured_sections):
     c = curate_fibres(table)
     assert set(c.curation_class) <= {r.value for r in Reason}
     order = [r.value for r in PRIORITY]
-    for cls, reasons in zip(c.curation_class, c.reasons):
+    for cls, reasons in zip(c.curation_class, c.reasons, strict=True):
         codes = reasons.split(";") if reasons else []
         assert codes == sorted(codes, key=order.index)
         assert cls == (codes[0] if codes else "AM")

@@ -87,7 +87,7 @@ def test_measure_block_owned_ids_and_halo_violation(section):
     win = np.s_[100:600, 150:700]
     sub = lab[win]
     ids, counts = np.unique(sub[sub > 0], return_counts=True)
-    whole = [i for i, c in zip(ids, counts) if c == full.loc[i, "area_px"]]
+    whole = [i for i, c in zip(ids, counts, strict=True) if c == full.loc[i, "area_px"]]
     objs = full.loc[whole]
     owned = objs.index[
         (objs.bbox_y0_px >= 105)

@@ -1,4 +1,4 @@
-"""An end-to-end run on a real LocalCluster: synth -> convert -> segment (stored GT maps) -> measure -> curate -> report."""
+"""An end-to-end run on a real LocalCluster: synth, convert, segment (stored GT maps), measure, curate, report."""
 
 from __future__ import annotations
 
