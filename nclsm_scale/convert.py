@@ -8,6 +8,11 @@ level it writes (zarr-python#3514). Each region leaves a done marker in
 ``<out>/.<slide>.convert/`` after its data is written; a rerun skips marked
 regions. The store is flagged complete (with the source fingerprint) last, and
 the marker folder is removed after that.
+
+Memory per task is bounded by the region, not the slide: a pass that starts
+below level 0 reads its source level in row slabs, and shards are encoded and
+streamed chunk by chunk (:mod:`nclsm_scale.io.shards`). Tiled TIFF input is read
+tile by tile (:func:`~nclsm_scale.io.readers.read_region`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from nclsm_scale.config import ConvertConfig
 from nclsm_scale.errors import NclsmError, SlideWriteError
 from nclsm_scale.io.ome_zarr import create_image, read_multiscales, regions, write_unit_px
 from nclsm_scale.io.pyramid import downsample_mean
-from nclsm_scale.io.readers import SourceInfo, assign_roles, open_source, read_region, source_fingerprint
+from nclsm_scale.io.readers import (
+    SourceInfo,
+    assign_roles,
+    open_source,
+    read_region,
+    source_fingerprint,
+)
+from nclsm_scale.io.shards import write_block
 
 __all__ = ["RegionJob", "SlideResult", "convert", "convert_region", "convert_slide", "plan_passes", "slide_id_of"]
 
@@ -96,35 +108,46 @@ def plan_passes(units_px: Sequence[int], task_px: int) -> list[tuple[int, int, i
     return passes
 
 
-def _clear_owned(arr: zarr.Array, store: str, level: str, region: tuple[int, int, int, int]) -> None:
-    """Remove the stored shards/chunks of ``region`` so a half-written one is never merged into."""
-    block = arr.shards or arr.chunks
+def _downsampled(store: str, from_level: str, region: tuple[int, int, int, int]) -> np.ndarray:
+    """``region`` of the level below ``from_level``, mean-downsampled from it in row slabs.
+
+    A slab is one row of source chunks (an even number of rows), so only the output
+    and one slab are in memory, whatever the region size.
+    """
+    src = zarr.open_array(store, path=from_level, mode="r")
     y0, x0, y1, x1 = region
-    for ci in range(-(-arr.shape[0] // block[0])):
-        for yi in range(y0 // block[1], -(-y1 // block[1])):
-            for xi in range(x0 // block[2], -(-x1 // block[2])):
-                key = arr.metadata.encode_chunk_key((ci, yi, xi))
-                (Path(store) / level / key).unlink(missing_ok=True)
+    sy1, sx1 = min(2 * y1, src.shape[1]), min(2 * x1, src.shape[2])
+    slab = int(src.chunks[1])
+    out = np.empty((src.shape[0], y1 - y0, x1 - x0), dtype=src.dtype)
+    for sy in range(2 * y0, sy1, slab):
+        part = downsample_mean(src[:, sy : min(sy + slab, sy1), 2 * x0 : sx1], 2)
+        oy = (sy - 2 * y0) // 2
+        out[:, oy : oy + part.shape[1]] = part[:, :, : x1 - x0]
+    return out
 
 
 def convert_region(job: RegionJob) -> tuple[int, int, int, int]:
-    """Run one :class:`RegionJob` (pure function of its argument; safe to repeat)."""
+    """Run one :class:`RegionJob` (pure function of its argument; safe to repeat).
+
+    Each level's part is written with :func:`~nclsm_scale.io.shards.write_block`,
+    which replaces the whole shards the region owns.
+    """
     y0, x0, y1, x1 = job.region
     if job.from_level is None:
         block = read_region(job.source, y0, x0, y1, x1)
     else:
-        src = zarr.open_array(job.store, path=job.from_level, mode="r")
-        block = downsample_mean(src[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1], 2)
+        block = _downsampled(job.store, job.from_level, job.region)
     try:
         for i, level in enumerate(job.levels):
             if i:
                 block = downsample_mean(block, 2)
                 y0, x0 = y0 // 2, x0 // 2
             arr = zarr.open_array(job.store, path=level, mode="r+")
-            y1, x1 = min(y0 + block.shape[1], arr.shape[1]), min(x0 + block.shape[2], arr.shape[2])
-            _clear_owned(arr, job.store, level, (y0, x0, y1, x1))
-            arr[:, y0:y1, x0:x1] = block[:, : y1 - y0, : x1 - x0]
+            h, w = min(block.shape[1], arr.shape[1] - y0), min(block.shape[2], arr.shape[2] - x0)
+            write_block(arr, block[:, :h, :w], (0, y0, x0))
         Path(job.marker).touch()
+    except SlideWriteError:
+        raise
     except OSError as exc:
         raise SlideWriteError(f"{job.store}: cannot write region {job.region}: {exc}") from None
     return job.region
@@ -237,16 +260,21 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
         raise SlideWriteError(f"{store}: cannot write the output: {exc}") from None
     skipped = 0
     for jobs in passes:
+        t_pass = time.perf_counter()
         todo = [j for j in jobs if not Path(j.marker).exists()]
         skipped += len(jobs) - len(todo)
         futures = client.map(convert_region, todo, pure=False)
+        levels = f"L{jobs[0].levels[0]}-{jobs[0].levels[-1]}"
         try:
-            for future in track(futures, desc=f"{sid} L{jobs[0].levels[0]}-{jobs[0].levels[-1]}"):
+            for future in track(futures, desc=f"{sid} {levels}"):
                 future.result()
         except BaseException:
             client.cancel(futures)
             raise
+        seconds = time.perf_counter() - t_pass
+        logger.info("%s: %s, %d regions in %.2f s", sid, levels, len(todo), seconds)
     _finish(store, state, fp)
+    logger.info("%s: converted in %.2f s", sid, time.perf_counter() - t0)
     msg = f"resumed, {skipped} regions already done" if skipped else ""
     return SlideResult(str(path), str(store), "converted", msg, time.perf_counter() - t0)
 

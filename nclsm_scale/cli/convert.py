@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,20 @@ from nclsm_scale.cli._options import (
     build_config,
     cluster_overrides,
 )
+
+#: Dask settings for a conversion's local workers: drop the nanny's MALLOC_TRIM_THRESHOLD_;
+#: with it glibc maps and faults in every region-sized array afresh, which made conversion
+#: tasks 1.5-2x slower (measured). The convert benchmark starts its cluster with these too.
+WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def worker_config() -> Any:
+    """Context manager applying :data:`WORKER_DASK_CONFIG` while a cluster is started and used."""
+    import dask
+    import distributed  # noqa: F401 - its defaults must exist first: dask.config.set deletes, on
+    # exit, a whole section that was missing when it was entered (here: all of "distributed")
+
+    return dask.config.set(WORKER_DASK_CONFIG)
 
 
 def main(
@@ -47,11 +61,7 @@ def main(
             **cluster_overrides(scheduler, workers),
         },
     )
-    import dask
-
-    # Local workers: drop the nanny's MALLOC_TRIM_THRESHOLD_; with it glibc maps and faults in
-    # every region-sized array afresh, which made conversion tasks 1.5-2x slower (measured).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with worker_config():
         with open_client(cfg.cluster) as client:
             results = convert(inputs, out, cfg.convert, client)
     for r in results:

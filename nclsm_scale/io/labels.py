@@ -17,6 +17,7 @@ import zarr
 
 from nclsm_scale.io.ome_zarr import read_multiscales, regions, write_unit_px
 from nclsm_scale.io.pyramid import downsample_labels, upsample_labels
+from nclsm_scale.io.shards import write_block
 
 __all__ = ["fill_label_pyramid", "fill_label_region"]
 
@@ -43,7 +44,7 @@ def fill_label_region(
     else:
         f = 2**shift
         out = downsample_labels(src[:, y0 * f : y1 * f, x0 * f : x1 * f], f)
-    dst[:, y0:y1, x0:x1] = out[:, : y1 - y0, : x1 - x0]
+    write_block(dst, out[:, : y1 - y0, : x1 - x0], (0, y0, x0))
     return region
 
 

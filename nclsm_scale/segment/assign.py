@@ -35,8 +35,8 @@ from typing import Protocol
 import numpy as np
 
 from nclsm_scale.errors import HaloViolationError
-from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.cores import find_cores
+from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.seeds import SegmentParams, core_level
 
 __all__ = ["BlockLabels", "LevelSource", "UNCERTAIN", "assign_block", "label_window", "owned_ids",
@@ -44,8 +44,8 @@ __all__ = ["BlockLabels", "LevelSource", "UNCERTAIN", "assign_block", "label_win
 
 logger = logging.getLogger(__name__)
 
-#: Value of pixels whose label cannot be decided inside the window.
-UNCERTAIN = -1
+#: Value of pixels whose label cannot be decided inside the window (never an ID: IDs < 2**32 - 1).
+UNCERTAIN = np.uint32(0xFFFFFFFF)
 
 
 class LevelSource(Protocol):
@@ -68,51 +68,74 @@ class BlockLabels:
 
 
 def _resolve(parent: np.ndarray) -> np.ndarray:
-    """Every node's root (pointer jumping over the whole array, log of the longest chain)."""
-    while True:
-        nxt = parent[parent]
-        if np.array_equal(nxt, parent):
-            return parent
-        parent = nxt
+    """Every node's root, in place (pointer jumping; only unfinished nodes after the first pass).
+
+    A node is finished once its parent is a root (a fixed point); roots never move,
+    so the nodes still moving shrink to those on long chains.
+    """
+    def up(i: np.ndarray) -> np.ndarray:
+        return np.take(parent, i, mode="clip")  # every index is valid: skip the bounds checks
+
+    nxt = up(parent)
+    active = np.flatnonzero(nxt != parent)
+    parent[...] = nxt
+    del nxt
+    while active.size:
+        pp = up(up(active))
+        parent[active] = pp
+        active = active[pp != up(pp)]
+    return parent
 
 
 def _argmax_offsets(level: np.ndarray, flat: np.ndarray, radius: int) -> np.ndarray:
     """Flat index of the largest key in the square of ``radius`` around each of ``flat``.
 
-    The squares must lie inside ``level``; offsets run in raster order and only a
-    strictly larger level replaces the best, so ties go to the earlier pixel.
+    The squares must lie inside ``level``; their pixels are taken in raster order
+    and ``argmax`` returns the first maximum, so ties go to the earlier pixel.
     """
     w = level.shape[1]
+    r = np.arange(-radius, radius + 1)
+    offsets = (r[:, None] * w + r[None, :]).ravel()
     lv = level.ravel()
-    best = np.full(flat.size, -2, dtype=np.int32)
-    arg = flat.copy()
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            nb = flat + (dy * w + dx)
-            v = lv[nb]
-            better = v > best
-            best[better] = v[better]
-            arg[better] = nb[better]
-    return arg
+    out = np.empty_like(flat)
+    step = max(1, (1 << 20) // offsets.size)  # about a million neighbours at a time
+    for i in range(0, flat.size, step):
+        nb = flat[i : i + step, None] + offsets
+        out[i : i + step] = nb[np.arange(nb.shape[0]), lv[nb].argmax(axis=1)]
+    return out
 
 
-def _ascent(level: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets ``(dy, dx)`` to the largest key of the 3 x 3 neighbourhood, in ``[m:-m, m:-m]``.
+#: Neighbour code of the 3 x 3 centre in :func:`_ascent`.
+_CENTRE = 5
+#: Rows per band of the ascent in :func:`label_window`.
+_BAND_ROWS = 128
+
+
+def _ascent(level: np.ndarray, m: int) -> np.ndarray:
+    """Code of the largest key of the 3 x 3 neighbourhood, in ``[m:-m, m:-m]`` (int32).
 
     Keys ``level << 4 | (1 - dy) << 2 | (1 - dx)`` order neighbours by level, then
     raster position (earlier wins), and their maximum is separable: a row pass
     over ``dx``, then a column pass over ``dy`` (the ``dy`` bits are constant
-    within a row). ``m`` must be at least 1.
+    within a row). The code is the key's low 4 bits, ``(1 - dy) << 2 | (1 - dx)``
+    of the winning neighbour (:data:`_CENTRE` for the pixel itself). ``m`` must be
+    at least 1.
     """
     h, w = level.shape
-    lv = level[m - 1 : h - m + 1].astype(np.int32) << 4
-    rows = lv[:, m - 1 : w - m - 1] | 2
+    lv = np.left_shift(level[m - 1 : h - m + 1], 4, dtype=np.int32)
+    rows = np.bitwise_or(lv[:, m - 1 : w - m - 1], 2)
+    tmp = np.empty_like(rows)
     for dx in (0, 1):
-        np.maximum(rows, lv[:, m + dx : w - m + dx] | (1 - dx), out=rows)
-    best = rows[: h - 2 * m] | 8
+        np.bitwise_or(lv[:, m + dx : w - m + dx], 1 - dx, out=tmp)
+        np.maximum(rows, tmp, out=rows)
+    del lv
+    best = np.bitwise_or(rows[: h - 2 * m], 8)
+    tmp = tmp[: h - 2 * m]
     for dy in (0, 1):
-        np.maximum(best, rows[1 + dy : h - 2 * m + 1 + dy] | ((1 - dy) << 2), out=best)
-    return 1 - ((best >> 2) & 3), 1 - (best & 3)
+        np.bitwise_or(rows[1 + dy : h - 2 * m + 1 + dy], (1 - dy) << 2, out=tmp)
+        np.maximum(best, tmp, out=best)
+    np.bitwise_and(best, 15, out=best)
+    return best
 
 
 def window_seeds(
@@ -152,34 +175,38 @@ def label_window(
 
     Returns
     -------
-    (h, w) int64 array.
+    (h, w) uint32 array.
     """
     h, w = level.shape
-    fg = level >= 0
     m = params.ascent_margin_px
     n = h * w
+    idx = np.int32 if n + 2 < 2**31 else np.int64
     unknown, none = n, n + 1
-    parent = np.full(n + 2, none, dtype=np.intp)
-    parent[unknown] = unknown
+    parent = np.full(n + 2, unknown, dtype=idx)
+    parent[none] = none
     grid = parent[:n].reshape(h, w)
-    grid[fg] = unknown
     if h > 2 * m and w > 2 * m:
-        inner = (slice(m, h - m), slice(m, w - m))
-        dy, dx = _ascent(level, m)
-        here = np.arange(m, h - m, dtype=np.intp)[:, None] * w + np.arange(m, w - m, dtype=np.intp)
-        fg_in = fg[inner]
-        np.copyto(grid[inner], here + (dy * w + dx), where=fg_in)
-        peaks = here[fg_in & (dy == 0) & (dx == 0)]  # maxima outside cores jump within the radius
-        target = _argmax_offsets(level, peaks, max(params.seed_radius_px, 1))
+        step = np.array([(1 - (c >> 2)) * w + (1 - (c & 3)) for c in range(16)], dtype=idx)
+        cols = np.arange(m, w - m, dtype=idx)
+        found = []
+        for r0 in range(m, h - m, _BAND_ROWS):  # bands of rows: the temporaries stay small
+            r1 = min(r0 + _BAND_ROWS, h - m)
+            code = _ascent(level[r0 - m : r1 + m], m)
+            band = grid[r0:r1, m : w - m]
+            np.add(np.arange(r0, r1, dtype=idx)[:, None] * w, cols, out=band)
+            band += step[code]
+            at = np.flatnonzero((code == _CENTRE) & (level[r0:r1, m : w - m] >= 0))
+            found.append((at // (w - 2 * m) + r0) * w + (at % (w - 2 * m) + m))
+        peaks = np.concatenate(found)
+        target = _argmax_offsets(level, peaks, max(params.seed_radius_px, 1))  # maxima outside cores
         parent[peaks] = np.where(target == peaks, none, target)
+    np.putmask(grid, level < 0, none)
     cores = find_cores(level, core_level(params), params.min_core_px)
-    comp = cores.comp.ravel()
-    incore = np.flatnonzero(comp)
-    parent[incore] = np.where(cores.open, unknown, cores.roots)[comp[incore]]
+    parent[cores.pixels] = np.where(cores.open, unknown, cores.roots)[cores.ids]
     flat, ids = window_seeds(table, y0, x0, h, w, shape_yx)
     parent[flat] = flat
     root = _resolve(parent)
-    lab = np.zeros(n + 2, dtype=np.int64)
+    lab = np.zeros(n + 2, dtype=np.uint32)
     lab[unknown] = UNCERTAIN
     lab[flat] = ids
     return lab[root[:n]].reshape(h, w)
@@ -229,7 +256,7 @@ def assign_block(
             if attempt:
                 logger.info("block %s certified after %d escalation(s), halo %d px",
                             (block.by, block.bx), attempt, halo)
-            return BlockLabels(core.astype(np.uint32), halo, attempt, flagged, int(owned.size))
+            return BlockLabels(np.ascontiguousarray(core), halo, attempt, flagged, int(owned.size))
         where = [
             tuple(int(v) for v in divmod(int(table[i - 1]), shape_yx[1])) for i in touching[:3]
         ] or [(int(block.y0 + uncertain[0][0]), int(block.x0 + uncertain[0][1]))]

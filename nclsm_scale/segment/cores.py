@@ -16,66 +16,80 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from nclsm_scale.errors import GridError
+
 __all__ = ["Cores", "find_cores"]
+
+_LOW = 0xFFFFFFFF
 
 
 class Cores:
-    """The cores of one level window.
+    """The cores of one level window, numbered ``1..n``.
 
     Attributes
     ----------
-    comp : (h, w) int32
-        Core component of each pixel, 0 outside cores.
+    pixels : (k,) intp
+        Window-flat indices of all core pixels, ascending.
+    ids : (k,) int32
+        Core (1..n) of each of ``pixels``.
     roots : (n + 1,) intp
-        Window-flat index of each component's root (index 0 unused).
+        Window-flat index of each core's root (index 0 unused).
     open : (n + 1,) bool
-        Components that touch the window edge (their root may lie outside).
+        Cores that touch the window edge (their root may lie outside).
     """
 
-    def __init__(self, comp: np.ndarray, roots: np.ndarray, open_: np.ndarray) -> None:
-        self.comp = comp
+    def __init__(self, pixels: np.ndarray, ids: np.ndarray, roots: np.ndarray, open_: np.ndarray) -> None:
+        self.pixels = pixels
+        self.ids = ids
         self.roots = roots
         self.open = open_
 
-    def closed_roots(self) -> np.ndarray:
-        """Window-flat indices of the roots of closed cores."""
-        return self.roots[1:][~self.open[1:]]
+
+def _ring(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
 
 
 def find_cores(level: np.ndarray, core_level: int, min_core_px: int = 1) -> Cores:
     """Cores of a level window (``-1`` off foreground) whose level reaches ``core_level``.
 
-    Closed components smaller than ``min_core_px`` are not cores (their pixels get
-    component 0); open ones are kept whatever their size, since they may continue
-    outside the window.
+    Closed components smaller than ``min_core_px`` are not cores; open ones are
+    kept whatever their size, since they may continue outside the window. Only
+    the core pixels are visited after the labelling.
 
     >>> lv = np.array([[0, 5, 5, 0, 7], [0, 6, 5, 0, 7]], np.int32)
     >>> c = find_cores(lv, 5)
     >>> c.roots[1:].tolist(), c.open[1:].tolist()
     ([6, 4], [True, True])
     """
-    comp, n = ndi.label(level >= max(core_level, 0))
+    level = np.ascontiguousarray(level, dtype=np.int32)
+    if level.size >= 1 << 32:
+        raise GridError(f"a window of {level.shape} px is too large (2**32 px at most); use smaller "
+                        "blocks, a smaller halo or fewer escalations")
+    mask = level >= max(core_level, 0)
+    comp, n = ndi.label(mask)
+    pixels = np.flatnonzero(mask)
+    ids = comp.ravel()[pixels]
+    open_ = np.zeros(n + 1, dtype=bool)
+    open_[_ring(comp)] = True
+    open_[0] = False
+    del comp, mask
     if min_core_px > 1 and n:
-        edge = np.zeros(n + 1, dtype=bool)
-        edge[np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])] = True
-        keep = (np.bincount(comp.ravel(), minlength=n + 1) >= min_core_px) | edge
+        keep = (np.bincount(ids, minlength=n + 1) >= min_core_px) | open_
         keep[0] = False
-        lut = np.zeros(n + 1, dtype=np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        comp, n = lut[comp], int(keep.sum())
+        if not keep[1:].all():
+            lut = np.zeros(n + 1, dtype=np.int32)
+            lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            ids = lut[ids]
+            inside = ids > 0
+            pixels, ids = pixels[inside], ids[inside]
+            open_ = np.concatenate([[False], open_[keep]])
+            n = int(keep.sum())
     roots = np.zeros(n + 1, dtype=np.intp)
     if n:
-        # the largest level of each component, then its earliest pixel at that level
-        inside = np.flatnonzero(comp.ravel())
-        cid = comp.ravel()[inside]
-        top = np.full(n + 1, -1, dtype=np.int64)
-        np.maximum.at(top, cid, level.ravel()[inside])
-        top[0] = np.iinfo(np.int64).max  # background never matches
-        flat = np.flatnonzero(level.ravel() == top[comp.ravel()])
-        first = np.full(n + 1, level.size, dtype=np.intp)
-        np.minimum.at(first, comp.ravel()[flat], flat)
-        roots[1:] = first[1:]
-    open_ = np.zeros(n + 1, dtype=bool)
-    open_[np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])] = True
-    open_[0] = False
-    return Cores(comp.astype(np.int32, copy=False), roots, open_)
+        # key: level, then earlier pixel; the largest key of each core is its root
+        key = level.ravel()[pixels].astype(np.int64) << 32
+        key |= _LOW - pixels
+        top = np.zeros(n + 1, dtype=np.int64)
+        np.maximum.at(top, ids, key)
+        roots[1:] = _LOW - (top[1:] & _LOW)
+    return Cores(pixels, ids, roots, open_)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from nclsm_scale.cluster import track
+from nclsm_scale.cluster import gpu_task_resources, track
 from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import ConfigError, SlideReadError
 from nclsm_scale.segment.assign import assign_block
@@ -129,11 +129,6 @@ def maps_task(source: MapSource, block: Block, maps_path: str, done_path: str) -
     arr = zarr.open_array(maps_path, mode="r+")
     arr[:, block.y0 : block.y1, block.x0 : block.x1] = source.maps(block.y0, block.x0, block.y1, block.x1)
     Path(done_path).write_text("{}")
-
-
-def _gpu_resources(client: Any) -> dict[str, int] | None:
-    workers = client.scheduler_info().get("workers", {}).values()
-    return {"GPU": 1} if any("GPU" in (w.get("resources") or {}) for w in workers) else None
 
 
 def _run(client: Any, fn: Any, args: list[tuple], desc: str, retries: int, **kw: Any) -> list[Any]:
@@ -248,7 +243,8 @@ def segment_slide(
                 slide_path, level, px, shape, len(blocks), block_px, halo_px)
     retries = seg.retries
     if stored is None:
-        stored = _store_engine_maps(source, block_px, shape, work, client, retries, fresh)
+        stored = _store_engine_maps(source, block_px, shape, work, client, retries, fresh,
+                                    gpu_task_resources(cfg.cluster, client))
 
     def name(b: Block) -> str:
         return f"{b.by}_{b.bx}"
@@ -299,7 +295,7 @@ def network_tile_px(stride_px: int, block_px: int, min_chunk_px: int = 256) -> t
 
 def _store_engine_maps(
     source: MapSource, block_px: int, shape: tuple[int, int], work: Path, client: Any,
-    retries: int, fresh: bool,
+    retries: int, fresh: bool, resources: dict[str, int] | None,
 ) -> StoredMaps:
     import zarr
 
@@ -315,7 +311,7 @@ def _store_engine_maps(
     todo = [b for b in tiles if not (work / "maps_done" / f"{b.by}_{b.bx}").is_file()]
     _run(client, maps_task,
          [(source, b, str(path), str(work / "maps_done" / f"{b.by}_{b.bx}")) for b in todo],
-         "segment: network", retries, resources=_gpu_resources(client))
+         "segment: network", retries, resources=resources)
     return StoredMaps(str(path))
 
 

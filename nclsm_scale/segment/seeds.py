@@ -8,9 +8,11 @@ pixel whatever the array layout. A fibre's **core** is a connected region whose
 level reaches ``min_seed_value`` (the distance map is 1 along a fibre's medial
 axis); its **seed** is the core's pixel with the largest key
 (:mod:`~nclsm_scale.segment.cores`). A core is found exactly by any window that
-contains it, so pass 1 reads the block's core plus its halo and escalates the
-halo while a core whose root lies in the block's core is still open. Levels need
-the maps within ``smooth_radius_px``; pass 1 stores the levels of its core
+contains it, so pass 1 first reads the block's core plus a probe ring (a third
+of the halo), follows the few cores still open there in small windows, and only
+if one stays open reads the core plus its halo, escalating the halo while a core
+whose root lies in the block's core is still open. Levels need the maps within
+``smooth_radius_px``; pass 1 stores the levels of its core
 (:mod:`~nclsm_scale.segment.levels`) so that pass 2 does not smooth again.
 """
 
@@ -24,7 +26,7 @@ from scipy import ndimage as ndi
 
 from nclsm_scale.config import SegmentConfig
 from nclsm_scale.errors import HaloViolationError
-from nclsm_scale.segment.cores import find_cores
+from nclsm_scale.segment.cores import Cores, find_cores
 from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import MapSource
 
@@ -37,7 +39,9 @@ __all__ = [
     "core_level",
     "score_levels",
     "seed_pass",
+    "smooth",
     "smoothed_scores",
+    "window_levels",
 ]
 
 LEVEL_BITS = 17
@@ -96,17 +100,42 @@ class SegmentParams:
         return self.channels.index(name)
 
 
-def smoothed_scores(maps: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground mask and smoothed distance (float32) of a ``(K, h, w)`` map window."""
-    fg = maps[params.channel("foreground")] > params.foreground_threshold
+def smooth(value: np.ndarray, sigma_px: float, crop_px: int = 0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter`` of a 2-D float32 array (zeros outside), bit for bit.
+
+    Each axis pass runs along contiguous rows (the column pass on the transposed
+    array; scipy's strided column pass is 2-3 times slower than a row pass) and
+    gives the same float32 values: every output line is the same double-precision
+    sum, and the first pass is rounded to float32 as in ``gaussian_filter``.
+    Returns the result without a border of ``crop_px`` on every side.
+    """
+    h, w = value.shape
+    c = int(crop_px)
+    if sigma_px <= 0:
+        return np.array(value[c : h - c, c : w - c], dtype=np.float32)
+    kw = {"mode": "constant", "cval": 0.0, "truncate": _TRUNCATE}
+    cols = np.ascontiguousarray(value.T, dtype=np.float32)  # axis 0 first, as gaussian_filter
+    ndi.gaussian_filter1d(cols, sigma_px, axis=1, output=cols, **kw)
+    rows = np.ascontiguousarray(cols.T[c : h - c])
+    del cols
+    ndi.gaussian_filter1d(rows, sigma_px, axis=1, output=rows, **kw)
+    return rows[:, c : w - c]
+
+
+def smoothed_scores(
+    maps: np.ndarray, params: SegmentParams, crop_px: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground mask and smoothed distance (float32) of a ``(K, h, w)`` map window.
+
+    Both without a border of ``crop_px`` on every side (the smoothing still sees it).
+    """
+    _, h, w = maps.shape
+    c = int(crop_px)
+    inner = (slice(c, h - c), slice(c, w - c))
+    fg = maps[params.channel("foreground")][inner] > params.foreground_threshold
     if "boundary" in params.channels:
-        fg &= maps[params.channel("boundary")] <= params.boundary_threshold
-    dist = np.asarray(maps[params.channel("distance")], dtype=np.float32)
-    if params.smooth_sigma_px > 0:
-        dist = ndi.gaussian_filter(
-            dist, params.smooth_sigma_px, mode="constant", cval=0.0, truncate=_TRUNCATE
-        )
-    return fg, dist
+        fg &= maps[params.channel("boundary")][inner] <= params.boundary_threshold
+    return fg, smooth(maps[params.channel("distance")], params.smooth_sigma_px, c)
 
 
 def score_levels(
@@ -121,7 +150,8 @@ def score_levels(
     np.rint(q, out=q)
     np.clip(q, 0, (1 << LEVEL_BITS) - 1, out=q)
     level = q.astype(np.int32)
-    level[~fg] = -1
+    del q
+    np.copyto(level, -1, where=~fg)
     height, width = shape_yx
     level[: max(0, min(h, -y0)), :] = -1
     level[max(0, min(h, height - y0)) :, :] = -1
@@ -130,9 +160,81 @@ def score_levels(
     return level
 
 
+def window_levels(
+    source: MapSource, params: SegmentParams, shape_yx: tuple[int, int],
+    y0: int, x0: int, y1: int, x1: int,
+) -> np.ndarray:
+    """Exact int32 levels of the region ``[y0, y1) x [x0, x1)`` (maps read with the smoothing support)."""
+    s = params.smooth_radius_px
+    fg, value = smoothed_scores(source.maps(y0 - s, x0 - s, y1 + s, x1 + s), params, s)
+    return score_levels(value, fg, y0, x0, shape_yx)
+
+
 def core_level(params: SegmentParams) -> int:
     """The quantised level at which a pixel belongs to a fibre core (``min_seed_value``)."""
     return int(np.rint(np.float32(params.min_seed_value) * np.float32(_LEVEL_SCALE)))
+
+
+def _core_boxes(cores: Cores, which: np.ndarray, w: int) -> np.ndarray:
+    """``(len(which), 4)`` bounding boxes ``(y0, x0, y1, x1)`` of cores ``which`` (window pixels)."""
+    slot = np.full(cores.roots.size, -1, dtype=np.intp)
+    slot[which] = np.arange(which.size)
+    sel = slot[cores.ids] >= 0
+    k = slot[cores.ids[sel]]
+    py, px = np.divmod(cores.pixels[sel], w)
+    box = np.empty((which.size, 4), dtype=np.intp)
+    box[:, :2] = np.iinfo(np.intp).max
+    box[:, 2:] = np.iinfo(np.intp).min
+    np.minimum.at(box[:, 0], k, py)
+    np.minimum.at(box[:, 1], k, px)
+    np.maximum.at(box[:, 2], k, py + 1)
+    np.maximum.at(box[:, 3], k, px + 1)
+    return box
+
+
+def _probe_seeds(
+    source: MapSource, block: Block, params: SegmentParams, shape_yx: tuple[int, int],
+    level: np.ndarray, probe: int, halo: int,
+) -> np.ndarray | None:
+    """Seeds of ``block`` from the levels of its core plus ``probe`` px, or None if undecided.
+
+    Closed cores of the probe window are exact. A core that is open there but whose
+    visible root lies in the block's core (its true root is then that pixel, or lies
+    outside the probe window) is followed in a window of its visible bounding box
+    grown by ``halo - probe``, cut to the core-plus-``halo`` window; if it is closed
+    there, its root is exact too. None when such a core stays open: the caller then
+    decides with the whole core-plus-``halo`` window.
+    """
+    width = shape_yx[1]
+    cores = find_cores(level, core_level(params), params.min_core_px)
+    w = level.shape[1]
+    oy, ox = block.y0 - probe, block.x0 - probe
+    ry, rx = np.divmod(cores.roots[1:], w)
+    ry, rx = ry + oy, rx + ox  # global
+    mine = (ry >= block.y0) & (ry < block.y1) & (rx >= block.x0) & (rx < block.x1)
+    closed = mine & ~cores.open[1:]
+    found = [ry[closed].astype(np.int64) * width + rx[closed]]
+    pending = np.flatnonzero(mine & cores.open[1:]) + 1
+    if pending.size:
+        wy0, wx0, wy1, wx1 = block.window(halo)
+        grow = halo - probe
+        for c, (by0, bx0, by1, bx1) in zip(pending, _core_boxes(cores, pending, w).tolist(), strict=True):
+            y0, x0 = max(wy0, oy + by0 - grow), max(wx0, ox + bx0 - grow)
+            y1, x1 = min(wy1, oy + by1 + grow), min(wx1, ox + bx1 + grow)
+            around = find_cores(window_levels(source, params, shape_yx, y0, x0, y1, x1),
+                                core_level(params), params.min_core_px)
+            at = (ry[c - 1] - y0) * (x1 - x0) + (rx[c - 1] - x0)  # the visible root, in this window
+            pos = int(np.searchsorted(around.pixels, at))
+            if pos == around.pixels.size or around.pixels[pos] != at:
+                continue  # a closed component below min_core_px: not a core
+            cid = around.ids[pos]
+            if around.open[cid]:
+                return None
+            gy, gx = divmod(int(around.roots[cid]), x1 - x0)
+            gy, gx = gy + y0, gx + x0
+            if block.y0 <= gy < block.y1 and block.x0 <= gx < block.x1:
+                found.append(np.array([gy * width + gx], dtype=np.int64))
+    return np.unique(np.concatenate(found))
 
 
 def seed_pass(
@@ -147,31 +249,38 @@ def seed_pass(
     """Pass 1 of ``block``: int32 levels of its core, sorted global indices of its seeds.
 
     The seeds are the roots of the closed cores (:mod:`~nclsm_scale.segment.cores`)
-    whose root lies in the core. The window is the core plus ``halo_px`` (plus the
-    smoothing support, so its levels are exact); while a core whose local root lies
-    in the block's core touches the window's edge, the halo is doubled, up to
-    ``escalation_limit`` times.
+    whose root lies in the core. Levels are computed first for the core plus a
+    probe ring of a third of ``halo_px`` (:func:`_probe_seeds`), which closes most
+    cores; only if a core whose root may lie in the block's core is still open
+    there is the whole window used: the core plus ``halo_px`` (plus the smoothing
+    support, so its levels are exact). While a core whose local root lies in the
+    block's core touches that window's edge, the halo is doubled, up to
+    ``escalation_limit`` times. Every route gives the same seeds.
 
     Raises
     ------
     HaloViolationError
         If a core is still open after the last escalation.
     """
-    s = params.smooth_radius_px
     bh, bw = block.shape
     halo = max(int(halo_px), 1)
+    probe = halo // 3
+    if probe > 0:
+        level = window_levels(source, params, shape_yx, *block.window(probe))
+        seeds = _probe_seeds(source, block, params, shape_yx, level, probe, halo)
+        if seeds is not None:
+            return np.ascontiguousarray(level[probe : probe + bh, probe : probe + bw]), seeds
+        del level
     for attempt in range(escalation_limit + 1):
-        y0, x0, y1, x1 = block.window(halo + s)
-        fg, value = smoothed_scores(source.maps(y0, x0, y1, x1), params)
-        level = score_levels(value, fg, y0, x0, shape_yx)
-        level = level[s : level.shape[0] - s, s : level.shape[1] - s]  # exact part: core + halo
+        level = window_levels(source, params, shape_yx, *block.window(halo))
         cores = find_cores(level, core_level(params), params.min_core_px)
         ry, rx = np.divmod(cores.roots[1:], level.shape[1])
         mine = (ry >= halo) & (ry < halo + bh) & (rx >= halo) & (rx < halo + bw)
-        if not (mine & cores.open[1:]).any():
+        stuck = mine & cores.open[1:]
+        if not stuck.any():
             break
         if attempt == escalation_limit:
-            y, x = block.y0 + ry[mine][0] - halo, block.x0 + rx[mine][0] - halo
+            y, x = block.y0 + ry[stuck][0] - halo, block.x0 + rx[stuck][0] - halo
             um = params.pixel_size_um
             raise HaloViolationError(
                 f"a fibre core near (y, x) = ({y * um:.0f}, {x * um:.0f}) um at the segmentation "

@@ -119,3 +119,73 @@ def test_fingerprint_changes_with_content(tmp_path):
     first = source_fingerprint(path)
     path.write_bytes(b"a" * 2_999_999 + b"b")
     assert source_fingerprint(path)["sha256_head_tail"] != first["sha256_head_tail"]
+
+
+def _tifffile_cyx(path) -> np.ndarray:
+    """Level 0 of the first series decoded by tifffile itself, as (c, y, x)."""
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data, axes = series.asarray(), series.axes
+    chan = [i for i, a in enumerate(axes) if a in "CSIQ"]
+    yx = [axes.index("Y"), axes.index("X")]
+    rest = [i for i in range(len(axes)) if i not in chan + yx]
+    data = data.transpose(rest + chan + yx)
+    return data.reshape((-1, *data.shape[-2:]))
+
+
+@pytest.mark.parametrize("layout", ["planar-rgb", "contig-rgb", "strips", "cyx-pages", "jpeg", "big-endian"])
+def test_tile_reader_matches_tifffile(tmp_path, layout):
+    rgb = RNG.integers(0, 255, (3, 300, 500), dtype=np.uint8)
+    path = tmp_path / f"{layout}.tif"
+    if layout == "planar-rgb":
+        tifffile.imwrite(path, rgb, tile=(128, 128), photometric="rgb", planarconfig="separate", compression="zlib")
+    elif layout in ("contig-rgb", "jpeg"):
+        tifffile.imwrite(path, np.moveaxis(rgb, 0, -1), tile=(128, 128), photometric="rgb",
+                         compression="zlib" if layout == "contig-rgb" else "jpeg")
+    elif layout == "strips":
+        tifffile.imwrite(path, DATA[0, :300], rowsperstrip=64, compression="zlib")
+    else:
+        tifffile.imwrite(path, DATA[:, :300].astype(">u2" if layout == "big-endian" else np.uint16),
+                         tile=(128, 128), compression="zlib", metadata={"axes": "CYX"},
+                         byteorder=">" if layout == "big-endian" else "<")
+    info = open_source(path)
+    whole = _tifffile_cyx(path)
+    for y0, x0, y1, x1 in [(0, 0, 300, 500), (5, 130, 299, 260), (256, 384, 300, 500)]:
+        np.testing.assert_array_equal(read_region(info, y0, x0, y1, x1), whole[:, y0:y1, x0:x1])
+
+
+def test_absent_tile_reads_as_fill_value(tmp_path):
+    path = tmp_path / "sparse.tif"
+    tifffile.imwrite(path, DATA[0, :256, :384], tile=(128, 128), compression="zlib")
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        counts = list(tif.pages.first.databytecounts)
+        offsets = list(tif.pages.first.dataoffsets)
+        counts[4] = offsets[4] = 0  # tile (1, 1) not stored
+        tif.pages.first.tags["TileByteCounts"].overwrite(counts)
+        tif.pages.first.tags["TileOffsets"].overwrite(offsets)
+    expected = DATA[0, :256, :384].copy()
+    expected[128:256, 128:256] = 0
+    np.testing.assert_array_equal(read_region(open_source(path), 0, 0, 256, 384), expected[None])
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "jpeg2000"])
+def test_svs_like_file(tmp_path, compression):
+    """Aperio layout: tiled RGB baseline with ``MPP`` in the description, stripped thumbnail, a level."""
+    yy, xx = np.mgrid[0:700, 0:900]
+    rgb = np.stack([(128 + 100 * np.sin(yy / 17)).astype(np.uint8), (128 + 100 * np.cos(xx / 23)).astype(np.uint8),
+                    RNG.integers(0, 255, (700, 900), dtype=np.uint8)], axis=-1)
+    path = tmp_path / "slide.svs"
+    head = "Aperio Image Library v12.0.15\r\n"
+    with tifffile.TiffWriter(path) as w:
+        w.write(rgb, tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
+                description=head + "900x700 [0,0 900x700] (256x256) JPEG/RGB Q=90|AppMag = 40|MPP = 0.2500")
+        w.write(rgb[::8, ::8], photometric="rgb", metadata=None, description=head + "113x88 -> 113x88")
+        w.write(rgb[::2, ::2], tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
+                description=head + "450x350 [0,0 900x700] (256x256) -> 450x350")
+    info = open_source(path)
+    assert info.shape_cyx == (3, 700, 900) and info.dtype == "uint8"
+    assert info.pixel_size_um == pytest.approx((0.25, 0.25))
+    assert info.channel_names == ("red", "green", "blue")
+    whole = _tifffile_cyx(path)
+    np.testing.assert_array_equal(read_region(info, 0, 0, 700, 900), whole)
+    np.testing.assert_array_equal(read_region(info, 200, 300, 600, 700), whole[:, 200:600, 300:700])

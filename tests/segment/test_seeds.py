@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from scipy import ndimage as ndi
 
-from nclsm_scale.segment.grid import Block
-from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.errors import HaloViolationError
 from nclsm_scale.segment.cores import find_cores
+from nclsm_scale.segment.grid import Block
+from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.segment.seeds import (
     SegmentParams,
+    _probe_seeds,
     block_seeds,
     core_level,
     score_levels,
     seed_pass,
+    smooth,
+    window_levels,
 )
 
 
@@ -63,7 +65,7 @@ def test_open_cores_are_the_ones_touching_the_window_edge() -> None:
     level[0:2, 1:3] = 5  # touches the top edge
     level[3:5, 2:4] = 7  # closed
     cores = find_cores(level, 5)
-    assert sorted(zip(cores.roots[1:].tolist(), cores.open[1:].tolist())) == [(1, True), (20, False)]
+    assert sorted(zip(cores.roots[1:].tolist(), cores.open[1:].tolist(), strict=True)) == [(1, True), (20, False)]
 
 
 def test_an_elongated_fibre_gets_one_seed(params: SegmentParams) -> None:
@@ -114,3 +116,58 @@ def test_block_seeds_equal_the_whole_image_seeds_inside_the_core(
     gy, gx = np.divmod(whole, shape[1])
     expected = whole[(gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)]
     assert np.array_equal(got, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), sigma=st.sampled_from([0.0, 0.7, 2.0, 3.5]),
+       crop=st.integers(0, 8), seed=st.integers(0, 2**16))
+def test_smooth_is_scipy_gaussian_filter_bit_for_bit(h, w, sigma, crop, seed) -> None:
+    value = np.random.default_rng(seed).random((h, w), dtype=np.float32)
+    crop = min(crop, (h - 1) // 2, (w - 1) // 2)
+    ref = ndi.gaussian_filter(value, sigma, mode="constant", cval=0.0, truncate=4.0) if sigma else value
+    got = smooth(value, sigma, crop)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, ref[crop : h - crop, crop : w - crop])
+
+
+@settings(max_examples=25, deadline=None)
+@given(y0=st.integers(-30, 200), x0=st.integers(-30, 200), h=st.integers(1, 120), w=st.integers(1, 120))
+def test_window_levels_do_not_depend_on_the_window(synth_maps, params, y0, x0, h, w) -> None:
+    crop = ArrayMaps(synth_maps.array[:, :256, :256])
+    whole = window_levels(crop, params, (256, 256), -40, -40, 300, 300)
+    got = window_levels(crop, params, (256, 256), y0, x0, y0 + h, x0 + w)
+    assert np.array_equal(got, whole[y0 + 40 : y0 + 40 + h, x0 + 40 : x0 + 40 + w])
+
+
+def _bar_maps(vertical_to: int | None) -> ArrayMaps:
+    """A core leaving a block across its right edge (x = 192), optionally turning down at x 224-236."""
+    maps = np.zeros((3, 256, 320), dtype=np.float32)
+    maps[0, 40:100, 130:260] = 1.0
+    maps[2, 40:100, 130:260] = 0.1
+    xs = np.arange(150, 240)
+    maps[2, 60:76, 150:240] = 0.9 - 0.002 * (xs - 150)  # highest inside the block
+    if vertical_to is not None:
+        maps[0, 40:vertical_to + 10, 214:250] = 1.0
+        maps[2, 60:vertical_to, 224:237] = 0.7
+    return ArrayMaps(maps)
+
+
+@pytest.mark.parametrize("vertical_to", [None, 200])
+def test_cores_leaving_the_probe_window_give_the_whole_image_seeds(params, vertical_to) -> None:
+    src = _bar_maps(vertical_to)
+    shape = src.shape_yx
+    block = Block(0, 1, 0, 64, 128, 192)
+    halo = 90
+    probe = halo // 3
+    level = window_levels(src, params, shape, *block.window(probe))
+    assert find_cores(level, core_level(params), params.min_core_px).open.any()  # open in the probe
+    routed = _probe_seeds(src, block, params, shape, level, probe, halo)
+    whole = block_seeds(src, Block(0, 0, 0, 0, *shape), params, shape, halo_px=halo)
+    gy, gx = np.divmod(whole, shape[1])
+    mine = whole[(gy < 128) & (gx >= 64) & (gx < 192)]
+    assert mine.size == 1
+    if vertical_to is None:  # followed in a small window around it
+        assert np.array_equal(routed, mine)
+    else:  # too long for that window: the whole halo window decides
+        assert routed is None
+    assert np.array_equal(block_seeds(src, block, params, shape, halo_px=halo), mine)
