@@ -177,8 +177,9 @@ def build_report(
         png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
                     out / f"{path.stem}_classes.png")
         row = agg.slides.set_index("slide").loc[path.stem]
+        pct = float(row["pct_analysable"])
         caption = (f"{html.escape(path.stem)}: {int(row['n_fibres'])} fibres, "
-                   f"{format_value(row['pct_analysable'])} % analysable")
+                   + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
         thumbs.append(f"<figure>{_img(png, path.stem)}<figcaption>{caption}</figcaption></figure>")
         if rep.geojson:
             export_geojson(slide_path, table, meta, out / f"{path.stem}.geojson", client=client,
