@@ -78,7 +78,11 @@ class SyntheticSection:
 
 @dataclass
 class Window:
-    """One rendered window: image, fibre seed keys, region labels and fold mask."""
+    """One rendered window: image, fibre seed keys, region labels and fold mask.
+
+    ``in_fold`` marks pixels under folded-over tissue: a fold whose flap is
+    background there lays nothing over the fibre, so it does not count.
+    """
 
     image: np.ndarray
     keys: np.ndarray
@@ -131,7 +135,7 @@ def render_window(plan: SlidePlan, app: Appearance, y0: int, x0: int, h: int, w:
     regions = tissue[core].astype(np.uint8)
     fold_region = in_fold[core] & (tissue[core] | fold_tissue[core])
     regions[fold_region] = 2
-    return Window(image=image, keys=key[core].copy(), regions=regions, in_fold=in_fold[core].copy())
+    return Window(image=image, keys=key[core].copy(), regions=regions, in_fold=in_fold[core] & fold_tissue[core])
 
 
 def window_stats(keys: np.ndarray, in_fold: np.ndarray, y0: int, x0: int) -> pd.DataFrame:
