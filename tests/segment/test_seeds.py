@@ -134,8 +134,9 @@ def test_smooth_is_scipy_gaussian_filter_bit_for_bit(h, w, sigma, crop, seed) ->
 @given(y0=st.integers(-30, 200), x0=st.integers(-30, 200), h=st.integers(1, 120), w=st.integers(1, 120))
 def test_window_levels_do_not_depend_on_the_window(synth_maps, params, y0, x0, h, w) -> None:
     crop = ArrayMaps(synth_maps.array[:, :256, :256])
-    whole = window_levels(crop, params, (256, 256), -40, -40, 300, 300)
+    whole = window_levels(crop, params, (256, 256), -40, -40, 340, 340)  # holds every window drawn
     got = window_levels(crop, params, (256, 256), y0, x0, y0 + h, x0 + w)
+    assert got.shape == (h, w)
     assert np.array_equal(got, whole[y0 + 40 : y0 + 40 + h, x0 + 40 : x0 + 40 + w])
 
 
