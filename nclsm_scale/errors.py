@@ -47,3 +47,9 @@ class HaloViolationError(NclsmError):
 
 class StageError(NclsmError):
     """A pipeline stage failed for one slide."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line: our own errors by their message, others prefixed with their type."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if isinstance(exc, NclsmError) else f"{type(exc).__name__}: {text}"

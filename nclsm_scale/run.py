@@ -39,7 +39,7 @@ from typing import Any
 
 from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
-from nclsm_scale.errors import NclsmError, StageError
+from nclsm_scale.errors import NclsmError, StageError, one_line
 from nclsm_scale.layout import RunLayout
 from nclsm_scale.metrics import register_metrics, report_slide
 from nclsm_scale.progress import RunProgress
@@ -134,11 +134,6 @@ def config_fingerprint(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return text if isinstance(exc, NclsmError) else f"{type(exc).__name__}: {text}"
-
-
 def _model_record(cfg: RunConfig) -> dict[str, Any]:
     from nclsm_scale.model.weights import BUNDLED_WEIGHTS, read_card, sha256_of
 
@@ -154,7 +149,8 @@ class _Run:
     """One run's shared state: layout, config, state store, run.json, progress and the remote mirror, if any."""
 
     def __init__(
-        self, run_dir: Path, cfg: RunConfig, client: Any, slides: list[ArchiveSlide], sync: RunSync | None = None
+        self, run_dir: Path, cfg: RunConfig, client: Any, slides: list[ArchiveSlide], progress: RunProgress,
+        sync: RunSync | None = None,
     ) -> None:
         self.layout = RunLayout(run_dir)
         self.cfg, self.client, self.slides, self.sync = cfg, client, slides, sync
@@ -162,7 +158,7 @@ class _Run:
         self.fingerprint = config_fingerprint(cfg)
         self.lock = threading.Lock()
         self.norm: dict[str, Any] = {}
-        self.progress: RunProgress | None = None
+        self.progress = progress
         self.stop = threading.Event()  # set when the run is interrupted
 
     def _output_exists(self, name: str, stage: str) -> bool:
@@ -236,8 +232,7 @@ class _Run:
 
     def process(self, slide: ArchiveSlide) -> SlideOutcome:
         """Every stage of one slide not yet done; a failure stops this slide only."""
-        progress = self.progress
-        progress_token = progress_var.set(None if progress is None else (progress, slide.name))  # for track()
+        progress_token = progress_var.set((self.progress, slide.name))  # for track()
         out = SlideOutcome(slide.name, slide.source, "done")
         try:
             for i, stage in enumerate(STAGES):
@@ -246,11 +241,9 @@ class _Run:
                 if not self.is_done(slide.name, stage):
                     self._attempt(slide, stage, out)
                 if out.status == "failed":
-                    if progress is not None:
-                        progress.stage_finished(slide.name, len(STAGES) - i)
+                    self.progress.stage_finished(slide.name, len(STAGES) - i)
                     break
-                if progress is not None:
-                    progress.stage_finished(slide.name)
+                self.progress.stage_finished(slide.name)
         finally:
             progress_var.reset(progress_token)
         table = self.layout.fibre_table(slide.name)
@@ -258,10 +251,8 @@ class _Run:
             import pyarrow.parquet as pq
 
             out.fibres = pq.read_metadata(table).num_rows  # segmented by an earlier run
-            if progress is not None:
-                progress.fibres_found(out.fibres)
-        if progress is not None:
-            progress.slide_finished(out.status == "failed")
+            self.progress.fibres_found(out.fibres)
+        self.progress.slide_finished(out.status == "failed")
         report_slide(self.client, out, self.state)  # metrics never raise
         return out
 
@@ -280,16 +271,15 @@ class _Run:
                 seconds = time.perf_counter() - t0
                 logger.error("%s: %s failed (attempt %d):\n%s", slide.name, stage, attempt + 1,
                              traceback.format_exc())
-                self.state.fail(slide.name, stage, seconds, _one_line(exc))
+                self.state.fail(slide.name, stage, seconds, one_line(exc))
                 if isinstance(exc, NclsmError) or attempt == self.cfg.archive.retries:
-                    out.status, out.stage, out.error = "failed", stage, _one_line(exc)
+                    out.status, out.stage, out.error = "failed", stage, one_line(exc)
                     return
             else:
                 out.ran.append(stage)
                 if fibres is not None:
                     out.fibres = fibres
-                    if self.progress is not None:
-                        self.progress.fibres_found(fibres)
+                    self.progress.fibres_found(fibres)
                 logger.info("%s: %s done in %.1f s", slide.name, stage, time.perf_counter() - t0)
                 return
 
@@ -326,8 +316,8 @@ class _Run:
             self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
         except Exception as exc:  # the slides' results stay valid; say what went wrong
             logger.error("aggregate/report failed:\n%s", traceback.format_exc())
-            self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, _one_line(exc))
-            return None, _one_line(exc)
+            self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, one_line(exc))
+            return None, one_line(exc)
         return path, ""
 
 
@@ -428,16 +418,16 @@ def run_archive(
         pkg_logger.addHandler(handler)
         try:
             slides = discover(archive, cfg.archive, inputs_dir=root / "inputs")
-            run = _Run(root, cfg, client, slides, sync)
-            register_metrics(client)  # idempotent; never raises
-            if n := run.state.reset_running():
-                logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
-            for s in slides:
-                run.state.register(s.name, s.source, STAGES, s.meta)
-            started = time.time()
-            _write_run_json(run, started, None)
-            run.progress = RunProgress(len(slides), len(STAGES), disable=None if progress is None else not progress)
+            bar = RunProgress(len(slides), len(STAGES), disable=None if progress is None else not progress)
             try:
+                run = _Run(root, cfg, client, slides, bar, sync)
+                register_metrics(client)  # idempotent; never raises
+                if n := run.state.reset_running():
+                    logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
+                for s in slides:
+                    run.state.register(s.name, s.source, STAGES, s.meta)
+                started = time.time()
+                _write_run_json(run, started, None)
                 pool = ThreadPoolExecutor(cfg.archive.max_concurrent_slides, thread_name_prefix="slide")
                 try:
                     outcomes = list(pool.map(run.process, slides))
@@ -447,7 +437,7 @@ def run_archive(
                     raise
                 pool.shutdown()
             finally:
-                run.progress.close()
+                bar.close()
             report, report_error = run.finish_archive(outcomes)
             _write_run_json(run, started, time.time())
             result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0, remote)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nclsm_scale.errors import ConfigError, SlideReadError, SlideWriteError, ValidationError
+from nclsm_scale.errors import ConfigError, SlideReadError, SlideWriteError, ValidationError, one_line
 
 __all__ = [
     "LOCAL_ONLY",
@@ -54,10 +54,6 @@ LOCAL_ONLY = ("run.lock", "inputs", ".nclsm-sync")
 #: Endings of files never synced: partial writes and SQLite's side files.
 _TRANSIENT = (".tmp", ".part", "-wal", "-shm", "-journal")
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential")
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or '(no message)'}"
 
 
 def is_remote(url: str | Path) -> bool:
@@ -132,7 +128,7 @@ def list_files(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
     try:
         found = fs.find(root)
     except Exception as exc:  # botocore and friends raise their own types
-        raise ValidationError(f"{url}: cannot list the archive: {_one_line(exc)}") from None
+        raise ValidationError(f"{url}: cannot list the archive: {one_line(exc)}") from None
     return sorted(p[len(root) + 1:] for p in found if p.startswith(f"{root}/"))
 
 
@@ -148,7 +144,7 @@ def read_bytes(url: str, options: Mapping[str, Any] | None = None) -> bytes:
     try:
         return fs.cat_file(path)
     except Exception as exc:  # botocore and friends raise their own types
-        raise SlideReadError(f"{url}: cannot read: {_one_line(exc)}") from None
+        raise SlideReadError(f"{url}: cannot read: {one_line(exc)}") from None
 
 
 def remove_local(path: Path) -> None:
@@ -186,7 +182,7 @@ def fetch(url: str, dest: Path, options: Mapping[str, Any] | None = None, *, mis
         raise SlideReadError(f"{url}: no such object") from None
     except Exception as exc:  # botocore and friends raise their own types
         remove_local(tmp)
-        raise SlideReadError(f"{url}: cannot download to {dest}: {_one_line(exc)}") from None
+        raise SlideReadError(f"{url}: cannot download to {dest}: {one_line(exc)}") from None
     remove_local(dest)
     tmp.rename(dest)
     logger.info("downloaded %s to %s", url, dest)
@@ -223,7 +219,7 @@ class RunSync:
         try:
             return bool(self.fs.exists(f"{self.root}/{rel}"))
         except Exception as exc:  # botocore and friends raise their own types
-            raise SlideReadError(f"{join_url(self.url, rel)}: cannot check it: {_one_line(exc)}") from None
+            raise SlideReadError(f"{join_url(self.url, rel)}: cannot check it: {one_line(exc)}") from None
 
     def _remote_sizes(self, scopes: Iterable[str] | None) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -295,7 +291,7 @@ class RunSync:
                 for r in databases:
                     self.fs.put_file(str(self._snapshot(r)), f"{self.root}/{r}")
             except Exception as exc:  # botocore and friends raise their own types
-                raise SlideWriteError(f"cannot upload the run {self.local} to {self.url}: {_one_line(exc)}") from None
+                raise SlideWriteError(f"cannot upload the run {self.local} to {self.url}: {one_line(exc)}") from None
             self._pushed.update({r: list(local[r]) for r in todo})
             self._save()
         if todo:
@@ -320,7 +316,7 @@ class RunSync:
                     self.fs.get([f"{self.root}/{r}" for r in rels], [str(self.local / r) for r in rels])
             except Exception as exc:  # botocore and friends raise their own types
                 raise SlideReadError(f"cannot download the run {self.url} into {self.local}: "
-                                     f"{_one_line(exc)}") from None
+                                     f"{one_line(exc)}") from None
             for r in rels:
                 if not r.endswith(".sqlite"):
                     st = (self.local / r).stat()
