@@ -25,9 +25,8 @@ from nclsm_scale.measure.intensity import (
     band_masks,
     channel_stats,
     dark_blobs,
-    interior_medians,
+    interior_median_noise,
     interior_ridge_fraction,
-    pixel_noise,
     ridge_strength,
 )
 from nclsm_scale.measure.shape import geometry, label_runs, perimeters
@@ -304,14 +303,14 @@ def _intensities(
         _, out["mito_interior_mean"], out["mito_interior_std"] = channel_stats(
             comp, interior, image[c], n, bg[c]
         )
-        med = interior_medians(comp, interior, image[c], bbox, bg[c])
+        med, noise = interior_median_noise(comp, interior, image[c], bbox, bg[c])
         out["mito_interior_median"] = med
         out["dark_fraction"], out["dark_blobs"] = dark_blobs(
             comp,
             interior,
             image[c],
             med,
-            pixel_noise(comp, interior, image[c], bbox),
+            noise,
             background=bg[c],
             smooth_px=_smooth_px(cfg, px),
             ratio=cfg.dark_ratio,

@@ -17,9 +17,8 @@ __all__ = [
     "band_masks",
     "channel_stats",
     "dark_blobs",
-    "interior_medians",
+    "interior_median_noise",
     "interior_ridge_fraction",
-    "pixel_noise",
     "ridge_strength",
     "smoothing_choice",
 ]
@@ -60,36 +59,29 @@ def channel_stats(
     return cnt, mean, std
 
 
-def interior_medians(
+def interior_median_noise(
     comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, bbox: np.ndarray, background: float
-) -> np.ndarray:
-    """Median of ``channel - background`` over each fibre's interior (NaN when empty)."""
-    out = np.full(len(bbox), np.nan)
-    for i, (y0, x0, y1, x1) in enumerate(bbox):
-        sl = np.s_[y0:y1, x0:x1]
-        v = channel[sl][interior[sl] & (comp[sl] == i + 1)]
-        if v.size:
-            out[i] = float(np.median(v)) - background
-    return out
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-fibre median of ``channel - background`` and pixel noise over the interior (NaN when empty).
 
-
-def pixel_noise(
-    comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, bbox: np.ndarray
-) -> np.ndarray:
-    """Per-fibre pixel noise (standard deviation) of ``channel`` over its interior; NaN when empty.
-
-    Robust white-noise estimate from horizontally adjacent interior pixel pairs:
-    ``1.4826 * median(|a - b|) / sqrt(2)`` (texture finer than a pixel counts as noise).
+    The noise is a robust white-noise standard deviation from horizontally adjacent
+    interior pixel pairs: ``1.4826 * median(|a - b|) / sqrt(2)`` (texture finer than
+    a pixel counts as noise).
     """
-    out = np.full(len(bbox), np.nan)
+    median = np.full(len(bbox), np.nan)
+    noise = np.full(len(bbox), np.nan)
     for i, (y0, x0, y1, x1) in enumerate(bbox):
         sl = np.s_[y0:y1, x0:x1]
         m = interior[sl] & (comp[sl] == i + 1)
+        c = channel[sl]
+        v = c[m]
+        if v.size:
+            median[i] = float(np.median(v)) - background
         pair = m[:, 1:] & m[:, :-1]
         if pair.any():
-            c = channel[sl].astype(np.float64)
-            out[i] = 1.4826 / np.sqrt(2.0) * float(np.median(np.abs(c[:, 1:] - c[:, :-1])[pair]))
-    return out
+            c = c.astype(np.float64)
+            noise[i] = 1.4826 / np.sqrt(2.0) * float(np.median(np.abs(c[:, 1:] - c[:, :-1])[pair]))
+    return median, noise
 
 
 def smoothing_choice(

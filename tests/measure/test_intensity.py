@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from nclsm_scale.config import MeasureConfig
 from nclsm_scale.measure import measure_fibres
-from nclsm_scale.measure.intensity import pixel_noise, smoothing_choice
+from nclsm_scale.measure.intensity import interior_median_noise, smoothing_choice
 
 ROLES = {"membrane": 0, "mito": 1}
 
@@ -64,7 +64,7 @@ def test_pixel_noise_estimates_white_noise(rng):
     comp = np.ones((200, 200), np.uint32)
     interior = np.ones(comp.shape, bool)
     channel = 500.0 + rng.normal(0.0, 25.0, comp.shape)
-    est = pixel_noise(comp, interior, channel, np.array([[0, 0, 200, 200]]))
+    _, est = interior_median_noise(comp, interior, channel, np.array([[0, 0, 200, 200]]), 0.0)
     assert est[0] == pytest.approx(25.0, rel=0.05)
 
 
