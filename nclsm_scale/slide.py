@@ -49,9 +49,6 @@ class Slide:
     complete: bool = True
     labels: tuple[str, ...] = field(default=())
 
-    def _group(self) -> zarr.Group:
-        return zarr.open_group(self.path, mode="r")
-
     def _level(self, level: int) -> Level:
         if not 0 <= level < len(self.levels):
             raise IndexError(f"{self.path}: level {level} not in 0..{len(self.levels) - 1}")

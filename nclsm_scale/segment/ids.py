@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_table", "lookup_ids", "save_table", "seed_table"]
+__all__ = ["load_table", "save_table", "seed_table"]
 
 
 def seed_table(per_block: Sequence[np.ndarray]) -> np.ndarray:
@@ -31,21 +31,6 @@ def seed_table(per_block: Sequence[np.ndarray]) -> np.ndarray:
     if table.size >= 2**32 - 1:
         raise ValueError(f"{table.size} seeds do not fit uint32 labels")
     return table
-
-
-def lookup_ids(table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """uint32 IDs (rank + 1) of seeds given by global linear index; every one must be in the table."""
-    index = np.asarray(index, dtype=np.int64)
-    pos = np.searchsorted(table, index)
-    found = pos < table.size
-    found[found] = np.asarray(table[pos[found]]) == index[found]
-    if not found.all():
-        missing = index[~found][:5].tolist()
-        raise RuntimeError(
-            f"{int((~found).sum())} seeds found in a window are not in the seed table "
-            f"(first global indices {missing}); the maps changed between passes"
-        )
-    return (pos + 1).astype(np.uint32)
 
 
 def save_table(path: str | Path, table: np.ndarray) -> None:
