@@ -47,3 +47,30 @@ def run_cli():
         )
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def write_section_store():
+    """Write a generated synthetic section as a converted slide at ``path``: image pyramid + labels.
+
+    The image is stored at 1 um/px in 256 px chunks; ``labels/fibres`` holds the
+    ground-truth fibres and ``labels/regions`` the tissue (both with their pyramids).
+    """
+    import numpy as np
+    import zarr
+
+    from nclsm_scale.io.labels import fill_label_pyramid
+    from nclsm_scale.io.ome_zarr import create_image, create_labels
+
+    def _write(path: Path, s) -> Path:
+        arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
+                              chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
+        for level, arr in enumerate(arrays):
+            arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
+        for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):
+            create_labels(path, name, dtype=dtype)
+            zarr.open_array(str(path), path=f"labels/{name}/0", mode="r+")[0] = data
+            fill_label_pyramid(path, name, 0)
+        return path
+
+    return _write

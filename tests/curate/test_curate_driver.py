@@ -11,27 +11,18 @@ from nclsm_scale.config import RunConfig, SynthConfig
 from nclsm_scale.curate import stored_overrides_path
 from nclsm_scale.curate.driver import FOLD, curate_run_slide, curate_slide
 from nclsm_scale.errors import ValidationError
-from nclsm_scale.io.labels import fill_label_pyramid
-from nclsm_scale.io.ome_zarr import create_image, create_labels
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.synth import generate_section
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory, client):
+def measured(tmp_path_factory, client, write_section_store):
     """A measured 1024^2 px, 1 um/px slide with two fold bands (tissue only in labels/regions)."""
     s = generate_section(SynthConfig(size_px=(1024, 1024), pixel_size_um=1.0, seed=2, folds=2,
                                      fold_width_um=200.0, fam_fraction=0.1))
     path = tmp_path_factory.mktemp("curate") / "run" / "slides" / "S1.ome.zarr"
-    arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
-                          chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
-    for level, arr in enumerate(arrays):
-        arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
-    for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):
-        create_labels(path, name, dtype=dtype)
-        zarr.open_array(str(path), path=f"labels/{name}/0", mode="r+")[0] = data
-        fill_label_pyramid(path, name, 0)
+    write_section_store(path, s)
     measure_slide(path, RunConfig.model_validate({"segment": {"block_px": 512}}), client)
     return path, s
 

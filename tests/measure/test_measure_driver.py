@@ -10,8 +10,7 @@ import zarr
 from nclsm_scale.config import RunConfig, SynthConfig
 from nclsm_scale.curate import mask_window
 from nclsm_scale.errors import HaloViolationError, SlideReadError
-from nclsm_scale.io.labels import fill_label_pyramid
-from nclsm_scale.io.ome_zarr import create_image, create_labels
+from nclsm_scale.io.ome_zarr import create_image
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure import measure_fibres
 from nclsm_scale.measure.driver import measure_slide, owned_ids
@@ -19,18 +18,11 @@ from nclsm_scale.synth import generate_section
 
 
 @pytest.fixture(scope="module")
-def slide(tmp_path_factory):
+def slide(tmp_path_factory, write_section_store):
     """A 768^2 px, 1 um/px slide in a run folder, with its ground-truth fibres as labels/fibres."""
     s = generate_section(SynthConfig(size_px=(768, 768), pixel_size_um=1.0, seed=5, fam_fraction=0.2))
     path = tmp_path_factory.mktemp("measure") / "run" / "slides" / "S1.ome.zarr"
-    arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
-                          chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
-    for level, arr in enumerate(arrays):
-        arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
-    for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):
-        create_labels(path, name, dtype=dtype)
-        zarr.open_array(str(path), path=f"labels/{name}/0", mode="r+")[0] = data
-        fill_label_pyramid(path, name, 0)
+    write_section_store(path, s)
     return path, s
 
 
