@@ -20,10 +20,10 @@ uncertain. A block's labels are therefore exactly those of a whole-slide run
 wherever they are certain, and a block is accepted only if all its core pixels
 are certain and no fibre it owns touches the edge of its valid region. Otherwise
 the halo is doubled (escalation), up to a limit, after which
-:class:`HaloViolationError` is raised. Nothing is flooded: parents come from a
-separable maximum of packed keys, cores from one connected-component labelling,
-the few other maxima search their square, and chains are resolved by vectorised
-pointer jumping.
+:class:`HaloViolationError` is raised. Nothing is flooded: parents come from one
+pass over the 3 x 3 neighbourhoods (the few peaks outside cores search their
+square), cores from one connected-component labelling, and chains are resolved
+with path compression (compiled loops, :mod:`~nclsm_scale.segment.kernels`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.segment import kernels
 from nclsm_scale.segment.cores import find_cores
 from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.seeds import SegmentParams, core_level
@@ -65,77 +66,6 @@ class BlockLabels:
     escalations: int = 0
     flagged_yx: list[tuple[int, int]] = field(default_factory=list)
     n_owned: int = 0
-
-
-def _resolve(parent: np.ndarray) -> np.ndarray:
-    """Every node's root, in place (pointer jumping; only unfinished nodes after the first pass).
-
-    A node is finished once its parent is a root (a fixed point); roots never move,
-    so the nodes still moving shrink to those on long chains.
-    """
-    def up(i: np.ndarray) -> np.ndarray:
-        return np.take(parent, i, mode="clip")  # every index is valid: skip the bounds checks
-
-    nxt = up(parent)
-    active = np.flatnonzero(nxt != parent)
-    parent[...] = nxt
-    del nxt
-    while active.size:
-        pp = up(up(active))
-        parent[active] = pp
-        active = active[pp != up(pp)]
-    return parent
-
-
-def _argmax_offsets(level: np.ndarray, flat: np.ndarray, radius: int) -> np.ndarray:
-    """Flat index of the largest key in the square of ``radius`` around each of ``flat``.
-
-    The squares must lie inside ``level``; their pixels are taken in raster order
-    and ``argmax`` returns the first maximum, so ties go to the earlier pixel.
-    """
-    w = level.shape[1]
-    r = np.arange(-radius, radius + 1)
-    offsets = (r[:, None] * w + r[None, :]).ravel()
-    lv = level.ravel()
-    out = np.empty_like(flat)
-    step = max(1, (1 << 20) // offsets.size)  # about a million neighbours at a time
-    for i in range(0, flat.size, step):
-        nb = flat[i : i + step, None] + offsets
-        out[i : i + step] = nb[np.arange(nb.shape[0]), lv[nb].argmax(axis=1)]
-    return out
-
-
-#: Neighbour code of the 3 x 3 centre in :func:`_ascent`.
-_CENTRE = 5
-#: Rows per band of the ascent in :func:`label_window`.
-_BAND_ROWS = 128
-
-
-def _ascent(level: np.ndarray, m: int) -> np.ndarray:
-    """Code of the largest key of the 3 x 3 neighbourhood, in ``[m:-m, m:-m]`` (int32).
-
-    Keys ``level << 4 | (1 - dy) << 2 | (1 - dx)`` order neighbours by level, then
-    raster position (earlier wins), and their maximum is separable: a row pass
-    over ``dx``, then a column pass over ``dy`` (the ``dy`` bits are constant
-    within a row). The code is the key's low 4 bits, ``(1 - dy) << 2 | (1 - dx)``
-    of the winning neighbour (:data:`_CENTRE` for the pixel itself). ``m`` must be
-    at least 1.
-    """
-    h, w = level.shape
-    lv = np.left_shift(level[m - 1 : h - m + 1], 4, dtype=np.int32)
-    rows = np.bitwise_or(lv[:, m - 1 : w - m - 1], 2)
-    tmp = np.empty_like(rows)
-    for dx in (0, 1):
-        np.bitwise_or(lv[:, m + dx : w - m + dx], 1 - dx, out=tmp)
-        np.maximum(rows, tmp, out=rows)
-    del lv
-    best = np.bitwise_or(rows[: h - 2 * m], 8)
-    tmp = tmp[: h - 2 * m]
-    for dy in (0, 1):
-        np.bitwise_or(rows[1 + dy : h - 2 * m + 1 + dy], (1 - dy) << 2, out=tmp)
-        np.maximum(best, tmp, out=best)
-    np.bitwise_and(best, 15, out=best)
-    return best
 
 
 def window_seeds(
@@ -178,38 +108,22 @@ def label_window(
     (h, w) uint32 array.
     """
     h, w = level.shape
-    m = params.ascent_margin_px
     n = h * w
-    idx = np.int32 if n + 2 < 2**31 else np.int64
     unknown, none = n, n + 1
-    parent = np.full(n + 2, unknown, dtype=idx)
-    parent[none] = none
+    parent = np.empty(n + 2, dtype=np.int32 if n + 2 < 2**31 else np.int64)
+    parent[unknown], parent[none] = unknown, none
     grid = parent[:n].reshape(h, w)
-    if h > 2 * m and w > 2 * m:
-        step = np.array([(1 - (c >> 2)) * w + (1 - (c & 3)) for c in range(16)], dtype=idx)
-        cols = np.arange(m, w - m, dtype=idx)
-        found = []
-        for r0 in range(m, h - m, _BAND_ROWS):  # bands of rows: the temporaries stay small
-            r1 = min(r0 + _BAND_ROWS, h - m)
-            code = _ascent(level[r0 - m : r1 + m], m)
-            band = grid[r0:r1, m : w - m]
-            np.add(np.arange(r0, r1, dtype=idx)[:, None] * w, cols, out=band)
-            band += step[code]
-            at = np.flatnonzero((code == _CENTRE) & (level[r0:r1, m : w - m] >= 0))
-            found.append((at // (w - 2 * m) + r0) * w + (at % (w - 2 * m) + m))
-        peaks = np.concatenate(found)
-        target = _argmax_offsets(level, peaks, max(params.seed_radius_px, 1))  # maxima outside cores
-        parent[peaks] = np.where(target == peaks, none, target)
-    np.putmask(grid, level < 0, none)
+    level = np.ascontiguousarray(level, dtype=np.int32)
+    kernels.ascend(level, params.ascent_margin_px, max(params.seed_radius_px, 1), unknown, none, grid)
     cores = find_cores(level, core_level(params), params.min_core_px)
-    parent[cores.pixels] = np.where(cores.open, unknown, cores.roots)[cores.ids]
+    cores.paint(grid, np.where(cores.open, unknown, cores.roots))
     flat, ids = window_seeds(table, y0, x0, h, w, shape_yx)
     parent[flat] = flat
-    root = _resolve(parent)
+    kernels.resolve(parent)
     lab = np.zeros(n + 2, dtype=np.uint32)
     lab[unknown] = UNCERTAIN
     lab[flat] = ids
-    return lab[root[:n]].reshape(h, w)
+    return lab[parent[:n]].reshape(h, w)
 
 
 def owned_ids(table: np.ndarray, block: Block, width: int) -> np.ndarray:

@@ -14,47 +14,62 @@ one fibre diameter closes every core whose root lies in a block's core.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from nclsm_scale.errors import GridError
+from nclsm_scale.segment import kernels
 
 __all__ = ["Cores", "find_cores"]
 
-_LOW = 0xFFFFFFFF
-
 
 class Cores:
-    """The cores of one level window, numbered ``1..n``.
+    """The cores of one level window, numbered ``1..n`` in raster order of their first pixel.
+
+    The pixels are kept as runs (row, first and last-plus-one column) in raster
+    order, with the core of each run (0 for a closed component below
+    ``min_core_px``, which is not a core).
 
     Attributes
     ----------
-    pixels : (k,) intp
-        Window-flat indices of all core pixels, ascending.
-    ids : (k,) int32
-        Core (1..n) of each of ``pixels``.
     roots : (n + 1,) intp
         Window-flat index of each core's root (index 0 unused).
     open : (n + 1,) bool
         Cores that touch the window edge (their root may lie outside).
+    boxes : (n + 1, 4) intp
+        Bounding box ``(y0, x0, y1, x1)`` of each core in window pixels.
     """
 
-    def __init__(self, pixels: np.ndarray, ids: np.ndarray, roots: np.ndarray, open_: np.ndarray) -> None:
-        self.pixels = pixels
-        self.ids = ids
-        self.roots = roots
-        self.open = open_
+    def __init__(self, shape: tuple[int, int], runs: tuple[np.ndarray, ...]) -> None:
+        self.shape = shape
+        (self._run_y, self._run_x0, self._run_x1, self._run_core, self._row_start,
+         self.roots, self.open, self.boxes) = runs
 
+    @property
+    def n(self) -> int:
+        """Number of cores."""
+        return self.roots.size - 1
 
-def _ring(a: np.ndarray) -> np.ndarray:
-    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    def paint(self, out: np.ndarray, values: np.ndarray) -> None:
+        """Set every pixel of core ``c`` in the window-shaped ``out`` to ``values[c]``."""
+        kernels.paint_runs(self._run_y, self._run_x0, self._run_x1, self._run_core,
+                           np.asarray(values, dtype=out.dtype), out)
+
+    def image(self) -> np.ndarray:
+        """int32 image of the window: each pixel's core, 0 elsewhere."""
+        out = np.zeros(self.shape, np.int32)
+        self.paint(out, np.arange(self.n + 1, dtype=np.int32))
+        return out
+
+    def at(self, y: int, x: int) -> int:
+        """The core at window pixel ``(y, x)``, 0 if none."""
+        lo, hi = self._row_start[y], self._row_start[y + 1]
+        i = lo + int(np.searchsorted(self._run_x0[lo:hi], x, side="right")) - 1
+        return int(self._run_core[i]) if i >= lo and x < self._run_x1[i] else 0
 
 
 def find_cores(level: np.ndarray, core_level: int, min_core_px: int = 1) -> Cores:
     """Cores of a level window (``-1`` off foreground) whose level reaches ``core_level``.
 
     Closed components smaller than ``min_core_px`` are not cores; open ones are
-    kept whatever their size, since they may continue outside the window. Only
-    the core pixels are visited after the labelling.
+    kept whatever their size, since they may continue outside the window.
 
     >>> lv = np.array([[0, 5, 5, 0, 7], [0, 6, 5, 0, 7]], np.int32)
     >>> c = find_cores(lv, 5)
@@ -62,34 +77,4 @@ def find_cores(level: np.ndarray, core_level: int, min_core_px: int = 1) -> Core
     ([6, 4], [True, True])
     """
     level = np.ascontiguousarray(level, dtype=np.int32)
-    if level.size >= 1 << 32:
-        raise GridError(f"a window of {level.shape} px is too large (2**32 px at most); use smaller "
-                        "blocks, a smaller halo or fewer escalations")
-    mask = level >= max(core_level, 0)
-    comp, n = ndi.label(mask)
-    pixels = np.flatnonzero(mask)
-    ids = comp.ravel()[pixels]
-    open_ = np.zeros(n + 1, dtype=bool)
-    open_[_ring(comp)] = True
-    open_[0] = False
-    del comp, mask
-    if min_core_px > 1 and n:
-        keep = (np.bincount(ids, minlength=n + 1) >= min_core_px) | open_
-        keep[0] = False
-        if not keep[1:].all():
-            lut = np.zeros(n + 1, dtype=np.int32)
-            lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-            ids = lut[ids]
-            inside = ids > 0
-            pixels, ids = pixels[inside], ids[inside]
-            open_ = np.concatenate([[False], open_[keep]])
-            n = int(keep.sum())
-    roots = np.zeros(n + 1, dtype=np.intp)
-    if n:
-        # key: level, then earlier pixel; the largest key of each core is its root
-        key = level.ravel()[pixels].astype(np.int64) << 32
-        key |= _LOW - pixels
-        top = np.zeros(n + 1, dtype=np.int64)
-        np.maximum.at(top, ids, key)
-        roots[1:] = _LOW - (top[1:] & _LOW)
-    return Cores(pixels, ids, roots, open_)
+    return Cores(level.shape, kernels.core_runs(level, int(core_level), int(min_core_px)))

@@ -22,11 +22,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from nclsm_scale.config import SegmentConfig
 from nclsm_scale.errors import HaloViolationError
-from nclsm_scale.segment.cores import Cores, find_cores
+from nclsm_scale.segment import kernels
+from nclsm_scale.segment.cores import find_cores
 from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import MapSource
 
@@ -37,10 +37,8 @@ __all__ = [
     "SegmentParams",
     "block_seeds",
     "core_level",
-    "score_levels",
     "seed_pass",
     "smooth",
-    "smoothed_scores",
     "window_levels",
 ]
 
@@ -100,96 +98,60 @@ class SegmentParams:
         return self.channels.index(name)
 
 
+def _gaussian_weights(sigma_px: float) -> np.ndarray:
+    """Weights of offsets ``0..r`` of ``gaussian_filter``'s kernel, computed as scipy does."""
+    r = int(_TRUNCATE * float(sigma_px) + 0.5)
+    x = np.arange(-r, r + 1)
+    phi = np.exp(-0.5 / (sigma_px * sigma_px) * x**2)
+    return np.ascontiguousarray((phi / phi.sum())[r:])
+
+
 def smooth(value: np.ndarray, sigma_px: float, crop_px: int = 0) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter`` of a 2-D float32 array (zeros outside), bit for bit.
+    """``scipy.ndimage.gaussian_filter`` of a 2-D array (zeros outside), bit for bit, as float32.
 
-    Each axis pass runs along contiguous rows (the column pass on the transposed
-    array; scipy's strided column pass is 2-3 times slower than a row pass) and
-    gives the same float32 values: every output line is the same double-precision
-    sum, and the first pass is rounded to float32 as in ``gaussian_filter``.
-    Returns the result without a border of ``crop_px`` on every side.
+    Both axis passes are compiled loops (:mod:`~nclsm_scale.segment.kernels`) that
+    sum the same double-precision terms in the same order as scipy and round each
+    pass to float32. Returns the result without a border of ``crop_px`` on every side.
     """
     h, w = value.shape
     c = int(crop_px)
+    a = np.ascontiguousarray(value, dtype=np.float32)
     if sigma_px <= 0:
-        return np.array(value[c : h - c, c : w - c], dtype=np.float32)
-    kw = {"mode": "constant", "cval": 0.0, "truncate": _TRUNCATE}
-    cols = np.ascontiguousarray(value.T, dtype=np.float32)  # axis 0 first, as gaussian_filter
-    ndi.gaussian_filter1d(cols, sigma_px, axis=1, output=cols, **kw)
-    rows = np.ascontiguousarray(cols.T[c : h - c])
-    del cols
-    ndi.gaussian_filter1d(rows, sigma_px, axis=1, output=rows, **kw)
-    return rows[:, c : w - c]
-
-
-def smoothed_scores(
-    maps: np.ndarray, params: SegmentParams, crop_px: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground mask and smoothed distance (float32) of a ``(K, h, w)`` map window.
-
-    Both without a border of ``crop_px`` on every side (the smoothing still sees it).
-    """
-    _, h, w = maps.shape
-    c = int(crop_px)
-    inner = (slice(c, h - c), slice(c, w - c))
-    fg = maps[params.channel("foreground")][inner] > params.foreground_threshold
-    if "boundary" in params.channels:
-        fg &= maps[params.channel("boundary")][inner] <= params.boundary_threshold
-    return fg, smooth(maps[params.channel("distance")], params.smooth_sigma_px, c)
-
-
-def score_levels(
-    value: np.ndarray, fg: np.ndarray, y0: int, x0: int, shape_yx: tuple[int, int]
-) -> np.ndarray:
-    """int32 quantised levels of a window at ``(y0, x0)`` of a plane of ``shape_yx``.
-
-    -1 off foreground and outside the plane.
-    """
-    h, w = value.shape
-    q = np.multiply(value, np.float32(_LEVEL_SCALE), dtype=np.float32)
-    np.rint(q, out=q)
-    np.clip(q, 0, (1 << LEVEL_BITS) - 1, out=q)
-    level = q.astype(np.int32)
-    del q
-    np.copyto(level, -1, where=~fg)
-    height, width = shape_yx
-    level[: max(0, min(h, -y0)), :] = -1
-    level[max(0, min(h, height - y0)) :, :] = -1
-    level[:, : max(0, min(w, -x0))] = -1
-    level[:, max(0, min(w, width - x0)) :] = -1
-    return level
+        return np.array(a[c : h - c, c : w - c])
+    wts = _gaussian_weights(sigma_px)
+    cols = np.empty((h - 2 * c, w), np.float32)
+    kernels.correlate_rows(a, wts, c, cols)  # axis 0 first, as gaussian_filter
+    out = np.empty((h - 2 * c, w - 2 * c), np.float32)
+    kernels.correlate_columns(cols, wts, c, out)
+    return out
 
 
 def window_levels(
     source: MapSource, params: SegmentParams, shape_yx: tuple[int, int],
     y0: int, x0: int, y1: int, x1: int,
 ) -> np.ndarray:
-    """Exact int32 levels of the region ``[y0, y1) x [x0, x1)`` (maps read with the smoothing support)."""
+    """Exact int32 levels of the region ``[y0, y1) x [x0, x1)`` (maps read with the smoothing support).
+
+    A level is ``clip(rint(v * 2**15), 0, 2**17 - 1)`` of the smoothed distance ``v``
+    (float32 product) where the maps say foreground, -1 elsewhere and outside the plane.
+    """
     s = params.smooth_radius_px
-    fg, value = smoothed_scores(source.maps(y0 - s, x0 - s, y1 + s, x1 + s), params, s)
-    return score_levels(value, fg, y0, x0, shape_yx)
+    maps = np.ascontiguousarray(source.maps(y0 - s, x0 - s, y1 + s, x1 + s), dtype=np.float32)
+    fg = maps[params.channel("foreground")]
+    if "boundary" in params.channels:
+        bd, bd_max = maps[params.channel("boundary")], params.boundary_threshold
+    else:
+        bd, bd_max = fg, np.inf
+    value = smooth(maps[params.channel("distance")], params.smooth_sigma_px, s)
+    level = np.empty(value.shape, np.int32)
+    kernels.quantise(value, fg, params.foreground_threshold, bd, bd_max, s, _LEVEL_SCALE,
+                     (1 << LEVEL_BITS) - 1, y0, x0, *shape_yx, level)
+    return level
 
 
 def core_level(params: SegmentParams) -> int:
     """The quantised level at which a pixel belongs to a fibre core (``min_seed_value``)."""
     return int(np.rint(np.float32(params.min_seed_value) * np.float32(_LEVEL_SCALE)))
-
-
-def _core_boxes(cores: Cores, which: np.ndarray, w: int) -> np.ndarray:
-    """``(len(which), 4)`` bounding boxes ``(y0, x0, y1, x1)`` of cores ``which`` (window pixels)."""
-    slot = np.full(cores.roots.size, -1, dtype=np.intp)
-    slot[which] = np.arange(which.size)
-    sel = slot[cores.ids] >= 0
-    k = slot[cores.ids[sel]]
-    py, px = np.divmod(cores.pixels[sel], w)
-    box = np.empty((which.size, 4), dtype=np.intp)
-    box[:, :2] = np.iinfo(np.intp).max
-    box[:, 2:] = np.iinfo(np.intp).min
-    np.minimum.at(box[:, 0], k, py)
-    np.minimum.at(box[:, 1], k, px)
-    np.maximum.at(box[:, 2], k, py + 1)
-    np.maximum.at(box[:, 3], k, px + 1)
-    return box
 
 
 def _probe_seeds(
@@ -218,16 +180,14 @@ def _probe_seeds(
     if pending.size:
         wy0, wx0, wy1, wx1 = block.window(halo)
         grow = halo - probe
-        for c, (by0, bx0, by1, bx1) in zip(pending, _core_boxes(cores, pending, w).tolist(), strict=True):
+        for c, (by0, bx0, by1, bx1) in zip(pending, cores.boxes[pending].tolist(), strict=True):
             y0, x0 = max(wy0, oy + by0 - grow), max(wx0, ox + bx0 - grow)
             y1, x1 = min(wy1, oy + by1 + grow), min(wx1, ox + bx1 + grow)
             around = find_cores(window_levels(source, params, shape_yx, y0, x0, y1, x1),
                                 core_level(params), params.min_core_px)
-            at = (ry[c - 1] - y0) * (x1 - x0) + (rx[c - 1] - x0)  # the visible root, in this window
-            pos = int(np.searchsorted(around.pixels, at))
-            if pos == around.pixels.size or around.pixels[pos] != at:
+            cid = around.at(ry[c - 1] - y0, rx[c - 1] - x0)  # the core of the visible root
+            if not cid:
                 continue  # a closed component below min_core_px: not a core
-            cid = around.ids[pos]
             if around.open[cid]:
                 return None
             gy, gx = divmod(int(around.roots[cid]), x1 - x0)

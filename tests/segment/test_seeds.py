@@ -17,7 +17,6 @@ from nclsm_scale.segment.seeds import (
     _probe_seeds,
     block_seeds,
     core_level,
-    score_levels,
     seed_pass,
     smooth,
     window_levels,
@@ -26,13 +25,17 @@ from nclsm_scale.segment.seeds import (
 
 def test_levels_quantise_the_value_and_mark_background_and_the_outside() -> None:
     value = np.array([[0.0, 0.5, 1.0], [2.0, 0.25, 5.0]], dtype=np.float32)
-    fg = np.array([[True, True, True], [True, False, True]])
-    level = score_levels(value, fg, -1, 1, (10, 3))
-    assert level.dtype == np.int32
-    assert level[0].tolist() == [-1, -1, -1]  # row -1 lies outside the plane
-    assert level[1].tolist() == [65536, -1, -1]  # column 3 lies outside the plane
-    inside = score_levels(value, fg, 0, 0, (10, 10))
-    assert inside.tolist() == [[0, 16384, 32768], [65536, -1, 131071]]
+    fg = np.array([[1, 1, 1], [1, 0, 1]], dtype=np.float32)
+    bd = np.array([[0, 0, 0], [0, 0, 0.6]], dtype=np.float32)
+    src = ArrayMaps(np.stack([fg, bd, value]))
+    p = SegmentParams(1.0, 0.0, 3, 0.35, 0.5, 0.5)  # no smoothing: the level is the map's value
+    assert window_levels(src, p, (2, 3), 0, 0, 2, 3).tolist() == [[0, 16384, 32768], [65536, -1, -1]]
+    no_bd = SegmentParams(1.0, 0.0, 3, 0.35, 0.5, 0.5, channels=("foreground", "distance"))
+    inside = window_levels(ArrayMaps(np.stack([fg, value]), no_bd.channels), no_bd, (2, 3), 0, 0, 2, 3)
+    assert inside.dtype == np.int32
+    assert inside.tolist() == [[0, 16384, 32768], [65536, -1, 131071]]  # clipped at 2**17 - 1
+    level = window_levels(src, p, (2, 3), -1, 1, 2, 3)
+    assert level.tolist() == [[-1, -1], [16384, 32768], [-1, -1]]  # row -1, column 3: off the plane
 
 
 def _reference_roots(level: np.ndarray, params: SegmentParams) -> set[int]:
@@ -121,7 +124,7 @@ def test_block_seeds_equal_the_whole_image_seeds_inside_the_core(
 @settings(max_examples=30, deadline=None)
 @given(h=st.integers(1, 90), w=st.integers(1, 90), sigma=st.sampled_from([0.0, 0.7, 2.0, 3.5]),
        crop=st.integers(0, 8), seed=st.integers(0, 2**16))
-def test_smooth_is_scipy_gaussian_filter_bit_for_bit(h, w, sigma, crop, seed) -> None:
+def test_smoothing_is_scipy_gaussian_filter_bit_for_bit(h, w, sigma, crop, seed) -> None:
     value = np.random.default_rng(seed).random((h, w), dtype=np.float32)
     crop = min(crop, (h - 1) // 2, (w - 1) // 2)
     ref = ndi.gaussian_filter(value, sigma, mode="constant", cval=0.0, truncate=4.0) if sigma else value
