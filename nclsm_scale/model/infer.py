@@ -132,6 +132,55 @@ class Engine:
         cols = range(x0 // s, -(-x1 // s))
         return [(i, j) for i in rows for j in cols]
 
+    def predict_windows(
+        self, read: ReadFn, shape_yx: tuple[int, int], windows: list[tuple[int, int]]
+    ) -> np.ndarray:
+        """Valid centres ``(n, K, stride, stride)`` float32 of lattice windows ``(i, j)``, in order.
+
+        Batches run across the whole list, so ``n`` windows cost ``ceil(n / batch_size)``
+        forward passes wherever they lie. Consecutive windows of one lattice row, and
+        consecutive such rows with the same columns, are read in one call of ``read``
+        (clipped to the slide, zeros outside). A centre
+        reaching past the slide's edge holds the network's output there.
+        """
+        height, width = int(shape_yx[0]), int(shape_yx[1])
+        s, m, w = self.stride_px, self.margin_px, self.window_px
+        runs: list[list[int]] = []  # [i0, j0, rows, cols]: rectangles of windows, in list order
+        for i, j in windows:
+            last = runs[-1] if runs else None
+            if last and last[2] == 1 and i == last[0] and j == last[1] + last[3]:
+                last[3] += 1
+            else:
+                runs.append([i, j, 1, 1])
+            if len(runs) > 1 and runs[-1][2] == 1 and runs[-2][0] + runs[-2][2] == runs[-1][0] \
+                    and runs[-2][1] == runs[-1][1] and runs[-2][3] == runs[-1][3]:
+                runs[-2][2] += 1  # a complete row under a rectangle of the same columns joins it
+                runs.pop()
+        canvases: list[tuple[np.ndarray, int, int]] = []  # per window: its canvas, offset in it
+        for i0, j0, rows, cols in runs:
+            ry0, rx0 = i0 * s - m, j0 * s - m
+            ry1, rx1 = ry0 + (rows - 1) * s + w, rx0 + (cols - 1) * s + w
+            cy0, cx0, cy1, cx1 = max(ry0, 0), max(rx0, 0), min(ry1, height), min(rx1, width)
+            canvas = np.zeros((self.in_channels, ry1 - ry0, rx1 - rx0), dtype=np.float32)
+            block = np.asarray(read(cy0, cx0, cy1, cx1), dtype=np.float32)
+            if block.shape != (self.in_channels, cy1 - cy0, cx1 - cx0):
+                raise ValueError(
+                    f"read({cy0}, {cx0}, {cy1}, {cx1}) returned shape {block.shape}, expected "
+                    f"{(self.in_channels, cy1 - cy0, cx1 - cx0)}"
+                )
+            canvas[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = block
+            canvases.extend((canvas, a * s, b * s) for a in range(rows) for b in range(cols))
+        out = np.empty((len(windows), len(MAP_CHANNELS), s, s), dtype=np.float32)
+        batch = np.zeros((self.batch_size, self.in_channels, w, w), dtype=np.float32)
+        for first in range(0, len(windows), self.batch_size):
+            n = min(self.batch_size, len(windows) - first)
+            batch[n:] = 0.0
+            for k in range(n):
+                canvas, oy, ox = canvases[first + k]
+                batch[k] = canvas[:, oy : oy + w, ox : ox + w]
+            out[first : first + n] = self.forward(batch)[:n, :, m : m + s, m : m + s]
+        return out
+
     def predict_region(
         self, read: ReadFn, shape_yx: tuple[int, int], y0: int, x0: int, y1: int, x1: int
     ) -> np.ndarray:
@@ -152,35 +201,16 @@ class Engine:
             raise ValueError(
                 f"region ({y0}, {x0}, {y1}, {x1}) is empty or outside the slide of shape {shape_yx}"
             )
-        s, m, w = self.stride_px, self.margin_px, self.window_px
+        s = self.stride_px
         windows = self.window_origins(shape_yx, y0, x0, y1, x1)
-        # One read covering every window (clipped to the slide), then slices of it.
-        ry0, rx0 = windows[0][0] * s - m, windows[0][1] * s - m
-        ry1, rx1 = windows[-1][0] * s - m + w, windows[-1][1] * s - m + w
-        cy0, cx0, cy1, cx1 = max(ry0, 0), max(rx0, 0), min(ry1, height), min(rx1, width)
-        canvas = np.zeros((self.in_channels, ry1 - ry0, rx1 - rx0), dtype=np.float32)
-        block = np.asarray(read(cy0, cx0, cy1, cx1), dtype=np.float32)
-        if block.shape != (self.in_channels, cy1 - cy0, cx1 - cx0):
-            raise ValueError(
-                f"read({cy0}, {cx0}, {cy1}, {cx1}) returned shape {block.shape}, expected "
-                f"{(self.in_channels, cy1 - cy0, cx1 - cx0)}"
-            )
-        canvas[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = block
+        centres = self.predict_windows(read, shape_yx, windows)
         out = np.empty((len(MAP_CHANNELS), y1 - y0, x1 - x0), dtype=np.float32)
-        batch = np.zeros((self.batch_size, self.in_channels, w, w), dtype=np.float32)
-        for start in range(0, len(windows), self.batch_size):
-            chunk = windows[start : start + self.batch_size]
-            batch[len(chunk) :] = 0.0
-            for k, (i, j) in enumerate(chunk):
-                wy, wx = i * s - m - ry0, j * s - m - rx0
-                batch[k] = canvas[:, wy : wy + w, wx : wx + w]
-            maps = self.forward(batch)
-            for k, (i, j) in enumerate(chunk):
-                vy0, vx0 = max(i * s, y0), max(j * s, x0)
-                vy1, vx1 = min((i + 1) * s, y1), min((j + 1) * s, x1)
-                out[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = maps[
-                    k, :, vy0 - i * s + m : vy1 - i * s + m, vx0 - j * s + m : vx1 - j * s + m
-                ]
+        for (i, j), maps in zip(windows, centres, strict=True):
+            vy0, vx0 = max(i * s, y0), max(j * s, x0)
+            vy1, vx1 = min((i + 1) * s, y1), min((j + 1) * s, x1)
+            out[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = maps[
+                :, vy0 - i * s : vy1 - i * s, vx0 - j * s : vx1 - j * s
+            ]
         return out
 
     def predict_image(self, image: np.ndarray) -> np.ndarray:

@@ -3,9 +3,10 @@
 Passes, each one ``client.map`` over block descriptors (tiny arguments; every task
 reads its block + halo straight from zarr):
 
-0. maps (network only): the engine's maps into ``<work>/maps``, one task per tile of
-   whole network windows (tile edges on the engine's window lattice, so no window
-   is computed twice; only tiles at the slide's edge pad their last batch);
+0. maps (network only): the engine's maps into ``<work>/maps``, whose chunks are
+   whole network windows; each task takes a run of chunks in raster order holding
+   about a block's windows in full batches (no window is computed twice, and only
+   the last task pads its last batch);
 1. seeds: each block's core levels into ``<work>/levels`` (int32, one chunk per
    core) and its owned seeds into ``<work>/seeds/<by>_<bx>.npy``; the client merges
    the seeds into the seed table ``<work>/seeds.npy`` (IDs 1..N);
@@ -46,7 +47,7 @@ from nclsm_scale.segment.maps import MapSource, StoredMaps
 from nclsm_scale.segment.regions import REGION_COLORS, tissue_mask
 from nclsm_scale.segment.seeds import SegmentParams, seed_pass
 
-__all__ = ["SegmentResult", "network_tile_px", "segment_slide", "work_dir"]
+__all__ = ["SegmentResult", "network_tasks", "segment_slide", "work_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +123,27 @@ def assign_task(
     return info
 
 
-def maps_task(source: MapSource, block: Block, maps_path: str, done_path: str) -> None:
-    """Pass 0 of one tile: store the map source's maps of it."""
+def chunk_windows(chunk: Block, stride_px: int) -> list[tuple[int, int]]:
+    """Lattice windows ``(i, j)`` whose valid centres make up a chunk (edges on the lattice)."""
+    s = stride_px
+    return [(i, j) for i in range(chunk.y0 // s, -(-chunk.y1 // s)) for j in range(chunk.x0 // s, -(-chunk.x1 // s))]
+
+
+def maps_task(source: Any, chunks: list[Block], maps_path: str, done_path: str) -> None:
+    """Pass 0 of one network task: store the maps of its chunks, all windows batched together."""
     import zarr
 
     arr = zarr.open_array(maps_path, mode="r+")
-    arr[:, block.y0 : block.y1, block.x0 : block.x1] = source.maps(block.y0, block.x0, block.y1, block.x1)
+    s = source.stride_px
+    windows = [chunk_windows(c, s) for c in chunks]
+    centres = iter(source.window_maps([w for ws in windows for w in ws]))
+    for c, ws in zip(chunks, windows, strict=True):
+        out = np.empty((len(source.channels), c.y1 - c.y0, c.x1 - c.x0), dtype=np.float32)
+        for (i, j), maps in zip(ws, centres, strict=False):
+            y0, x0 = i * s - c.y0, j * s - c.x0
+            h, w = min(s, out.shape[1] - y0), min(s, out.shape[2] - x0)
+            out[:, y0 : y0 + h, x0 : x0 + w] = maps[:, :h, :w]
+        arr[:, c.y0 : c.y1, c.x0 : c.x1] = out
     Path(done_path).write_text("{}")
 
 
@@ -243,8 +259,8 @@ def segment_slide(
                 slide_path, level, px, shape, len(blocks), block_px, halo_px)
     retries = seg.retries
     if stored is None:
-        stored = _store_engine_maps(source, block_px, shape, work, client, retries, fresh,
-                                    gpu_task_resources(cfg.cluster, client))
+        stored = _store_engine_maps(source, block_px, cfg.model.batch_size, shape, work, client, retries,
+                                    fresh, gpu_task_resources(cfg.cluster, client))
 
     def name(b: Block) -> str:
         return f"{b.by}_{b.bx}"
@@ -281,26 +297,43 @@ def segment_slide(
     return result
 
 
-def network_tile_px(stride_px: int, block_px: int, min_chunk_px: int = 256) -> tuple[int, int]:
-    """Tile and chunk edge of the network pass: multiples of the window stride.
+def network_chunk_px(stride_px: int, min_chunk_px: int = 256) -> int:
+    """Chunk edge of the stored maps: the smallest multiple of the window stride >= ``min_chunk_px``.
 
-    The chunk is the smallest multiple of the stride of at least ``min_chunk_px``
-    (unaligned reads by the later passes stay cheap); a tile is an even number of
-    chunks near ``block_px``, so its window count is a multiple of 4 (full batches
-    at the default batch size).
+    Small chunks would make the later passes' unaligned reads expensive.
     """
-    chunk = stride_px * max(1, -(-min_chunk_px // stride_px))
-    return chunk * 2 * max(1, round(block_px / (2 * chunk))), chunk
+    return stride_px * max(1, -(-min_chunk_px // stride_px))
+
+
+def network_tasks(
+    shape_yx: tuple[int, int], stride_px: int, chunk_px: int, batch_size: int, block_px: int
+) -> list[list[Block]]:
+    """Network tasks: runs of whole map chunks in raster order, each about a block's windows.
+
+    A task takes chunks until it holds at least ``batch_size * max(1, round(block windows /
+    batch_size))`` windows, so every task but the last fills its batches (with one window
+    per chunk, exactly); a chunk is written by one task only, so writes never race.
+    """
+    per_task = batch_size * max(1, round((block_px / stride_px) ** 2 / batch_size))
+    tasks: list[list[Block]] = [[]]
+    count = 0
+    for chunk in BlockGrid(shape_yx, chunk_px).blocks():
+        if count >= per_task:
+            tasks.append([])
+            count = 0
+        tasks[-1].append(chunk)
+        count += len(chunk_windows(chunk, stride_px))
+    return tasks
 
 
 def _store_engine_maps(
-    source: MapSource, block_px: int, shape: tuple[int, int], work: Path, client: Any,
+    source: Any, block_px: int, batch_size: int, shape: tuple[int, int], work: Path, client: Any,
     retries: int, fresh: bool, resources: dict[str, int] | None,
 ) -> StoredMaps:
     import zarr
 
-    tile_px, chunk_px = network_tile_px(getattr(source, "stride_px", 1), block_px)
-    tiles = BlockGrid(shape, tile_px).blocks()
+    chunk_px = network_chunk_px(source.stride_px)
+    tasks = network_tasks(shape, source.stride_px, chunk_px, batch_size, block_px)
     path = work / "maps"
     if fresh or not path.exists():
         arr = zarr.create_array(
@@ -308,9 +341,8 @@ def _store_engine_maps(
             chunks=(len(source.channels), chunk_px, chunk_px), overwrite=True,
         )
         arr.attrs["channels"] = list(source.channels)
-    todo = [b for b in tiles if not (work / "maps_done" / f"{b.by}_{b.bx}").is_file()]
-    _run(client, maps_task,
-         [(source, b, str(path), str(work / "maps_done" / f"{b.by}_{b.bx}")) for b in todo],
+    todo = [(n, t) for n, t in enumerate(tasks) if not (work / "maps_done" / str(n)).is_file()]
+    _run(client, maps_task, [(source, t, str(path), str(work / "maps_done" / str(n))) for n, t in todo],
          "segment: network", retries, resources=resources)
     return StoredMaps(str(path))
 

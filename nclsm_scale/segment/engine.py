@@ -48,27 +48,31 @@ class EngineMaps:
         self.norm = norm
         self.channels = MAP_CHANNELS
         self.stride_px = int(stride_px)
-        self._engine = engine
+        self._given = engine
         self._slide: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_engine": None, "_slide": None}
+        return {**self.__dict__, "_given": None, "_slide": None}
 
     def _read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         block = self._slide.read(self.level, y0, x0, y1, x1)[self.channel_index]
         return apply_norm(block, self.norm, self.channel_index)
 
-    def maps(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        """Maps of the region; the network runs on the part inside the slide."""
+    def _engine(self) -> Any:
+        """The engine (the worker's unless one was given), with the slide opened."""
         from nclsm_scale.slide import open_slide
 
         if self._slide is None:
             self._slide = open_slide(self.slide_path)
-        engine = self._engine
-        if engine is None:
-            from nclsm_scale.model.worker import get_engine
+        if self._given is not None:
+            return self._given
+        from nclsm_scale.model.worker import get_engine
 
-            engine = get_engine()
+        return get_engine()
+
+    def maps(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """Maps of the region; the network runs on the part inside the slide."""
+        engine = self._engine()
         ny, nx = self.shape_yx
         out = np.zeros((len(self.channels), y1 - y0, x1 - x0), dtype=np.float32)
         cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, ny), min(x1, nx)
@@ -77,6 +81,10 @@ class EngineMaps:
                 self._read, self.shape_yx, cy0, cx0, cy1, cx1
             )
         return out
+
+    def window_maps(self, windows: list[tuple[int, int]]) -> np.ndarray:
+        """Valid centres ``(n, K, stride, stride)`` of lattice windows, batched across the list."""
+        return self._engine().predict_windows(self._read, self.shape_yx, windows)
 
 
 def _worker_stride_px() -> int:

@@ -13,8 +13,9 @@ from nclsm_scale.model.infer import load_engine
 from nclsm_scale.model.net import FibreNet
 from nclsm_scale.model.weights import save_net
 from nclsm_scale.normalise import slide_norm
-from nclsm_scale.segment.driver import network_tile_px, segment_slide
+from nclsm_scale.segment.driver import chunk_windows, network_chunk_px, network_tasks, segment_slide
 from nclsm_scale.segment.engine import EngineMaps, engine_source
+from nclsm_scale.segment.grid import BlockGrid
 from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.segment.seeds import SegmentParams
@@ -30,7 +31,9 @@ def engine_setup(tmp_path_factory):
     model = ModelConfig(weights=str(weights), device="cpu", window_px=256, batch_size=2)
     make_slide(root / "E.ome.zarr", voronoi_fibres((448, 512), 60, 2, seed=4))
     slide = open_slide(root / "E.ome.zarr")
-    source = EngineMaps(slide.path, 0, (448, 512), [0, 1], slide_norm(slide), engine=load_engine(model))
+    engine = load_engine(model)
+    source = EngineMaps(slide.path, 0, (448, 512), [0, 1], slide_norm(slide), engine=engine,
+                        stride_px=engine.stride_px)
     return root / "E.ome.zarr", model, source, source.maps(0, 0, 448, 512)
 
 
@@ -54,12 +57,35 @@ def test_segment_with_the_network_on_dask_equals_single_block_run(engine_setup, 
     assert np.array_equal(got, ref.labels)
 
 
-@pytest.mark.parametrize(("stride", "block"), [(192, 256), (448, 1024), (448, 2048), (100, 4096), (1, 2048)])
-def test_network_tiles_hold_whole_windows_in_full_batches(stride, block) -> None:
-    tile, chunk = network_tile_px(stride, block)
-    assert chunk % stride == 0 and chunk >= 256
-    assert tile % chunk == 0 and (tile // stride) % 2 == 0  # windows per tile: a multiple of 4
-    assert tile - chunk <= block or tile == 2 * chunk  # near the block size, else the smallest tile
+@pytest.mark.parametrize(("shape", "stride", "batch", "block"),
+                         [((4096, 4096), 960, 4, 1024), ((4096, 4096), 960, 4, 4096), ((5000, 3000), 192, 2, 256),
+                          ((700, 9000), 448, 4, 2048), ((300, 300), 100, 3, 4096)])
+def test_network_tasks_split_the_chunks_into_full_batches(shape, stride, batch, block) -> None:
+    chunk = network_chunk_px(stride)
+    assert chunk % stride == 0 and chunk >= 256 and chunk - stride < 256
+    tasks = network_tasks(shape, stride, chunk, batch, block)
+    chunks = [c for t in tasks for c in t]
+    assert chunks == BlockGrid(shape, chunk).blocks()  # every chunk once, in raster order
+    windows = [w for c in chunks for w in chunk_windows(c, stride)]
+    ny, nx = -(-shape[0] // stride), -(-shape[1] // stride)
+    assert sorted(windows) == [(i, j) for i in range(ny) for j in range(nx)]  # every window once
+    per_task = batch * max(1, round((block / stride) ** 2 / batch))
+    counts = [sum(len(chunk_windows(c, stride)) for c in t) for t in tasks]
+    assert all(n >= per_task for n in counts[:-1])
+    if chunk == stride:  # one window per chunk: every task but the last is exactly full
+        assert all(n == per_task for n in counts[:-1]) and 0 < counts[-1] <= per_task
+
+
+@pytest.mark.parametrize("windows", [
+    [(0, 2), (1, 0), (1, 1), (2, 2), (0, 0)],  # runs, gaps and a batch across rows
+    [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)],  # a rectangle, then a longer row
+])
+def test_engine_window_maps_are_the_region_maps(engine_setup, windows) -> None:
+    _, _, source, whole = engine_setup
+    s = source.stride_px
+    for (i, j), maps in zip(windows, source.window_maps(windows), strict=True):
+        h, w = min(s, 448 - i * s), min(s, 512 - j * s)
+        assert np.array_equal(maps[:, :h, :w], whole[:, i * s : i * s + h, j * s : j * s + w])
 
 
 def test_engine_source_reports_the_workers_window_stride(engine_setup, client) -> None:
