@@ -230,7 +230,7 @@ def _dask_image_label(mask: np.ndarray, chunk_px: int) -> tuple[float | None, st
 
 
 def id_pass(size: int, block_px: int = 1024) -> dict:
-    """The ID pass over every block against whole-image labelling; best of 3, one thread each.
+    """The ID pass over every block against whole-image labelling; best of 7, one thread each.
 
     What each timing covers:
 
@@ -273,7 +273,7 @@ def id_pass(size: int, block_px: int = 1024) -> dict:
         return ndi.label(fg & (value >= PARAMS.min_seed_value))[1]
 
     whole = Block(0, 0, 0, 0, *shape)
-    for _ in range(3):  # best of 3, interleaved: the machine is shared
+    for _ in range(7):  # best of 7, interleaved: the machine is shared
         tables = [timed(f"ours_{bp}", lambda bp=bp: ours(bp)) for bp in sizes]
         _, n_cc = timed("scipy", lambda: ndi.label(fg))
         timed("smooth_label", smooth_label)

@@ -6,10 +6,10 @@ connected-component labelling of its window. Results never depend on the
 window's layout: each output pixel is computed by the same operations on the
 same inputs in any window that contains its support.
 
-* :func:`correlate_rows` then :func:`correlate_columns`: ``scipy.ndimage.gaussian_filter``
-  (``mode="constant"``), bit for bit: scipy's symmetric-kernel sum in double
-  precision, in the same order, rounded to float32 after each axis.
-* :func:`quantise`: smoothed value -> int32 level, -1 off foreground and off the plane.
+* :func:`correlate_rows` then :func:`levels`: ``scipy.ndimage.gaussian_filter``
+  (``mode="constant"``), bit for bit (scipy's symmetric-kernel sum in double
+  precision, in the same order, rounded to float32 after each axis), quantised to
+  int32 levels, -1 off foreground and off the plane.
 * :func:`core_runs`: 4-connected components of ``level >= core_level`` as runs of
   pixels, joined by union-find over runs, with each component's size, bounding
   box, edge contact and root (largest level, then earliest pixel).
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["ascend", "core_runs", "correlate_columns", "correlate_rows", "paint_runs", "quantise", "resolve"]
+__all__ = ["ascend", "core_runs", "correlate_rows", "levels", "paint_runs", "resolve"]
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -61,15 +61,31 @@ def correlate_rows(a: np.ndarray, w: np.ndarray, r0: int, out: np.ndarray) -> No
 
 
 @_jit
-def correlate_columns(a: np.ndarray, w: np.ndarray, c0: int, out: np.ndarray) -> None:
-    """:func:`correlate_rows` along axis 1: output columns ``c0 .. c0 + out.shape[1]`` of ``a``."""
-    h, width = a.shape
-    n = out.shape[1]
+def levels(
+    a: np.ndarray, w: np.ndarray, fg: np.ndarray, fg_min: float, bd: np.ndarray, bd_max: float,
+    scale: float, top: int, y0: int, x0: int, height: int, width: int, out: np.ndarray,
+) -> None:
+    """Levels of a window at global ``(y0, x0)`` of a plane of ``height x width``.
+
+    ``a`` is the axis-0 pass of :func:`correlate_rows` over the window plus ``c``
+    columns on each side (``c = (a.shape[1] - out.shape[1]) // 2``). Each row gets
+    the axis-1 pass the same way (rounded to float32, as ``gaussian_filter``), then
+    ``out[y, x] = clip(rint(v * scale), 0, top)`` (float32 product) where
+    ``fg[y, x] > fg_min`` and ``bd[y, x] <= bd_max``, else -1; -1 outside the plane.
+    """
+    h, n = out.shape
     r = w.size - 1
-    line = np.zeros(width + 2 * r, np.float64)
+    c0 = (a.shape[1] - n) // 2
+    s = np.float32(scale)
+    fmin, bmax, ftop = np.float32(fg_min), np.float32(bd_max), np.float32(top)
+    line = np.zeros(a.shape[1] + 2 * r, np.float64)
     acc = np.empty(n, np.float64)
+    xa, xb = min(max(-x0, 0), n), min(max(width - x0, 0), n)
     for y in range(h):
-        for x in range(width):
+        if not 0 <= y0 + y < height:
+            out[y, :] = -1
+            continue
+        for x in range(a.shape[1]):
             line[r + x] = a[y, x]
         mid = line[r + c0 : r + c0 + n]  # slices keep every index below non-negative: SIMD loops
         for x in range(n):
@@ -80,36 +96,13 @@ def correlate_columns(a: np.ndarray, w: np.ndarray, c0: int, out: np.ndarray) ->
             hi = line[r + c0 + k : r + c0 + k + n]
             for x in range(n):
                 acc[x] += (lo[x] + hi[x]) * wk
+        fg_row, bd_row, dst = fg[y], bd[y], out[y]
         for x in range(n):
-            out[y, x] = np.float32(acc[x])
-
-
-@_jit
-def quantise(
-    value: np.ndarray, fg: np.ndarray, fg_min: float, bd: np.ndarray, bd_max: float, off: int,
-    scale: float, top: int, y0: int, x0: int, height: int, width: int, out: np.ndarray,
-) -> None:
-    """Levels of a window at global ``(y0, x0)`` of a plane of ``height x width``.
-
-    ``out[y, x] = clip(rint(value[y, x] * scale), 0, top)`` (float32 product) where
-    ``fg[y + off, x + off] > fg_min`` and ``bd[...] <= bd_max`` (maps read with a
-    border of ``off``), else -1; -1 outside the plane.
-    """
-    h, w = out.shape
-    s = np.float32(scale)
-    fmin, bmax, ftop = np.float32(fg_min), np.float32(bd_max), np.float32(top)
-    ya, yb = min(max(-y0, 0), h), min(max(height - y0, 0), h)
-    xa, xb = min(max(-x0, 0), w), min(max(width - x0, 0), w)
-    for y in range(h):
-        if y < ya or y >= yb:
-            out[y, :] = -1
-            continue
-        out[y, :xa] = -1
-        out[y, xb:] = -1
-        for x in range(xa, xb):
-            q = min(max(np.rint(value[y, x] * s), np.float32(0)), ftop)
-            keep = (fg[y + off, x + off] > fmin) & (bd[y + off, x + off] <= bmax)
-            out[y, x] = np.int32(q) if keep else -1
+            q = min(max(np.rint(np.float32(acc[x]) * s), np.float32(0)), ftop)
+            keep = (fg_row[x] > fmin) & (bd_row[x] <= bmax)
+            dst[x] = np.int32(q) if keep else -1
+        dst[:xa] = -1
+        dst[xb:] = -1
 
 
 @_jit

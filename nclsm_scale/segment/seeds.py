@@ -38,8 +38,7 @@ __all__ = [
     "block_seeds",
     "core_level",
     "seed_pass",
-    "smooth",
-    "window_levels",
+        "window_levels",
 ]
 
 LEVEL_BITS = 17
@@ -106,46 +105,32 @@ def _gaussian_weights(sigma_px: float) -> np.ndarray:
     return np.ascontiguousarray((phi / phi.sum())[r:])
 
 
-def smooth(value: np.ndarray, sigma_px: float, crop_px: int = 0) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter`` of a 2-D array (zeros outside), bit for bit, as float32.
-
-    Both axis passes are compiled loops (:mod:`~nclsm_scale.segment.kernels`) that
-    sum the same double-precision terms in the same order as scipy and round each
-    pass to float32. Returns the result without a border of ``crop_px`` on every side.
-    """
-    h, w = value.shape
-    c = int(crop_px)
-    a = np.ascontiguousarray(value, dtype=np.float32)
-    if sigma_px <= 0:
-        return np.array(a[c : h - c, c : w - c])
-    wts = _gaussian_weights(sigma_px)
-    cols = np.empty((h - 2 * c, w), np.float32)
-    kernels.correlate_rows(a, wts, c, cols)  # axis 0 first, as gaussian_filter
-    out = np.empty((h - 2 * c, w - 2 * c), np.float32)
-    kernels.correlate_columns(cols, wts, c, out)
-    return out
-
-
 def window_levels(
     source: MapSource, params: SegmentParams, shape_yx: tuple[int, int],
     y0: int, x0: int, y1: int, x1: int,
 ) -> np.ndarray:
     """Exact int32 levels of the region ``[y0, y1) x [x0, x1)`` (maps read with the smoothing support).
 
-    A level is ``clip(rint(v * 2**15), 0, 2**17 - 1)`` of the smoothed distance ``v``
-    (float32 product) where the maps say foreground, -1 elsewhere and outside the plane.
+    A level is ``clip(rint(v * 2**15), 0, 2**17 - 1)`` of the distance map smoothed by
+    ``scipy.ndimage.gaussian_filter`` (``v``, float32 product; computed bit for bit
+    by compiled loops, :mod:`~nclsm_scale.segment.kernels`) where the maps say
+    foreground, -1 elsewhere and outside the plane.
     """
     s = params.smooth_radius_px
     maps = np.ascontiguousarray(source.maps(y0 - s, x0 - s, y1 + s, x1 + s), dtype=np.float32)
-    fg = maps[params.channel("foreground")]
+    h, w = y1 - y0, x1 - x0
+    fg = maps[params.channel("foreground"), s : s + h, s : s + w]
     if "boundary" in params.channels:
-        bd, bd_max = maps[params.channel("boundary")], params.boundary_threshold
+        bd, bd_max = maps[params.channel("boundary"), s : s + h, s : s + w], params.boundary_threshold
     else:
         bd, bd_max = fg, np.inf
-    value = smooth(maps[params.channel("distance")], params.smooth_sigma_px, s)
-    level = np.empty(value.shape, np.int32)
-    kernels.quantise(value, fg, params.foreground_threshold, bd, bd_max, s, _LEVEL_SCALE,
-                     (1 << LEVEL_BITS) - 1, y0, x0, *shape_yx, level)
+    dist = maps[params.channel("distance")]
+    wts = _gaussian_weights(params.smooth_sigma_px) if s else np.ones(1)
+    cols = np.empty((h, w + 2 * s), np.float32)
+    kernels.correlate_rows(dist, wts, s, cols)  # axis 0 first, as gaussian_filter
+    level = np.empty((h, w), np.int32)
+    kernels.levels(cols, wts, fg, params.foreground_threshold, bd, bd_max, _LEVEL_SCALE,
+                   (1 << LEVEL_BITS) - 1, y0, x0, *shape_yx, level)
     return level
 
 

@@ -18,7 +18,6 @@ from nclsm_scale.segment.seeds import (
     block_seeds,
     core_level,
     seed_pass,
-    smooth,
     window_levels,
 )
 
@@ -122,15 +121,21 @@ def test_block_seeds_equal_the_whole_image_seeds_inside_the_core(
 
 
 @settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 90), w=st.integers(1, 90), sigma=st.sampled_from([0.0, 0.7, 2.0, 3.5]),
-       crop=st.integers(0, 8), seed=st.integers(0, 2**16))
-def test_smoothing_is_scipy_gaussian_filter_bit_for_bit(h, w, sigma, crop, seed) -> None:
-    value = np.random.default_rng(seed).random((h, w), dtype=np.float32)
-    crop = min(crop, (h - 1) // 2, (w - 1) // 2)
-    ref = ndi.gaussian_filter(value, sigma, mode="constant", cval=0.0, truncate=4.0) if sigma else value
-    got = smooth(value, sigma, crop)
-    assert got.dtype == np.float32
-    assert np.array_equal(got, ref[crop : h - crop, crop : w - crop])
+@given(h=st.integers(1, 90), w=st.integers(1, 90), sigma=st.sampled_from([0.0, 0.1, 0.7, 2.0, 3.5]),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_levels_quantise_scipy_gaussian_filter_bit_for_bit(h, w, sigma, seed, data) -> None:
+    rng = np.random.default_rng(seed)
+    maps = rng.random((3, h, w), dtype=np.float32)
+    maps[2] *= 4.5  # levels past the top are clipped
+    p = SegmentParams(1.0, sigma, 3, 0.35, 0.3, 0.8)
+    y0, x0 = data.draw(st.integers(-5, h - 1)), data.draw(st.integers(-5, w - 1))
+    y1, x1 = data.draw(st.integers(y0 + 1, h + 5)), data.draw(st.integers(x0 + 1, w + 5))
+    value = ndi.gaussian_filter(maps[2], sigma, mode="constant", cval=0.0, truncate=4.0) if sigma else maps[2]
+    q = np.clip(np.rint(value * np.float32(2**15)), 0, 2**17 - 1).astype(np.int32)
+    expected = np.full((h + 10, w + 10), -1, np.int32)  # the plane, 5 px beyond each edge
+    expected[5:-5, 5:-5] = np.where((maps[0] > 0.3) & (maps[1] <= 0.8), q, -1)
+    got = window_levels(ArrayMaps(maps), p, (h, w), y0, x0, y1, x1)
+    assert np.array_equal(got, expected[y0 + 5 : y1 + 5, x0 + 5 : x1 + 5])
 
 
 @settings(max_examples=25, deadline=None)
