@@ -32,7 +32,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from nclsm_scale.segment.levels import StoredLevels
 from nclsm_scale.segment.maps import MapSource, StoredMaps
 from nclsm_scale.segment.regions import REGION_COLORS, tissue_mask
 from nclsm_scale.segment.seeds import SegmentParams, seed_pass
+
+if TYPE_CHECKING:
+    from nclsm_scale.segment.engine import EngineMaps
 
 __all__ = ["SegmentResult", "network_tasks", "segment_slide", "work_dir"]
 
@@ -129,7 +132,7 @@ def chunk_windows(chunk: Block, stride_px: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(chunk.y0 // s, -(-chunk.y1 // s)) for j in range(chunk.x0 // s, -(-chunk.x1 // s))]
 
 
-def maps_task(source: Any, chunks: list[Block], maps_path: str, done_path: str) -> None:
+def maps_task(source: EngineMaps, chunks: list[Block], maps_path: str, done_path: str) -> None:
     """Pass 0 of one network task: store the maps of its chunks, all windows batched together."""
     import zarr
 
@@ -327,7 +330,7 @@ def network_tasks(
 
 
 def _store_engine_maps(
-    source: Any, block_px: int, batch_size: int, shape: tuple[int, int], work: Path, client: Any,
+    source: EngineMaps, block_px: int, batch_size: int, shape: tuple[int, int], work: Path, client: Any,
     retries: int, fresh: bool, resources: dict[str, int] | None,
 ) -> StoredMaps:
     import zarr

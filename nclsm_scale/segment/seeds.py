@@ -38,7 +38,7 @@ __all__ = [
     "block_seeds",
     "core_level",
     "seed_pass",
-        "window_levels",
+    "window_levels",
 ]
 
 LEVEL_BITS = 17
