@@ -1,7 +1,8 @@
 """Benchmark ``nclsm-scale convert``: throughput against a bare tifffile -> zarr copy, and peak memory.
 
-Compared, in the same run and on the same input (a tiled, zlib-compressed 2-channel
-uint16 TIFF written tile by tile from a cheap generator: smooth pattern + 8-bit noise):
+Compared, in the same run and on the same input (a tiled, zlib-compressed uint16
+TIFF, 2 channels unless ``--channels`` says otherwise, written tile by tile from a
+cheap generator: smooth pattern + 8-bit noise):
 
 * baseline: level 0 only, region by region (4096 px, whole shards) in a process
   pool of the same size as the Dask cluster, reading with tifffile's zarr store and
@@ -22,7 +23,9 @@ scheduler, nannies, workers) over the whole run.
 
 ratio = baseline seconds / ours seconds (target >= 0.8, on the smallest ratio over
 sizes); memory target < 1.5 GiB at every size. ``--repeat`` alternates the two and
-keeps each one's fastest run.
+keeps each one's fastest run. ``--task-channels`` sets ``convert.task_channels`` (the
+baseline's shards then hold as many channels), to compare the memory of many-channel
+slides converted in channel groups with all channels in one task.
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, python  # noqa: E402
 
+from nclsm_scale.config import ConvertConfig  # noqa: E402
+
 TILE = 512
 WORKERS = 2
 REGION = 4096
 
 
-def make_slide(path: Path, size_px: int) -> None:
-    """Write a (2, size, size) uint16 tiled TIFF from a tile iterator (bounded memory)."""
+def make_slide(path: Path, size_px: int, channels: int = 2) -> None:
+    """Write a (channels, size, size) uint16 tiled TIFF from a tile iterator (bounded memory)."""
     import tifffile
 
     rng = np.random.default_rng(0)
@@ -60,12 +65,12 @@ def make_slide(path: Path, size_px: int) -> None:
 
     def tiles():
         n = size_px // TILE
-        for c in range(2):
+        for c in range(channels):
             for i in range(n * n):
                 yield base[(i + c) % 8] + noise[(i * 3 + c) % 8]
 
     part = path.with_suffix(".part")
-    tifffile.imwrite(part, tiles(), shape=(2, size_px, size_px), dtype=np.uint16, tile=(TILE, TILE),
+    tifffile.imwrite(part, tiles(), shape=(channels, size_px, size_px), dtype=np.uint16, tile=(TILE, TILE),
                      compression="zlib", photometric="minisblack", metadata={"axes": "CYX"},
                      bigtiff=True)
     part.rename(path)
@@ -101,7 +106,7 @@ def _copy_region(src: str, dst: str, region: tuple[int, int, int, int]) -> None:
     zarr.open_array(dst, mode="r+")[:, y0:y1, x0:x1] = block
 
 
-def baseline(src: Path, dst: Path, size_px: int) -> tuple[float, float]:
+def baseline(src: Path, dst: Path, size_px: int, channels: int, task_channels: int) -> tuple[float, float]:
     """Bare level-0 copy with the same codec, chunks and shards; (wall s, CPU s)."""
     import os
 
@@ -113,8 +118,8 @@ def baseline(src: Path, dst: Path, size_px: int) -> tuple[float, float]:
     with ProcessPoolExecutor(WORKERS, initializer=_warm_pool) as pool:
         list(pool.map(time.sleep, [0.5] * WORKERS))  # both processes started and warm
         cpu0, t0 = _tree_cpu_s(os.getpid()), time.perf_counter()
-        zarr.create_array(str(dst), shape=(2, size_px, size_px), dtype=np.uint16,
-                          chunks=(1, 1024, 1024), shards=(2, REGION, REGION),
+        zarr.create_array(str(dst), shape=(channels, size_px, size_px), dtype=np.uint16,
+                          chunks=(1, 1024, 1024), shards=(min(channels, task_channels), REGION, REGION),
                           compressors=[zarr.codecs.ZstdCodec(level=3)], fill_value=0,
                           dimension_names=("c", "y", "x"), overwrite=True)
         list(pool.map(_copy_region, [str(src)] * len(regions), [str(dst)] * len(regions), regions))
@@ -123,7 +128,7 @@ def baseline(src: Path, dst: Path, size_px: int) -> tuple[float, float]:
     return seconds, cpu
 
 
-def drive(src: str, out: str) -> None:
+def drive(src: str, out: str, task_channels: int) -> None:
     """Driver process of ``ours``: start the cluster like the CLI, warm it, time ``convert()``."""
     import importlib
     import os
@@ -133,7 +138,8 @@ def drive(src: str, out: str) -> None:
     from nclsm_scale.config import load_config
     from nclsm_scale.convert import convert
 
-    cfg = load_config([], {"cluster.n_workers": WORKERS, "convert.overwrite": True})
+    cfg = load_config([], {"cluster.n_workers": WORKERS, "convert.overwrite": True,
+                           "convert.task_channels": task_channels})
     with worker_config(), open_client(cfg.cluster, echo=False) as client:
         for module in ("nclsm_scale.convert", "tifffile", "numcodecs", "imagecodecs"):
             client.run(importlib.import_module, module)
@@ -144,11 +150,11 @@ def drive(src: str, out: str) -> None:
                       "cpu_s": cpu}))
 
 
-def ours(src: Path, out: Path) -> tuple[float, float, float]:
+def ours(src: Path, out: Path, task_channels: int) -> tuple[float, float, float]:
     """Run :func:`drive` in a fresh process; (wall s, CPU s, peak RSS of its tree in GiB)."""
     import psutil
 
-    proc = subprocess.Popen([python(), __file__, "--drive", str(src), str(out)],
+    proc = subprocess.Popen([python(), __file__, "--drive", str(src), str(out), str(task_channels)],
                             stdout=subprocess.PIPE, text=True)
     peak, ps = 0, psutil.Process(proc.pid)
 
@@ -175,22 +181,23 @@ def ours(src: Path, out: Path) -> tuple[float, float, float]:
     return report["seconds"], report["cpu_s"], peak / 2**30
 
 
-def run_size(work: Path, size: int, repeat: int) -> dict:
+def run_size(work: Path, size: int, repeat: int, channels: int, task_channels: int) -> dict:
     """Measure one slide size; keep each side's fastest of ``repeat`` alternating runs."""
-    src = work / f"slide{size}.tif"
+    src = work / f"slide{size}c{channels}.tif"
     if not src.exists():
         t0 = time.perf_counter()
-        make_slide(src, size)
+        make_slide(src, size, channels)
         print(f"made {src} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     base, mine = [], []
     for _ in range(repeat):
-        base.append(baseline(src, work / f"base{size}.zarr", size))
-        mine.append(ours(src, work / "out"))
+        base.append(baseline(src, work / f"base{size}.zarr", size, channels, task_channels))
+        mine.append(ours(src, work / "out", task_channels))
     b_s, b_cpu = min(base)
     o_s, o_cpu, _ = min(mine)
-    raw_mb = 2 * size * size * 2 / 1e6
+    raw_mb = channels * size * size * 2 / 1e6
     return {
-        "size_px": size, "raw_mb": raw_mb, "file_mb": round(src.stat().st_size / 1e6, 1),
+        "size_px": size, "channels": channels, "task_channels": task_channels, "raw_mb": raw_mb,
+        "file_mb": round(src.stat().st_size / 1e6, 1),
         "baseline_s": round(b_s, 2), "ours_s": round(o_s, 2), "ratio": round(b_s / o_s, 3),
         "baseline_cpu_s": round(b_cpu, 2), "ours_cpu_s": round(o_cpu, 2),
         "cpu_ratio": round(b_cpu / o_cpu, 3), "ours_mb_per_s": round(raw_mb / o_s, 1),
@@ -207,21 +214,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs per size (best kept)")
     parser.add_argument("--workdir", default=None,
                         help="where test slides are made and kept for later runs (default: a temp dir)")
-    parser.add_argument("--drive", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--channels", type=int, default=2, help="channels of the test slides (default 2)")
+    parser.add_argument("--task-channels", type=int, default=ConvertConfig().task_channels,
+                        help="convert.task_channels (default: the config's)")
+    parser.add_argument("--name", default="convert", help="result name (bench/results/<name>.json)")
+    parser.add_argument("--drive", nargs=3, metavar=("SRC", "OUT", "TASK_CHANNELS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
-        drive(*args.drive)
+        drive(args.drive[0], args.drive[1], int(args.drive[2]))
         return
     sizes, repeat = ([8192], 1) if args.quick else (args.sizes, args.repeat)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-convert-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        runs = [run_size(work, size, repeat) for size in sizes]
+        runs = [run_size(work, size, repeat, args.channels, args.task_channels) for size in sizes]
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     emit({
-        "bench": "convert",
+        "bench": args.name,
         "ratio": min(r["ratio"] for r in runs),
         "target": 0.8,
         "cpu_ratio": min(r["cpu_ratio"] for r in runs),

@@ -164,6 +164,11 @@ class ConvertConfig(_Section):
         4096, ge=64, le=32768,
         description="Region edge one task converts (rounded to whole shards); bounds worker memory.",
     )
+    task_channels: int = Field(
+        8, ge=1, le=4096,
+        description="Channels one task converts (and per level-0 shard); bounds worker memory for "
+        "many-channel slides such as imaging mass cytometry.",
+    )
     channels: list[str] | None = Field(
         None, description="Channel names in file order, e.g. [membrane, mito]."
     )

@@ -9,10 +9,12 @@ level it writes (zarr-python#3514). Each region leaves a done marker in
 regions. The store is flagged complete (with the source fingerprint) last, and
 the marker folder is removed after that.
 
-Memory per task is bounded by the region, not the slide: a pass that starts
+Memory per task is bounded by the region and ``task_channels``, not the slide: a
+task converts one group of channels (a shard holds one group), a pass that starts
 below level 0 reads its source level in row slabs, and shards are encoded and
 streamed chunk by chunk (:mod:`nclsm_scale.io.shards`). Tiled TIFF input is read
-tile by tile (:func:`~nclsm_scale.io.readers.read_region`).
+tile by tile, decoding only the pages of the task's channels
+(:func:`~nclsm_scale.io.readers.read_region`).
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ _SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".s
 
 @dataclass(frozen=True)
 class RegionJob:
-    """One task: write ``region`` of ``levels[0]`` and the cascade below it, then touch ``marker``."""
+    """One task: write ``region`` of ``channels`` of ``levels[0]`` and the cascade below it, then touch ``marker``."""
 
     source: SourceInfo
     store: str
     levels: tuple[str, ...]  # level paths written, finest first
     from_level: str | None  # stored level to downsample from; None = read the source
     region: tuple[int, int, int, int]  # (y0, x0, y1, x1) at levels[0]
+    channels: tuple[int, int]  # [c0, c1): the channels written
     marker: str
 
 
@@ -108,8 +111,10 @@ def plan_passes(units_px: Sequence[int], task_px: int) -> list[tuple[int, int, i
     return passes
 
 
-def _downsampled(store: str, from_level: str, region: tuple[int, int, int, int]) -> np.ndarray:
-    """``region`` of the level below ``from_level``, mean-downsampled from it in row slabs.
+def _downsampled(
+    store: str, from_level: str, region: tuple[int, int, int, int], channels: slice
+) -> np.ndarray:
+    """``region`` of ``channels`` of the level below ``from_level``, mean-downsampled from it in row slabs.
 
     A slab is one row of source chunks (an even number of rows), so only the output
     and one slab are in memory, whatever the region size.
@@ -118,9 +123,10 @@ def _downsampled(store: str, from_level: str, region: tuple[int, int, int, int])
     y0, x0, y1, x1 = region
     sy1, sx1 = min(2 * y1, src.shape[1]), min(2 * x1, src.shape[2])
     slab = int(src.chunks[1])
-    out = np.empty((src.shape[0], y1 - y0, x1 - x0), dtype=src.dtype)
+    n = len(range(src.shape[0])[channels])
+    out = np.empty((n, y1 - y0, x1 - x0), dtype=src.dtype)
     for sy in range(2 * y0, sy1, slab):
-        part = downsample_mean(src[:, sy : min(sy + slab, sy1), 2 * x0 : sx1], 2)
+        part = downsample_mean(src[channels, sy : min(sy + slab, sy1), 2 * x0 : sx1], 2)
         oy = (sy - 2 * y0) // 2
         out[:, oy : oy + part.shape[1]] = part[:, :, : x1 - x0]
     return out
@@ -133,10 +139,11 @@ def convert_region(job: RegionJob) -> tuple[int, int, int, int]:
     which replaces the whole shards the region owns.
     """
     y0, x0, y1, x1 = job.region
+    c0, c1 = job.channels
     if job.from_level is None:
-        block = read_region(job.source, y0, x0, y1, x1)
+        block = read_region(job.source, y0, x0, y1, x1, channels=(c0, c1))
     else:
-        block = _downsampled(job.store, job.from_level, job.region)
+        block = _downsampled(job.store, job.from_level, job.region, slice(c0, c1))
     try:
         for i, level in enumerate(job.levels):
             if i:
@@ -144,7 +151,7 @@ def convert_region(job: RegionJob) -> tuple[int, int, int, int]:
                 y0, x0 = y0 // 2, x0 // 2
             arr = zarr.open_array(job.store, path=level, mode="r+")
             h, w = min(block.shape[1], arr.shape[1] - y0), min(block.shape[2], arr.shape[2] - x0)
-            write_block(arr, block[:, :h, :w], (0, y0, x0))
+            write_block(arr, block[:, :h, :w], (c0, y0, x0))
         Path(job.marker).touch()
     except SlideWriteError:
         raise
@@ -153,18 +160,21 @@ def convert_region(job: RegionJob) -> tuple[int, int, int, int]:
     return job.region
 
 
-def _plan_jobs(info: SourceInfo, store: str, state: Path, task_px: int) -> list[list[RegionJob]]:
+def _plan_jobs(info: SourceInfo, store: str, state: Path, task_px: int, task_channels: int) -> list[list[RegionJob]]:
     group = zarr.open_group(store, mode="r")
     ms, _ = read_multiscales(group)
     paths = [d["path"] for d in ms["datasets"]]
     arrays = [group[p] for p in paths]
     units = [write_unit_px(a)[0] for a in arrays]
+    n = int(arrays[0].shape[0])
+    groups = [(c, min(c + task_channels, n)) for c in range(0, n, task_channels)]  # whole shards: see _start
     out = []
     for first, depth, edge in plan_passes(units, task_px):
         levels = tuple(paths[first : first + depth])
         from_level = paths[first - 1] if first else None
         out.append([
-            RegionJob(info, store, levels, from_level, r, str(state / f"L{first}_{r[0]}_{r[1]}"))
+            RegionJob(info, store, levels, from_level, r, (c0, c1), str(state / f"L{first}_c{c0}_{r[0]}_{r[1]}"))
+            for c0, c1 in groups
             for r in regions(arrays[first].shape[-2:], (edge, edge))
         ])
     return out
@@ -203,6 +213,7 @@ def _start(info: SourceInfo, store: Path, state: Path, cfg: ConvertConfig, fp: d
         store, info.shape_cyx, info.dtype, pixel_size_um=size, channel_names=info.channel_names,
         chunk_px=cfg.chunk_px, shard_px=cfg.shard_px, min_level_px=cfg.min_level_px,
         roles=assign_roles(info.channel_names), compression_level=cfg.compression_level, name=sid,
+        shard_channels=cfg.task_channels,
         extra_attrs={"slide_id": sid, "source_format": info.kind, "source_path": str(Path(info.path).resolve()),
                      "pixel_size_from": "file" if info.pixel_size_um else ("option" if size else "unknown")},
     )
@@ -255,7 +266,7 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
                 raise SlideWriteError(f"{store}: exists but is not a conversion in progress; use --overwrite")
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             _start(info, store, state, cfg, fp, sid)
-        passes = _plan_jobs(info, str(store), state, cfg.task_px)
+        passes = _plan_jobs(info, str(store), state, cfg.task_px, cfg.task_channels)
     except OSError as exc:
         raise SlideWriteError(f"{store}: cannot write the output: {exc}") from None
     skipped = 0

@@ -85,6 +85,15 @@ def test_convert_layouts_exact_and_valid(tmp_path, client, kind):
         assert nclsm["pixel_size_known"] is False
 
 
+def test_many_channels_convert_in_channel_groups(tmp_path, client):
+    data = RNG.integers(0, 65535, (11, 700, 600), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "imc.tif", data, tile=(128, 128), compression="zlib", metadata={"axes": "CYX"})
+    (result,) = convert([tmp_path / "imc.tif"], tmp_path / "out", CFG.model_copy(update={"task_channels": 4}), client)
+    assert result.status == "converted", result.message
+    group = _assert_store(Path(result.store), data)
+    assert group["0"].shards == (4, 512, 512) and group["0"].chunks == (1, 128, 128)
+
+
 def test_pixel_size_option_and_channels(tmp_path, client):
     tifffile.imwrite(tmp_path / "p.tif", DATA, metadata=None)
     cfg = CFG.model_copy(update={"pixel_size_um": 0.25, "channels": ["laminin", "porin"]})
@@ -186,8 +195,8 @@ def test_sigkill_midway_then_resume_is_identical(tmp_path):
     assert 20 <= len(done) < 256, "kill did not land midway"
     store = tmp_path / "out" / "k.ome.zarr"
     assert zarr.open_group(str(store), mode="r").attrs["nclsm"]["complete"] is False
-    chunk_files = [store / "0" / "c" / "0" / str(int(n.split("_")[1]) // 64) / str(int(n.split("_")[2]) // 64)
-                   for n in done]
+    chunk_files = [store / "0" / "c" / "0" / str(int(n.split("_")[-2]) // 64) / str(int(n.split("_")[-1]) // 64)
+                   for n in done]  # markers are L<level>_c<first channel>_<y>_<x>
     stamps = [f.stat().st_mtime_ns for f in chunk_files]
     resumed = _cli("convert", str(src), "--out", str(tmp_path / "out"), *opts)
     out, err = resumed.communicate(timeout=300)

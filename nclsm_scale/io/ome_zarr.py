@@ -128,6 +128,7 @@ def create_image(
     extra_attrs: Mapping[str, Any] | None = None,
     compression_level: int = 3,
     name: str | None = None,
+    shard_channels: int | None = None,
 ) -> list[zarr.Array]:
     """Create an empty NGFF 0.5 image (every pyramid level) with its metadata; overwrite ``path``.
 
@@ -145,6 +146,8 @@ def create_image(
     extra_attrs : merged into the root ``nclsm`` attributes.
     compression_level : zstd level.
     name : multiscale name (default: the folder name).
+    shard_channels : channels per shard (default: all); one task writes whole shards, so this
+        bounds the channels a task holds.
 
     Returns
     -------
@@ -183,7 +186,7 @@ def create_image(
             arrays.append(
                 group.create_array(
                     str(level), shape=(c, ly, lx), dtype=dtype, chunks=(1, chunk_px, chunk_px),
-                    shards=(c, shard, shard) if shard > chunk_px else None,
+                    shards=(min(c, shard_channels or c), shard, shard) if shard > chunk_px else None,
                     compressors=_codecs(compression_level), fill_value=0,
                     dimension_names=("c", "y", "x"),
                 )

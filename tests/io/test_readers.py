@@ -9,6 +9,7 @@ import zarr
 from PIL import Image
 
 from nclsm_scale.errors import SlideReadError
+from nclsm_scale.io.ome_zarr import create_image
 from nclsm_scale.io.readers import assign_roles, open_source, read_region, source_fingerprint
 
 RNG = np.random.default_rng(0)
@@ -152,6 +153,39 @@ def test_tile_reader_matches_tifffile(tmp_path, layout):
     whole = _tifffile_cyx(path)
     for y0, x0, y1, x1 in [(0, 0, 300, 500), (5, 130, 299, 260), (256, 384, 300, 500)]:
         np.testing.assert_array_equal(read_region(info, y0, x0, y1, x1), whole[:, y0:y1, x0:x1])
+        for c0, c1 in [(0, 1), (1, whole.shape[0]), (whole.shape[0] - 1, whole.shape[0])]:
+            got = read_region(info, y0, x0, y1, x1, channels=(c0, c1))
+            np.testing.assert_array_equal(got, whole[c0:c1, y0:y1, x0:x1])
+
+
+@pytest.mark.parametrize("kind", ["pages", "planar-per-page", "memmap", "zarr", "png"])
+def test_a_channel_range_reads_those_channels(tmp_path, kind):
+    data = RNG.integers(0, 65535, (11, 200, 300), dtype=np.uint16)
+    path = tmp_path / f"{kind}.tif"
+    if kind == "pages":  # one page per channel, as OME-TIFF multiplex images
+        tifffile.imwrite(path, data, tile=(64, 64), compression="zlib", metadata={"axes": "CYX"})
+    elif kind == "planar-per-page":  # 4 pages of 3 separate sample planes
+        data = RNG.integers(0, 65535, (12, 200, 300), dtype=np.uint16)
+        tifffile.imwrite(path, data.reshape(4, 3, 200, 300), tile=(64, 64), planarconfig="separate",
+                         photometric="minisblack", compression="zlib", metadata={"axes": "CSYX"})
+    elif kind == "memmap":
+        tifffile.imwrite(path, data, metadata={"axes": "CYX"})
+    elif kind == "zarr":
+        path = tmp_path / "z.ome.zarr"
+        level0 = create_image(path, data.shape, data.dtype, pixel_size_um=1.0, chunk_px=64,
+                              channel_names=[f"m{c}" for c in range(11)])[0]
+        level0[...] = data
+    else:
+        data = RNG.integers(0, 255, (3, 200, 300), dtype=np.uint8)
+        path = tmp_path / "c.png"
+        Image.fromarray(np.moveaxis(data, 0, -1)).save(path)
+        data = data[:2]
+    info = open_source(path)
+    assert info.shape_cyx[0] == data.shape[0]
+    n = data.shape[0]
+    for c0, c1 in [(0, n), (0, 1), (3, 7), (n - 2, n)]:
+        np.testing.assert_array_equal(read_region(info, 13, 70, 190, 299, channels=(c0, c1)),
+                                      data[c0:c1, 13:190, 70:299])
 
 
 def test_absent_tile_reads_as_fill_value(tmp_path):
