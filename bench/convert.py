@@ -2,7 +2,8 @@
 
 Compared, in the same run and on the same input (a tiled, zlib-compressed uint16
 TIFF, 2 channels unless ``--channels`` says otherwise, written tile by tile from a
-cheap generator: smooth pattern + 8-bit noise):
+cheap generator: smooth pattern + 8-bit noise; ``--contiguous``: uncompressed and
+memory-mapped instead):
 
 * baseline: level 0 only, region by region (4096 px, whole shards) in a process
   pool of the same size as the Dask cluster, reading with tifffile's zarr store and
@@ -53,8 +54,11 @@ WORKERS = 2
 REGION = 4096
 
 
-def make_slide(path: Path, size_px: int, channels: int = 2) -> None:
-    """Write a (channels, size, size) uint16 tiled TIFF from a tile iterator (bounded memory)."""
+def make_slide(path: Path, size_px: int, channels: int = 2, contiguous: bool = False) -> None:
+    """Write a (channels, size, size) uint16 TIFF from a tile iterator (bounded memory).
+
+    Tiled and zlib-compressed, or with ``contiguous`` uncompressed pages in one block.
+    """
     import tifffile
 
     rng = np.random.default_rng(0)
@@ -70,9 +74,20 @@ def make_slide(path: Path, size_px: int, channels: int = 2) -> None:
                 yield base[(i + c) % 8] + noise[(i * 3 + c) % 8]
 
     part = path.with_suffix(".part")
-    tifffile.imwrite(part, tiles(), shape=(channels, size_px, size_px), dtype=np.uint16, tile=(TILE, TILE),
-                     compression="zlib", photometric="minisblack", metadata={"axes": "CYX"},
-                     bigtiff=True)
+    if contiguous:  # uncompressed pages in one block, as imaging mass cytometry OME-TIFFs: memory-mapped
+        mm = tifffile.memmap(part, shape=(channels, size_px, size_px), dtype=np.uint16, photometric="minisblack",
+                             metadata={"axes": "CYX"}, bigtiff=True)
+        it, n = tiles(), size_px // TILE
+        for c in range(channels):
+            for i in range(n * n):
+                y, x = divmod(i, n)
+                mm[c, y * TILE : (y + 1) * TILE, x * TILE : (x + 1) * TILE] = next(it)
+        mm.flush()
+        del mm
+    else:
+        tifffile.imwrite(part, tiles(), shape=(channels, size_px, size_px), dtype=np.uint16, tile=(TILE, TILE),
+                         compression="zlib", photometric="minisblack", metadata={"axes": "CYX"},
+                         bigtiff=True)
     part.rename(path)
 
 
@@ -181,12 +196,12 @@ def ours(src: Path, out: Path, task_channels: int) -> tuple[float, float, float]
     return report["seconds"], report["cpu_s"], peak / 2**30
 
 
-def run_size(work: Path, size: int, repeat: int, channels: int, task_channels: int) -> dict:
+def run_size(work: Path, size: int, repeat: int, channels: int, task_channels: int, contiguous: bool) -> dict:
     """Measure one slide size; keep each side's fastest of ``repeat`` alternating runs."""
-    src = work / f"slide{size}c{channels}.tif"
+    src = work / f"slide{size}c{channels}{'u' if contiguous else ''}.tif"
     if not src.exists():
         t0 = time.perf_counter()
-        make_slide(src, size, channels)
+        make_slide(src, size, channels, contiguous)
         print(f"made {src} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     base, mine = [], []
     for _ in range(repeat):
@@ -196,7 +211,8 @@ def run_size(work: Path, size: int, repeat: int, channels: int, task_channels: i
     o_s, o_cpu, _ = min(mine)
     raw_mb = channels * size * size * 2 / 1e6
     return {
-        "size_px": size, "channels": channels, "task_channels": task_channels, "raw_mb": raw_mb,
+        "size_px": size, "channels": channels, "task_channels": task_channels, "contiguous": contiguous,
+        "raw_mb": raw_mb,
         "file_mb": round(src.stat().st_size / 1e6, 1),
         "baseline_s": round(b_s, 2), "ours_s": round(o_s, 2), "ratio": round(b_s / o_s, 3),
         "baseline_cpu_s": round(b_cpu, 2), "ours_cpu_s": round(o_cpu, 2),
@@ -217,6 +233,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=2, help="channels of the test slides (default 2)")
     parser.add_argument("--task-channels", type=int, default=ConvertConfig().task_channels,
                         help="convert.task_channels (default: the config's)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="uncompressed contiguous test slides (memory-mapped, as many IMC OME-TIFFs)")
     parser.add_argument("--name", default="convert", help="result name (bench/results/<name>.json)")
     parser.add_argument("--drive", nargs=3, metavar=("SRC", "OUT", "TASK_CHANNELS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -227,7 +245,7 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-convert-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        runs = [run_size(work, size, repeat, args.channels, args.task_channels) for size in sizes]
+        runs = [run_size(work, size, repeat, args.channels, args.task_channels, args.contiguous) for size in sizes]
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -165,7 +165,7 @@ class ConvertConfig(_Section):
         description="Region edge one task converts (rounded to whole shards); bounds worker memory.",
     )
     task_channels: int = Field(
-        8, ge=1, le=4096,
+        4, ge=1, le=4096,
         description="Channels one task converts (and per level-0 shard); bounds worker memory for "
         "many-channel slides such as imaging mass cytometry.",
     )

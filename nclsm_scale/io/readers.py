@@ -360,16 +360,16 @@ def _read_tiff(info: SourceInfo, y0: int, x0: int, y1: int, x1: int, want: Seque
     import tifffile
     import zarr
 
-    if info.memmap:
+    if info.memmap:  # copy only the wanted channels out of the mapped file
         data = tifffile.memmap(info.path, series=0, mode="r")
-        block = np.array(data[_window(info.axes, y0, x0, y1, x1)])
+        block = _to_cyx(data[_window(info.axes, y0, x0, y1, x1)], info.axes, _CHANNEL_AXES)[list(want)]
         del data
-    else:
-        segments = _read_segments(info.path, info.shape_cyx[0], y0, x0, y1, x1, want)  # a TIFF keeps all
-        if segments is not None:
-            return segments
-        with tifffile.imread(info.path, aszarr=True, series=0, level=0) as store:
-            block = zarr.open_array(store, mode="r")[_window(info.axes, y0, x0, y1, x1)]
+        return block
+    segments = _read_segments(info.path, info.shape_cyx[0], y0, x0, y1, x1, want)  # a TIFF keeps all
+    if segments is not None:
+        return segments
+    with tifffile.imread(info.path, aszarr=True, series=0, level=0) as store:
+        block = zarr.open_array(store, mode="r")[_window(info.axes, y0, x0, y1, x1)]
     return _to_cyx(block, info.axes, _CHANNEL_AXES)[list(want)]
 
 
@@ -379,7 +379,8 @@ def read_region(
     """Pixels ``[y0:y1, x0:x1]`` of level 0 as ``(c, h, w)`` in the source dtype.
 
     ``channels`` ``(c0, c1)`` selects output channels ``c0..c1 - 1`` (default: all);
-    tiled or striped TIFFs then decode only the pages holding them. Reopens the
+    tiled or striped TIFFs then decode only the pages holding them, memory-mapped
+    TIFFs copy only them and OME-Zarr input reads only their span. Reopens the
     source (safe in any process). Raises :class:`SlideReadError` naming the file and
     the region when the data cannot be decoded (e.g. a corrupt tile).
     """
@@ -394,7 +395,12 @@ def read_region(
             import zarr
 
             arr = zarr.open_array(info.path, path=info.array_path, mode="r")
-            block = _to_cyx(arr[_window(info.axes, y0, x0, y1, x1)], info.axes, {"c"})[list(want)]
+            index = list(_window(info.axes, y0, x0, y1, x1))
+            if "c" in info.axes:  # read only the span of the wanted channels
+                lo = min(want, default=0)
+                index[info.axes.index("c")] = slice(lo, max(want, default=-1) + 1)
+                want = tuple(c - lo for c in want)
+            block = _to_cyx(arr[tuple(index)], info.axes, {"c"})[list(want)]
     except SlideReadError:
         raise
     except Exception as exc:
