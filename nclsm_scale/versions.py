@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 #: Packages whose versions are reported.
 PACKAGES = (
-    "nclsm-scale", "numpy", "scipy", "dask", "distributed", "zarr", "ome-zarr", "tifffile",
+    "nclsm-scale", "numpy", "scipy", "numba", "dask", "distributed", "zarr", "ome-zarr", "tifffile",
     "imagecodecs", "scikit-image", "torch", "pandas", "pyarrow", "xarray", "pydantic", "matplotlib",
     "bokeh", "prometheus-client", "dask-jobqueue", "dask-kubernetes",
 )
