@@ -74,3 +74,30 @@ def write_section_store():
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def write_svs():
+    """Write an Aperio-like SVS at ``path`` (the layout ``convert`` reads as SVS).
+
+    A tiled 900 x 700 RGB baseline with ``MPP = 0.25`` in its description, a
+    stripped thumbnail and, with ``level``, a half-size pyramid level.
+    """
+    import numpy as np
+    import tifffile
+
+    def _write(path: Path, compression: str = "jpeg", level: bool = True) -> Path:
+        yy, xx = np.mgrid[0:700, 0:900]
+        rgb = np.stack([(128 + 100 * np.sin(yy / 17)).astype(np.uint8), (128 + 100 * np.cos(xx / 23)).astype(np.uint8),
+                        np.random.default_rng(5).integers(0, 255, (700, 900), dtype=np.uint8)], axis=-1)
+        head = "Aperio Image Library v12.0.15\r\n"
+        with tifffile.TiffWriter(path) as w:
+            w.write(rgb, tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
+                    description=head + "900x700 [0,0 900x700] (256x256) JPEG/RGB Q=90|AppMag = 40|MPP = 0.2500")
+            w.write(rgb[::8, ::8], photometric="rgb", metadata=None, description=head + "113x88 -> 113x88")
+            if level:
+                w.write(rgb[::2, ::2], tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
+                        description=head + "450x350 [0,0 900x700] (256x256) -> 450x350")
+        return path
+
+    return _write

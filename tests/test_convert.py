@@ -229,16 +229,8 @@ def test_synth_section_converts_exactly(tmp_path, client):
     assert group.attrs["nclsm"]["pixel_size_known"] is True
 
 
-def test_svs_like_jpeg_slide_converts_as_decoded(tmp_path, client):
-    yy, xx = np.mgrid[0:700, 0:900]
-    rgb = np.stack([(128 + 100 * np.sin(yy / 17)).astype(np.uint8), (128 + 100 * np.cos(xx / 23)).astype(np.uint8),
-                    RNG.integers(0, 255, (700, 900), dtype=np.uint8)], axis=-1)
-    src = tmp_path / "aperio.svs"
-    head = "Aperio Image Library v12.0.15\r\n"
-    with tifffile.TiffWriter(src) as w:
-        w.write(rgb, tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None,
-                description=head + "900x700 [0,0 900x700] (256x256) JPEG/RGB Q=90|AppMag = 40|MPP = 0.2500")
-        w.write(rgb[::8, ::8], photometric="rgb", metadata=None, description=head + "113x88 -> 113x88")
+def test_svs_like_jpeg_slide_converts_as_decoded(tmp_path, client, write_svs):
+    src = write_svs(tmp_path / "aperio.svs", "jpeg", level=False)
     with tifffile.TiffFile(src) as tif:
         decoded = np.moveaxis(tif.series[0].asarray(), -1, 0)
     (result,) = convert([src], tmp_path / "out", CFG, client)

@@ -203,19 +203,9 @@ def test_absent_tile_reads_as_fill_value(tmp_path):
 
 
 @pytest.mark.parametrize("compression", ["jpeg", "jpeg2000"])
-def test_svs_like_file(tmp_path, compression):
+def test_svs_like_file(tmp_path, write_svs, compression):
     """Aperio layout: tiled RGB baseline with ``MPP`` in the description, stripped thumbnail, a level."""
-    yy, xx = np.mgrid[0:700, 0:900]
-    rgb = np.stack([(128 + 100 * np.sin(yy / 17)).astype(np.uint8), (128 + 100 * np.cos(xx / 23)).astype(np.uint8),
-                    RNG.integers(0, 255, (700, 900), dtype=np.uint8)], axis=-1)
-    path = tmp_path / "slide.svs"
-    head = "Aperio Image Library v12.0.15\r\n"
-    with tifffile.TiffWriter(path) as w:
-        w.write(rgb, tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
-                description=head + "900x700 [0,0 900x700] (256x256) JPEG/RGB Q=90|AppMag = 40|MPP = 0.2500")
-        w.write(rgb[::8, ::8], photometric="rgb", metadata=None, description=head + "113x88 -> 113x88")
-        w.write(rgb[::2, ::2], tile=(256, 256), compression=compression, photometric="rgb", metadata=None,
-                description=head + "450x350 [0,0 900x700] (256x256) -> 450x350")
+    path = write_svs(tmp_path / "slide.svs", compression)
     info = open_source(path)
     assert info.shape_cyx == (3, 700, 900) and info.dtype == "uint8"
     assert info.pixel_size_um == pytest.approx((0.25, 0.25))
