@@ -140,8 +140,8 @@ class Engine:
         Batches run across the whole list, so ``n`` windows cost ``ceil(n / batch_size)``
         forward passes wherever they lie. Consecutive windows of one lattice row, and
         consecutive such rows with the same columns, are read in one call of ``read``
-        (clipped to the slide, zeros outside). A centre
-        reaching past the slide's edge holds the network's output there.
+        (clipped to the slide, zeros outside). A centre reaching past the slide's edge
+        holds the network's output there.
         """
         height, width = int(shape_yx[0]), int(shape_yx[1])
         s, m, w = self.stride_px, self.margin_px, self.window_px

@@ -138,14 +138,15 @@ def maps_task(source: EngineMaps, chunks: list[Block], maps_path: str, done_path
 
     arr = zarr.open_array(maps_path, mode="r+")
     s = source.stride_px
-    windows = [chunk_windows(c, s) for c in chunks]
-    centres = iter(source.window_maps([w for ws in windows for w in ws]))
-    for c, ws in zip(chunks, windows, strict=True):
-        out = np.empty((len(source.channels), c.y1 - c.y0, c.x1 - c.x0), dtype=np.float32)
-        for (i, j), maps in zip(ws, centres, strict=False):
-            y0, x0 = i * s - c.y0, j * s - c.x0
-            h, w = min(s, out.shape[1] - y0), min(s, out.shape[2] - x0)
-            out[:, y0 : y0 + h, x0 : x0 + w] = maps[:, :h, :w]
+    windows = [(c, i, j) for c in chunks for i, j in chunk_windows(c, s)]
+    centres = source.window_maps([(i, j) for _, i, j in windows])
+    outs = {c: np.empty((len(source.channels), c.y1 - c.y0, c.x1 - c.x0), dtype=np.float32) for c in chunks}
+    for (c, i, j), maps in zip(windows, centres, strict=True):
+        out = outs[c]
+        y0, x0 = i * s - c.y0, j * s - c.x0
+        h, w = min(s, out.shape[1] - y0), min(s, out.shape[2] - x0)
+        out[:, y0 : y0 + h, x0 : x0 + w] = maps[:, :h, :w]
+    for c, out in outs.items():
         arr[:, c.y0 : c.y1, c.x0 : c.x1] = out
     Path(done_path).write_text("{}")
 
