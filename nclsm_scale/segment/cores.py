@@ -52,12 +52,6 @@ class Cores:
         kernels.paint_runs(self._run_y, self._run_x0, self._run_x1, self._run_core,
                            np.asarray(values, dtype=out.dtype), out)
 
-    def image(self) -> np.ndarray:
-        """int32 image of the window: each pixel's core, 0 elsewhere."""
-        out = np.zeros(self.shape, np.int32)
-        self.paint(out, np.arange(self.n + 1, dtype=np.int32))
-        return out
-
     def at(self, y: int, x: int) -> int:
         """The core at window pixel ``(y, x)``, 0 if none."""
         lo, hi = self._row_start[y], self._row_start[y + 1]

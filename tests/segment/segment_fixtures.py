@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from nclsm_scale.segment.cores import Cores
+
 NCLSM = Path("/work/shared/data/ncl-sm")
 
 
@@ -50,3 +52,10 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     pa, pb = code >> 32, code & 0xFFFFFFFF
     bijective = np.unique(pa).size == code.size and np.unique(pb).size == code.size
     return bool(bijective and np.all((pa == 0) == (pb == 0)))
+
+
+def core_image(cores: Cores) -> np.ndarray:
+    """int32 image of a window's cores: each pixel's core, 0 elsewhere."""
+    out = np.zeros(cores.shape, np.int32)
+    cores.paint(out, np.arange(cores.n + 1, dtype=np.int32))
+    return out

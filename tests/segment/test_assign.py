@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_fixtures import same_partition, voronoi_fibres
+from segment_fixtures import core_image, same_partition, voronoi_fibres
 
 from nclsm_scale.errors import HaloViolationError
 from nclsm_scale.segment.assign import UNCERTAIN, assign_block, label_window, window_seeds
@@ -73,7 +73,8 @@ def test_certain_pixels_of_any_window_equal_the_whole_image(crop, params, y0, x0
     seeds, _ = window_seeds(table, y0, x0, h, w, levels.shape_yx)
     border.ravel()[seeds] = False  # a seed is certain anywhere: the table says what it is
     cores = find_cores(levels.levels(y0, x0, y0 + h, x0 + w), core_level(params), params.min_core_px)
-    border[(~cores.open)[cores.image()] & (cores.image() > 0)] = False  # so is a closed core
+    image = core_image(cores)
+    border[(~cores.open)[image] & (image > 0)] = False  # so is a closed core
     assert np.all(lab[border & (ref > 0)] == UNCERTAIN)  # the border never guesses a fibre
 
 

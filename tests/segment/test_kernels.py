@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
+from segment_fixtures import core_image
 
 from nclsm_scale.segment import kernels
 from nclsm_scale.segment.cores import find_cores
@@ -28,7 +29,7 @@ def test_cores_are_scipy_components_with_their_boxes_edges_and_sizes(h, w, top, 
     kept = [c for c in range(1, n + 1) if sizes[c] >= size or edge[c]]  # scipy numbers in raster order too
     cores = find_cores(level, core, size)
     assert cores.n == len(kept)
-    image = cores.image()
+    image = core_image(cores)
     lut = np.zeros(n + 1, np.int32)
     lut[kept] = np.arange(1, len(kept) + 1)
     assert np.array_equal(image, lut[comp])
