@@ -11,8 +11,8 @@ separately, as ``setup_and_report_s``). ``ratio`` = archive stage wall / baselin
 slide's blocks keep the workers busy).
 
 Scheduler overhead per block: ``overhead_ms_per_task`` is the wall time per task
-of 2,000 no-op tasks sent through the drivers' own path (``client.map`` +
-``track``), i.e. what the scheduler and the client add to every block task;
+of 2,000 no-op tasks sent through the drivers' own path
+(:func:`nclsm_scale.cluster.fan_out`), i.e. what the scheduler and the client add to every block task;
 ``busy_fraction`` is the share of the workers' thread time spent computing
 during the archive run (Dask's task stream).
 """
@@ -49,14 +49,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", type=int, default=1536, help="slide edge in px at 0.5 um/px")
     ap.add_argument("--quick", action="store_true", help="768 px slides")
-    ap.add_argument("--maps-from-gt", action="store_true",
-                    help="segment from ground-truth maps instead of the network (isolates the pipeline)")
     args = ap.parse_args()
     size = 768 if args.quick else args.size
 
     from distributed import Client, LocalCluster
 
-    from nclsm_scale.cluster import track
+    from nclsm_scale.cluster import fan_out
     from nclsm_scale.config import RunConfig
     from nclsm_scale.run import run_archive
     from nclsm_scale.synth import write_section
@@ -64,9 +62,8 @@ def main() -> None:
     cfg = RunConfig.model_validate({
         "synth": {"size_px": [size, size]},
         "convert": {"chunk_px": 512, "min_level_px": 128},
-        "segment": {"block_px": 512},
+        "grid": {"block_px": 512},
         "report": {"thumbnail_px": 400},
-        "archive": {"maps_from_gt": args.maps_from_gt},
     })
     work = RESULTS / "archive_work"
     import shutil
@@ -106,15 +103,13 @@ def main() -> None:
 
         n_noop = 2000
         t = time.perf_counter()
-        for future in track(client.map(_noop, range(n_noop), pure=False), "noop", disable=True):
-            future.result()
+        fan_out(client, _noop, [(i,) for i in range(n_noop)], desc="noop")
         overhead_ms = (time.perf_counter() - t) / n_noop * 1e3
 
     emit({
         "bench": "archive",
         "slides": N_SLIDES,
         "size_px": size,
-        "maps_from_gt": args.maps_from_gt,
         "baseline_stage_sum_s": round(baseline_s, 1),
         "archive_stage_wall_s": round(archive_s, 1),
         "archive_stage_sum_s": round(stage_sum_s, 1),

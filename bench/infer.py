@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
 
 from nclsm_scale.config import ModelConfig  # noqa: E402
+from nclsm_scale.model.card import BUNDLED_WEIGHTS  # noqa: E402
 from nclsm_scale.model.infer import Engine  # noqa: E402
 from nclsm_scale.model.net import FibreNet  # noqa: E402
-from nclsm_scale.model.weights import BUNDLED_WEIGHTS, load_net  # noqa: E402
+from nclsm_scale.model.weights import load_net  # noqa: E402
 
 
 def _net() -> tuple[FibreNet, int, str]:

@@ -23,10 +23,10 @@ from _common import emit, machine  # noqa: E402
 
 from nclsm_scale.config import ModelConfig, TrainConfig  # noqa: E402
 from nclsm_scale.evaluate import InstanceMetrics  # noqa: E402
+from nclsm_scale.model.card import BUNDLED_WEIGHTS, read_card  # noqa: E402
 from nclsm_scale.model.data import heldout_samples  # noqa: E402
 from nclsm_scale.model.heldout import evaluate_samples, pooled  # noqa: E402
 from nclsm_scale.model.infer import load_engine  # noqa: E402
-from nclsm_scale.model.weights import BUNDLED_WEIGHTS, read_card  # noqa: E402
 
 DEFAULT_NCL_SM = Path(os.environ.get("NCLSM_DATA", "/work/shared/data/ncl-sm"))
 

@@ -51,21 +51,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "segment"
 from _common import emit  # noqa: E402
 from segment_fixtures import voronoi_fibres  # noqa: E402
 
-from nclsm_scale.config import (  # noqa: E402
-    ClusterConfig,
-    RunConfig,
-    SegmentConfig,  # noqa: E402
-)
+from nclsm_scale.config import ClusterConfig, GridConfig, RunConfig, SegmentConfig  # noqa: E402
+from nclsm_scale.grid import Block, BlockGrid  # noqa: E402
 from nclsm_scale.io.ome_zarr import create_image  # noqa: E402
 from nclsm_scale.segment.driver import segment_slide  # noqa: E402
-from nclsm_scale.segment.grid import Block, BlockGrid  # noqa: E402
 from nclsm_scale.segment.ids import seed_table  # noqa: E402
 from nclsm_scale.segment.maps import ArrayMaps, maps_from_labels  # noqa: E402
 from nclsm_scale.segment.plane import segment_plane  # noqa: E402
 from nclsm_scale.segment.seeds import SegmentParams, block_seeds  # noqa: E402
 
 PARAMS = SegmentParams.from_config(SegmentConfig(), 1.0, ("foreground", "boundary", "distance"))
-HALO_PX = round(SegmentConfig().max_fibre_diameter_um)  # the default halo at 1 um/px
+HALO_PX = GridConfig().halo_px(1.0)  # the default halo at 1 um/px
 PARTS = ("throughput", "id", "scaling", "memory")
 TILE_PX = 1024
 
@@ -207,8 +203,7 @@ def throughput(tmp: Path, size: int) -> dict:
     engine.predict_region(read, (size, size), 0, 0, size, size)
     bare = time.perf_counter() - t
     torch.set_num_threads(threads)
-    seg = {"level": 0, "block_px": 1024}
-    cfg = RunConfig.model_validate({"model": model.model_dump(), "segment": seg})
+    cfg = RunConfig.model_validate({"model": model.model_dump(), "segment": {"level": 0}, "grid": {"block_px": 1024}})
     res, pipe, _, load1 = _pipeline(path, cfg, os.cpu_count() or 1)
     return {"slide_px": size, "bare_network_s": round(bare, 2), "pipeline_s": round(pipe, 2),
             "throughput_ratio": round(bare / pipe, 3), "throughput_n_fibres": res.n_fibres,
@@ -255,7 +250,7 @@ def id_pass(size: int, block_px: int = 1024) -> dict:
     shape = src.shape_yx
     fg = src.array[0] > PARAMS.foreground_threshold
     dist = src.array[2]
-    default_px = SegmentConfig().block_px
+    default_px = GridConfig().block_px
     sizes = [block_px] + ([default_px] if size >= 2 * default_px and default_px != block_px else [])
     best: dict[str, float] = {}
 
@@ -312,7 +307,7 @@ def scaling(tmp: Path, tile: Path, size: int) -> dict:
     for n in (1, 2):
         path = tmp / f"S{n}.ome.zarr"
         _slide(path, size)
-        cfg = RunConfig.model_validate({"segment": {"level": 0, "block_px": 2048}})
+        cfg = RunConfig.model_validate({"segment": {"level": 0}, "grid": {"block_px": 2048}})
         _, times[n], _, loads[n] = _pipeline(path, cfg, n, PeriodicMaps(tile, (size, size)))
     return {"scaling_slide_px": size, "seconds_1_worker": round(times[1], 1),
             "seconds_2_workers": round(times[2], 1),

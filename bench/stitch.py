@@ -35,7 +35,7 @@ from _common import emit  # noqa: E402
 from segment_fixtures import nclsm_crop, voronoi_fibres  # noqa: E402
 
 from nclsm_scale.config import SegmentConfig  # noqa: E402
-from nclsm_scale.segment.grid import BlockGrid  # noqa: E402
+from nclsm_scale.grid import BlockGrid  # noqa: E402
 from nclsm_scale.segment.maps import ArrayMaps, maps_from_labels  # noqa: E402
 from nclsm_scale.segment.plane import segment_plane  # noqa: E402
 from nclsm_scale.segment.seeds import SegmentParams  # noqa: E402

@@ -1,5 +1,7 @@
-"""Per-slide and per-archive statistics from curated fibre tables (``aggregate``).
+"""The fibre tables users read, and per-slide and per-archive statistics from them (``aggregate``).
 
+:func:`aggregate_run` joins each slide's ``measure`` and ``curate`` tables into
+``tables/fibres/<slide>.parquet`` (:func:`nclsm_scale.tables.join_fibre_tables`).
 :func:`slide_stats` turns one slide's table into one row: fibre counts per class
 and per reason code, % analysable, tissue / fold / analysable area, densities,
 CSA and min-Feret mean / median / SD / CV and mito intensity quantiles of the
@@ -29,12 +31,14 @@ import numpy as np
 import pandas as pd
 
 from nclsm_scale.config import AggregateConfig
-from nclsm_scale.curate.rules import PRIORITY, Reason
 from nclsm_scale.errors import ValidationError
+from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
+from nclsm_scale.tables import PRIORITY, FibreClass, join_fibre_tables
 
 __all__ = [
     "AggregateResult",
     "aggregate_run",
+    "assemble_fibre_table",
     "aggregate_tables",
     "read_manifest",
     "slide_histograms",
@@ -45,7 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Every class, analysable first, in the order tables and plots show them.
-CLASSES = tuple(r.value for r in Reason)
+CLASSES = tuple(c.value for c in FibreClass)
 #: Histogram variables: (name, fibre-table column or None for mito_rel, config field of the edges).
 HISTOGRAMS = (
     ("csa", "area_um2", "csa_bins_um2"),
@@ -233,22 +237,39 @@ def _write(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path.with_suffix(".csv"), index=False)
 
 
+def assemble_fibre_table(layout: RunLayout, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Join slide ``name``'s measure and curate tables; write the result to ``tables/fibres/<name>.parquet``.
+
+    The metadata is measure's updated by curate's (slide, levels, pixel size, areas).
+    """
+    measured, meta = read_fibre_table(layout.measure_table(name))
+    curated, curate_meta = read_fibre_table(layout.curate_table(name))
+    try:
+        table = join_fibre_tables(measured, curated)
+    except ValueError as exc:
+        raise ValidationError(f"{layout.curate_table(name)}: {exc}") from None
+    meta = {**meta, **curate_meta}
+    write_fibre_table(table, layout.fibre_table(name), meta)
+    return table, meta
+
+
 def aggregate_run(
     run_dir: str | Path,
     cfg: AggregateConfig,
     manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
+    slides: list[str] | None = None,
 ) -> AggregateResult:
-    """Aggregate every curated table of a run and write the slide / group tables and histograms.
+    """Assemble the fibre tables of a run's curated slides; write the slide / group tables and histograms.
 
-    A given ``manifest`` is saved as ``tables/manifest.csv``; without one, that saved copy is used.
+    ``slides`` names the slides to include (default: every slide with a curate
+    table). A given ``manifest`` is saved as ``tables/manifest.csv``; without one,
+    that saved copy is used.
     """
-    from nclsm_scale.layout import RunLayout, read_fibre_table
-
     layout = RunLayout(Path(run_dir))
-    paths = layout.fibre_tables()
-    if not paths:
-        raise ValidationError(f"{layout.fibres}: no fibre tables; run `measure` and `curate` first.")
-    tables = {p.stem: read_fibre_table(p) for p in paths}
+    names = layout.curated_slides() if slides is None else sorted(slides)
+    if not names:
+        raise ValidationError(f"{layout.curate_tables}: no curated slides; run `measure` and `curate` first.")
+    tables = {name: assemble_fibre_table(layout, name) for name in names}
     meta_df = read_manifest(manifest)
     if meta_df is not None:
         layout.tables.mkdir(parents=True, exist_ok=True)

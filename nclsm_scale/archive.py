@@ -7,7 +7,7 @@ with a ``path`` column plus metadata columns (subject, diagnosis, muscle, ...).
 Relative paths resolve against the manifest's folder, and every path must stay
 inside that folder (after following links) unless ``cfg.allow_absolute_paths``:
 a manifest cannot make the tool read elsewhere. Slide names come from the file
-names (:func:`~nclsm_scale.convert.slide_id_of`) and must be unique, because each
+names (:func:`~nclsm_scale.layout.slide_id_of`) and must be unique, because each
 slide's outputs are named after it.
 
 The archive (or manifest) may also be an fsspec URL (``s3://bucket/prefix``): the
@@ -31,6 +31,7 @@ from typing import Any
 
 from nclsm_scale.config import ArchiveConfig
 from nclsm_scale.errors import SlideReadError, ValidationError
+from nclsm_scale.layout import slide_id_of
 from nclsm_scale.storage import (
     is_remote,
     join_url,
@@ -204,21 +205,15 @@ def read_archive_manifest(
         if isinstance(source, str):
             slides.append(_remote_slide(source, inputs_dir, meta))
         else:
-            slides.append(ArchiveSlide(_name(source), source, meta))
+            slides.append(ArchiveSlide(slide_id_of(source), source, meta))
     return slides
-
-
-def _name(path: str | Path) -> str:
-    from nclsm_scale.convert import slide_id_of
-
-    return slide_id_of(path)
 
 
 def _remote_slide(url: str, inputs_dir: Path | None, meta: dict[str, Any] | None = None) -> ArchiveSlide:
     if inputs_dir is None:
         raise ValidationError(f"{url}: a remote slide needs a local folder to be downloaded to (inputs_dir).")
     file_name = url.rstrip("/").rsplit("/", 1)[-1]
-    return ArchiveSlide(_name(file_name), inputs_dir / file_name, meta or {}, url=url)
+    return ArchiveSlide(slide_id_of(file_name), inputs_dir / file_name, meta or {}, url=url)
 
 
 def discover(archive: str | Path, cfg: ArchiveConfig, *, inputs_dir: Path | None = None) -> list[ArchiveSlide]:
@@ -243,7 +238,7 @@ def discover(archive: str | Path, cfg: ArchiveConfig, *, inputs_dir: Path | None
         keys = slide_keys(list_files(str(archive), cfg.storage_options), cfg)
         slides = [_remote_slide(join_url(str(archive), k), inputs_dir) for k in keys]
     else:
-        slides = [ArchiveSlide(_name(p), p.resolve()) for p in scan_folder(local_path(archive), cfg)]
+        slides = [ArchiveSlide(slide_id_of(p), p.resolve()) for p in scan_folder(local_path(archive), cfg)]
     if not slides:
         raise ValidationError(f"{archive}: no slides found (endings {', '.join(cfg.extensions)}).")
     seen: dict[str, str] = {}

@@ -1,8 +1,9 @@
-"""The one place a Dask client is created, and progress over its futures.
+"""The one place a Dask client is created, and the one way work is sent to it.
 
 :func:`open_client` turns a :class:`~nclsm_scale.config.ClusterConfig` into a
-connected :class:`distributed.Client`; stage drivers receive that client and only
-submit work to it. ``cluster.kind`` picks where the workers run:
+connected :class:`distributed.Client`; stage drivers receive that client and send
+their block tasks with :func:`fan_out` (retries, resources, progress, the first
+error re-raised, results gathered). ``cluster.kind`` picks where the workers run:
 
 ``local``
     Worker processes on this machine. Each CUDA device torch sees gets a worker of
@@ -32,15 +33,20 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nclsm_scale.config import ClusterConfig, KubernetesConfig
 from nclsm_scale.errors import ConfigError
 
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Extra that provides each optional cluster module.
 _EXTRAS = {"dask_jobqueue": "slurm", "dask_kubernetes.operator": "k8s"}
@@ -310,7 +316,7 @@ def kube_gpu_worker_spec(cfg: ClusterConfig) -> dict[str, Any]:
     return spec
 
 
-def gpu_task_resources(cfg: ClusterConfig, client: Any) -> dict[str, int] | None:
+def gpu_task_resources(cfg: ClusterConfig, client: Client) -> dict[str, int] | None:
     """Resources to tag GPU tasks with: ``{"GPU": 1}`` when the cluster has GPU workers.
 
     True when the config starts GPU workers (SLURM ``gpu``, Kubernetes
@@ -429,7 +435,7 @@ def _kube_cluster(cfg: ClusterConfig, stack: contextlib.ExitStack) -> Any:
 
 
 @contextlib.contextmanager
-def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Any]:
+def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Client]:
     """Yield a :class:`distributed.Client` for ``cfg``; close what was started on exit.
 
     Parameters
@@ -473,26 +479,18 @@ def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Any]:
         yield client
 
 
-def track(futures: Iterable[Any], desc: str, *, disable: bool | None = None) -> Iterator[Any]:
+def _track(futures: list[Future], desc: str) -> Iterator[Future]:
     """Yield futures as they finish while a progress bar counts them.
 
     Inside ``run`` (:data:`nclsm_scale.progress.current` set in this thread) the
-    counts go to the run's one progress display instead of a bar of their own.
-
-    Parameters
-    ----------
-    futures : iterable of distributed.Future
-    desc : str
-        Label of the progress bar.
-    disable : bool, optional
-        ``None`` shows the bar only on a terminal.
+    counts go to the run's one progress display instead of a bar of their own;
+    elsewhere the bar shows only on a terminal.
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     from nclsm_scale.progress import current
 
-    futures = list(futures)
     if (run := current.get()) is not None:
         progress, key = run
         progress.tasks_added(key, len(futures))
@@ -500,7 +498,50 @@ def track(futures: Iterable[Any], desc: str, *, disable: bool | None = None) -> 
             progress.task_done(key)
             yield future
         return
-    with tqdm(total=len(futures), desc=desc, unit="task", disable=disable, leave=False) as bar:
+    with tqdm(total=len(futures), desc=desc, unit="task", disable=None, leave=False) as bar:
         for future in as_completed(futures):
             bar.update(1)
             yield future
+
+
+def fan_out(
+    client: Client | None,
+    fn: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    desc: str,
+    retries: int = 0,
+    resources: dict[str, int] | None = None,
+) -> list[T]:
+    """Run ``fn(*args)`` for every ``args`` of ``calls`` as Dask tasks; return the results in order.
+
+    The one way stages send work to the cluster: one task per call (``pure=False``,
+    so reruns compute again), up to ``retries`` reruns of a failed task, tasks
+    tagged with ``resources`` (``{"GPU": 1}``) when given, progress counted as tasks
+    finish, and the first failure re-raised as soon as it happens, with the
+    remaining tasks cancelled (also on Ctrl-C). With ``client`` None the calls run
+    in this process, in order.
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+    fn : picklable function of one task.
+    calls : sequence of argument tuples, one per task.
+    desc : label of the progress bar.
+    retries : reruns of a task after an error or a lost worker.
+    resources : Dask resources each task needs, e.g. ``{"GPU": 1}``.
+    """
+    if not calls:
+        return []
+    if client is None:
+        return [fn(*args) for args in calls]
+    kw: dict[str, Any] = {"resources": resources} if resources else {}
+    futures = client.map(fn, *zip(*calls, strict=True), retries=retries, pure=False, **kw)
+    try:
+        for future in _track(futures, desc):
+            if future.status == "error":
+                future.result()  # re-raise the task's error (e.g. HaloViolationError) now
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return list(client.gather(futures))

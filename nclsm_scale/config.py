@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ __all__ = [
     "ClusterConfig",
     "ConvertConfig",
     "CurateConfig",
+    "GridConfig",
     "KubernetesConfig",
     "MeasureConfig",
     "ModelConfig",
@@ -223,14 +225,12 @@ class TrainConfig(_Section):
     depth: int = Field(4, ge=1, le=6, description="Number of 2x poolings (downsampling 2**depth).")
 
 
-class SegmentConfig(_Section):
-    """Distributed segmentation with exact stitching (``nclsm-scale segment``)."""
+class GridConfig(_Section):
+    """The block grid ``segment``, ``measure`` and ``curate`` lay over the segmentation level."""
 
-    level: int | None = Field(None, ge=0, description="Pyramid level; None = nearest the target.")
-    target_pixel_size_um: float = Field(1.0, gt=0.0, description="Preferred segmentation pixel size.")
     block_px: int = Field(
         2048, ge=64, le=16384,
-        description="Block core edge at the segmentation level; rounded up to the label chunks.",
+        description="Block core edge at the segmentation level (segment rounds it up to the label chunks).",
     )
     max_fibre_diameter_um: float = Field(
         150.0, gt=0.0, description="Largest expected fibre diameter; sets the default halo."
@@ -242,6 +242,18 @@ class SegmentConfig(_Section):
         2, ge=0, le=6,
         description="Times a block's halo may be doubled for an oversize fibre before the slide fails.",
     )
+    retries: int = Field(2, ge=0, le=10, description="Retries of a block task after a transient failure.")
+
+    def halo_px(self, pixel_size_um: float) -> int:
+        """Halo in pixels at ``pixel_size_um``: ``halo_um``, else the max fibre diameter, rounded up."""
+        return math.ceil((self.halo_um or self.max_fibre_diameter_um) / pixel_size_um)
+
+
+class SegmentConfig(_Section):
+    """Distributed segmentation with exact stitching (``nclsm-scale segment``)."""
+
+    level: int | None = Field(None, ge=0, description="Pyramid level; None = nearest the target.")
+    target_pixel_size_um: float = Field(1.0, gt=0.0, description="Preferred segmentation pixel size.")
     smooth_sigma_um: float = Field(
         2.0, ge=0.0, le=50.0, description="Gaussian smoothing of the distance map before seeding."
     )
@@ -273,7 +285,6 @@ class SegmentConfig(_Section):
     maps: str | None = Field(
         None, description="Stored (K, y, x) maps zarr array to segment instead of running the network."
     )
-    retries: int = Field(2, ge=0, le=10, description="Retries of a block task after a transient failure.")
     overwrite: bool = Field(False, description="Redo a slide that is already segmented.")
 
 
@@ -589,9 +600,6 @@ class ArchiveConfig(_Section):
     )
     retries: int = Field(1, ge=0, le=10, description="Reruns of a slide stage after an unexpected error.")
     max_concurrent_slides: int = Field(2, ge=1, le=64, description="Slides in flight at once on the cluster.")
-    maps_from_gt: bool = Field(
-        False, description="Segment from maps made of the ground-truth mask beside each source (synthetic data)."
-    )
     storage_options: dict[str, Any] = Field(
         {}, description="fsspec options for s3:// (or other URL) archives and runs, e.g. {endpoint_url: ..., anon: "
         "true}; prefer credentials from the environment (AWS_ACCESS_KEY_ID, ...): run.json redacts secret-looking keys."
@@ -612,6 +620,7 @@ class RunConfig(_Section):
     convert: ConvertConfig = ConvertConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    grid: GridConfig = GridConfig()
     segment: SegmentConfig = SegmentConfig()
     cluster: ClusterConfig = ClusterConfig()
     measure: MeasureConfig = MeasureConfig()
@@ -683,12 +692,20 @@ def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
     return list(model.model_fields)
 
 
+#: Keys that moved to another section: old dotted key -> new dotted key.
+MOVED_KEYS = {
+    **{f"segment.{k}": f"grid.{k}" for k in GridConfig.model_fields},
+}
+
+
 def _format_errors(exc: pydantic.ValidationError, origin: str) -> ConfigError:
     lines = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if p != "__root__"]
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            lines.append(f"key '{key}' has moved: set '{MOVED_KEYS[key]}' instead.")
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -725,12 +742,12 @@ def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
 def parse_set_option(text: str) -> tuple[str, Any]:
     """Parse one ``--set section.key=value`` option; the value is read as YAML.
 
-    >>> parse_set_option("segment.block_px=512")
-    ('segment.block_px', 512)
+    >>> parse_set_option("grid.block_px=512")
+    ('grid.block_px', 512)
     """
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. segment.block_px=512.")
+        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. grid.block_px=512.")
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
@@ -749,7 +766,7 @@ def load_config(
     sources : sequence of path or preset name
         Applied in order over the defaults; later files win.
     overrides : mapping of dotted key to value, optional
-        Command-line values (``{"segment.block_px": 512}``); ``None`` values are
+        Command-line values (``{"grid.block_px": 512}``); ``None`` values are
         ignored so that options the user did not give leave the config alone.
 
     Returns

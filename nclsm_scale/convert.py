@@ -26,11 +26,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
+from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import ConvertConfig
 from nclsm_scale.errors import NclsmError, SlideWriteError
 from nclsm_scale.io.ome_zarr import create_image, read_multiscales, regions, write_unit_px
@@ -43,13 +44,16 @@ from nclsm_scale.io.readers import (
     source_fingerprint,
 )
 from nclsm_scale.io.shards import write_block
+from nclsm_scale.layout import slide_id_of
+from nclsm_scale.normalise import compute_slide_norm
+from nclsm_scale.slide import open_slide
 
-__all__ = ["RegionJob", "SlideResult", "convert", "convert_region", "convert_slide", "plan_passes", "slide_id_of"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["RegionJob", "SlideResult", "convert", "convert_region", "convert_slide", "plan_passes"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".svs", ".ndpi", ".btf",
-             ".tf8", ".scn", ".qptiff", ".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,6 @@ class SlideResult:
     status: str
     message: str = ""
     seconds: float = 0.0
-
-
-def slide_id_of(path: str | Path) -> str:
-    """Slide id from a file name: the name without its image suffixes."""
-    name = Path(str(path).rstrip("/")).name
-    for suffix in _SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def plan_passes(units_px: Sequence[int], task_px: int) -> list[tuple[int, int, int]]:
@@ -221,9 +216,11 @@ def _start(info: SourceInfo, store: Path, state: Path, cfg: ConvertConfig, fp: d
 
 
 def _finish(store: Path, state: Path, fp: dict) -> None:
+    """Display windows and normalisation constants, then the completion marker (last)."""
     _windows(str(store))
+    norm = compute_slide_norm(open_slide(store)).model_dump(mode="json")
     group = zarr.open_group(str(store), mode="r+")
-    group.attrs.update({"nclsm": {**dict(group.attrs["nclsm"]), "complete": True, "source": fp}})
+    group.attrs.update({"nclsm": {**dict(group.attrs["nclsm"]), "norm": norm, "complete": True, "source": fp}})
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -235,7 +232,7 @@ def _completed_from(store: Path) -> dict | None:
     return nclsm.get("source") if nclsm.get("complete") else None
 
 
-def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, client: Any) -> SlideResult:
+def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, client: Client) -> SlideResult:
     """Convert one slide into ``<out_dir>/<slide id>.ome.zarr`` (resuming or skipping as needed).
 
     Raises
@@ -243,8 +240,6 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
     SlideReadError, SlideWriteError
         Bad input or unwritable output, naming the file.
     """
-    from nclsm_scale.cluster import track
-
     t0 = time.perf_counter()
     sid = slide_id_of(path)
     store, state = Path(out_dir) / f"{sid}.ome.zarr", Path(out_dir) / f".{sid}.convert"
@@ -274,14 +269,8 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
         t_pass = time.perf_counter()
         todo = [j for j in jobs if not Path(j.marker).exists()]
         skipped += len(jobs) - len(todo)
-        futures = client.map(convert_region, todo, pure=False)
         levels = f"L{jobs[0].levels[0]}-{jobs[0].levels[-1]}"
-        try:
-            for future in track(futures, desc=f"{sid} {levels}"):
-                future.result()
-        except BaseException:
-            client.cancel(futures)
-            raise
+        fan_out(client, convert_region, [(j,) for j in todo], desc=f"{sid} {levels}")
         seconds = time.perf_counter() - t_pass
         logger.info("%s: %s, %d regions in %.2f s", sid, levels, len(todo), seconds)
     _finish(store, state, fp)
@@ -290,7 +279,9 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
     return SlideResult(str(path), str(store), "converted", msg, time.perf_counter() - t0)
 
 
-def convert(inputs: Sequence[str | Path], out_dir: str | Path, cfg: ConvertConfig, client: Any) -> list[SlideResult]:
+def convert(
+    inputs: Sequence[str | Path], out_dir: str | Path, cfg: ConvertConfig, client: Client
+) -> list[SlideResult]:
     """Convert every input; one slide's failure is recorded and does not stop the others."""
     results = []
     for path in inputs:

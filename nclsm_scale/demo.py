@@ -1,13 +1,13 @@
 """The demo: synthetic slides through the pipeline on a Dask cluster, with a look at the result.
 
 ``nclsm-scale demo --out DIR`` writes synthetic sections with exact ground truth
-(``DIR/synth``), converts them to OME-Zarr (``DIR/slides``), segments them with the
-bundled network, scores the fibres against the ground truth and renders a PNG
-overlay of a region of each slide (``DIR/overlay_<slide>.png``), then measures and
-curates every fibre (``DIR/tables/fibres/<slide>.parquet``), aggregates the slides
-(``DIR/tables/slides.parquet``) and writes the report (``DIR/report/index.html``):
-``DIR`` is a run directory (:class:`~nclsm_scale.layout.RunLayout`). A summary goes
-to ``DIR/demo.json``. Conversion and segmentation resume: a second run reuses them.
+(``DIR/synth``) and runs them as an archive (:func:`nclsm_scale.run.run_archive`,
+the same stages in the same order as ``nclsm-scale run``): ``DIR`` becomes a run
+directory with the converted slides, their labels, the fibre tables, the slide
+statistics and the report. Then each slide's fibres are scored against the ground
+truth and a PNG overlay of a region of each slide is rendered
+(``DIR/overlay_<slide>.png``). A summary goes to ``DIR/demo.json``. The run
+resumes: a second demo reuses everything already done.
 """
 
 from __future__ import annotations
@@ -17,13 +17,26 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import StageError
+from nclsm_scale.evaluate import InstanceMetrics, evaluate_instances
+from nclsm_scale.io.pyramid import downsample_labels
+from nclsm_scale.layout import read_table_meta
+from nclsm_scale.overlay import composite_rgb, draw_outlines, save_png
+from nclsm_scale.run import run_archive
+from nclsm_scale.slide import open_slide
+from nclsm_scale.state import StateStore
+from nclsm_scale.synth.write import output_paths, write_section
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["DemoRun", "DemoSlide", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +60,6 @@ class DemoSlide:
 
 
 def _synthesize(out_dir: Path, cfg: RunConfig, n_slides: int) -> list[Path]:
-    from nclsm_scale.synth import write_section
-
     paths = []
     for i in range(n_slides):
         path = out_dir / "synth" / f"demo{i + 1}.ome.tiff"
@@ -59,12 +70,8 @@ def _synthesize(out_dir: Path, cfg: RunConfig, n_slides: int) -> list[Path]:
     return paths
 
 
-def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, Any]:
+def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, InstanceMetrics]:
     """Predicted labels at the segmentation level and their metrics against the ground truth."""
-    from nclsm_scale.evaluate import evaluate_instances
-    from nclsm_scale.io.pyramid import downsample_labels
-    from nclsm_scale.slide import open_slide
-
     slide = open_slide(store)
     pred = slide.label_array("fibres", level)[0]
     gt = tifffile.imread(gt_tiff)
@@ -76,9 +83,6 @@ def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, Any]:
 
 
 def _overlay(store: str, level: int, pred: np.ndarray, png: Path) -> Path:
-    from nclsm_scale.overlay import composite_rgb, draw_outlines, save_png
-    from nclsm_scale.slide import open_slide
-
     slide = open_slide(store)
     h, w = pred.shape
     y0, x0 = max(0, (h - OVERLAY_PX) // 2), max(0, (w - OVERLAY_PX) // 2)
@@ -96,55 +100,40 @@ class DemoRun:
     seconds: float
 
 
-def run_demo(out_dir: str | Path, cfg: RunConfig, client: Any, *, n_slides: int = 2) -> DemoRun:
-    """Synthesize, convert, segment, score, measure, curate and report ``n_slides`` slides under ``out_dir``.
+def run_demo(out_dir: str | Path, cfg: RunConfig, client: Client, *, n_slides: int = 2) -> DemoRun:
+    """Synthesize ``n_slides`` slides under ``out_dir``, run them as an archive, score and show them.
 
     Raises
     ------
     StageError
-        When a demo slide fails to convert (the demo's inputs are generated, so
-        this is a bug or a full disk, not bad input).
+        When a demo slide fails (the demo's inputs are generated, so this is a
+        bug or a full disk, not bad input).
     """
-    from nclsm_scale.convert import convert
-    from nclsm_scale.curate.driver import curate_slide
-    from nclsm_scale.measure.driver import measure_slide
-    from nclsm_scale.report import build_report
-    from nclsm_scale.segment import segment_slide
-
     out = Path(out_dir)
     t0 = time.perf_counter()
     sources = _synthesize(out, cfg, n_slides)
     t_synth = time.perf_counter() - t0
-    converted = convert(sources, out / "slides", cfg.convert, client)
-    failed = [r for r in converted if r.status == "failed"]
-    if failed:
-        raise StageError("demo conversion failed: " + "; ".join(r.message for r in failed))
+    result = run_archive(out / "synth", out, cfg, client)
+    if not result.ok or result.report is None:
+        raise StageError("demo run failed: " + "; ".join(result.summary().splitlines()[1:]))
+    records = StateStore(out / "state.sqlite").records()
     slides = []
-    for source, conv in zip(sources, converted, strict=True):
-        item = DemoSlide(slide_id=Path(conv.store).name.removesuffix(".ome.zarr"), store=conv.store)
-        item.seconds = {"synth": round(t_synth / n_slides, 2), "convert": round(conv.seconds, 2)}
-        seg = segment_slide(conv.store, cfg, client)
-        item.seconds["segment"] = round(seg.seconds, 2)
-        item.n_fibres = seg.n_fibres
-        gt_tiff = source.with_name(source.name.replace(".ome.tiff", ".fibres.ome.tiff"))
-        pred, metrics = _score(conv.store, seg.level, gt_tiff)
+    for source, outcome in zip(sources, sorted(result.slides, key=lambda o: o.name), strict=True):
+        store = str(result.run_dir / "slides" / f"{outcome.name}.ome.zarr")
+        meta = read_table_meta(result.run_dir / "tables" / "fibres" / f"{outcome.name}.parquet")
+        item = DemoSlide(slide_id=outcome.name, store=store, n_fibres=outcome.fibres,
+                         class_counts=dict(meta.get("class_counts", {})))
+        item.seconds = {"synth": round(t_synth / n_slides, 2)}
+        item.seconds.update({r.stage: round(r.seconds or 0.0, 2) for r in records if r.slide == outcome.name})
+        pred, metrics = _score(store, int(meta["level"]), output_paths(source)["fibres"])
         item.n_gt_fibres = metrics.n_gt
         item.f1_iou50 = round(metrics.f1["0.5"], 4)
         item.mean_matched_iou = round(metrics.mean_matched_iou, 4)
-        item.overlay_png = str(_overlay(conv.store, seg.level, pred, out / f"overlay_{item.slide_id}.png"))
-        t1 = time.perf_counter()
-        measure_slide(conv.store, cfg, client)
-        item.seconds["measure"] = round(time.perf_counter() - t1, 2)
-        cur = curate_slide(conv.store, cfg, client)
-        item.seconds["curate"] = round(cur.seconds, 2)
-        item.class_counts = cur.class_counts
+        item.overlay_png = str(_overlay(store, int(meta["level"]), pred, out / f"overlay_{item.slide_id}.png"))
         slides.append(item)
         logger.info("demo %s: %d fibres (ground truth %d), F1@0.5 %.3f",
                     item.slide_id, item.n_fibres, item.n_gt_fibres, item.f1_iou50)
-    t1 = time.perf_counter()
-    report = build_report(out, cfg, client)
-    result = DemoRun(slides, Path(report), round(time.perf_counter() - t0, 1))
-    summary = {"slides": [asdict(s) for s in slides], "report": str(report),
-               "report_seconds": round(time.perf_counter() - t1, 2), "seconds": result.seconds}
+    demo = DemoRun(slides, result.report, round(time.perf_counter() - t0, 1))
+    summary = {"slides": [asdict(s) for s in slides], "report": str(demo.report), "seconds": demo.seconds}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return result
+    return demo

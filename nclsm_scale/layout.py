@@ -1,10 +1,15 @@
-"""The run directory: every path a run reads or writes, and the fibre-table files in it.
+"""The run directory and slide names: every path a run reads or writes, and the table files in it.
 
 ::
 
     RUN/
-      slides/<slide>.ome.zarr        converted slides (labels/fibres, labels/regions inside)
-      tables/fibres/<slide>.parquet  one row per fibre (measure, then curate)
+      slides/<slide>.ome.zarr        converted slides (convert); labels/fibres, labels/regions (segment),
+                                     labels/folds (curate) inside
+      slides/<slide>.ome.zarr.segment/  segment's resumable intermediate state (:func:`work_dir`)
+      tables/measure/<slide>.parquet one row per fibre: measurements (measure)
+      tables/curate/<slide>.parquet  one row per fibre: classes, reasons, fold fraction (curate), and
+                     <slide>.overrides.csv the user overrides curate remembers
+      tables/fibres/<slide>.parquet  one row per fibre, every column: measure's and curate's joined (aggregate)
       tables/manifest.csv            slide metadata (slide, subject, diagnosis, muscle, ...)
       tables/slides.parquet, .csv    one row per slide (aggregate)
       tables/groups.parquet, .csv    one row per metadata group (aggregate, with a manifest)
@@ -12,9 +17,10 @@
       report/index.html              the report, PNG figures and <slide>.geojson beside it
       run.json                       config, versions, model hash (written by ``run``)
 
-A fibre table carries its own provenance in the Parquet key-value metadata under
-``nclsm`` (slide path, segmentation level, pixel size, tissue areas), so later
-stages need only the table.
+Each stage writes only its own files, so rerunning or deleting one stage's output
+never touches another's. A fibre table carries its own provenance in the Parquet
+key-value metadata under ``nclsm`` (slide path, segmentation level, pixel size,
+tissue areas), so later stages need only the table.
 """
 
 from __future__ import annotations
@@ -29,14 +35,42 @@ import pandas as pd
 
 from nclsm_scale.errors import SlideReadError, SlideWriteError
 
-__all__ = ["RunLayout", "read_fibre_table", "read_table_meta", "slide_name", "write_fibre_table"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "RunLayout",
+    "read_fibre_table",
+    "read_table_meta",
+    "slide_id_of",
+    "slide_name",
+    "work_dir",
+    "write_fibre_table",
+]
 
 _META_KEY = b"nclsm"
+
+#: File name endings a slide's id is cut from (the longest that matches, case-insensitive).
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".svs", ".ndpi", ".btf",
+                  ".tf8", ".scn", ".qptiff", ".png", ".jpg", ".jpeg")
 
 
 def slide_name(slide_path: str | Path) -> str:
     """Slide name of a store path: ``run/slides/S1.ome.zarr`` -> ``S1``."""
     return Path(str(slide_path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+
+
+def slide_id_of(path: str | Path) -> str:
+    """Slide id of a source file: its name without the image suffixes (``S1.ome.tiff`` -> ``S1``)."""
+    name = Path(str(path).rstrip("/")).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def work_dir(store_path: str | Path, stage: str) -> Path:
+    """Folder of a stage's intermediate state of a slide, beside its store: ``<store>.<stage>``."""
+    p = Path(str(store_path).rstrip("/"))
+    return p.with_name(f"{p.name}.{stage}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +97,18 @@ class RunLayout:
 
     @property
     def fibres(self) -> Path:
-        """Folder of per-slide fibre tables."""
+        """Folder of the per-slide fibre tables users read (every column)."""
         return self.tables / "fibres"
+
+    @property
+    def measure_tables(self) -> Path:
+        """Folder of ``measure``'s per-slide tables."""
+        return self.tables / "measure"
+
+    @property
+    def curate_tables(self) -> Path:
+        """Folder of ``curate``'s per-slide tables and remembered overrides."""
+        return self.tables / "curate"
 
     @property
     def manifest(self) -> Path:
@@ -101,12 +145,35 @@ class RunLayout:
         return self.slides / f"{name}.ome.zarr"
 
     def fibre_table(self, name: str) -> Path:
-        """Fibre table of slide ``name``."""
+        """The fibre table users read of slide ``name``."""
         return self.fibres / f"{name}.parquet"
 
-    def fibre_tables(self) -> list[Path]:
-        """Existing fibre tables, sorted by slide name."""
-        return sorted(self.fibres.glob("*.parquet"))
+    def measure_table(self, name: str) -> Path:
+        """``measure``'s table of slide ``name``."""
+        return self.measure_tables / f"{name}.parquet"
+
+    def curate_table(self, name: str) -> Path:
+        """``curate``'s table of slide ``name``."""
+        return self.curate_tables / f"{name}.parquet"
+
+    def overrides(self, name: str) -> Path:
+        """The overrides ``curate`` remembers for slide ``name``."""
+        return self.curate_tables / f"{name}.overrides.csv"
+
+    def stage_outputs(self, name: str, stage: str) -> list[Path]:
+        """What stage ``stage`` writes for slide ``name`` (the store's ``labels/`` belong to the later stages)."""
+        store = self.slide(name)
+        outputs = {
+            "convert": [store],
+            "segment": [store / "labels" / "fibres", store / "labels" / "regions"],
+            "measure": [self.measure_table(name)],
+            "curate": [store / "labels" / "folds", self.curate_table(name)],
+        }
+        return outputs[stage]
+
+    def curated_slides(self) -> list[str]:
+        """Names of the slides with a curate table, sorted."""
+        return sorted(p.stem for p in self.curate_tables.glob("*.parquet"))
 
 
 def write_fibre_table(table: pd.DataFrame, path: str | Path, meta: dict[str, Any]) -> Path:

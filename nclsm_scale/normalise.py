@@ -1,9 +1,12 @@
 """Global per-channel intensity normalisation.
 
 Percentile constants are computed once per slide from a low-resolution pyramid
-level and passed explicitly to every block, so normalisation never depends on
-how a slide is cut into blocks (per-block percentiles would). ``apply_norm`` maps
-``lo -> 0`` and ``hi -> 1`` per channel, without clipping.
+level (:func:`compute_slide_norm`, by ``convert``, which stores them in the slide's
+``nclsm.norm`` attributes) and passed explicitly to every block, so normalisation
+never depends on how a slide is cut into blocks (per-block percentiles would).
+:func:`slide_norm` returns the stored constants (computing them only for a store
+that has none). ``apply_norm`` maps ``lo -> 0`` and ``hi -> 1`` per channel,
+without clipping.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 if TYPE_CHECKING:
     from nclsm_scale.slide import Slide
 
-__all__ = ["NormStats", "apply_norm", "compute_norm", "slide_norm"]
+__all__ = ["NormStats", "apply_norm", "compute_norm", "compute_slide_norm", "slide_norm"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,14 @@ def apply_norm(
     return (block.astype(np.float32) - lo) * scale.astype(np.float32)[:, None, None]
 
 
-def slide_norm(
+def slide_norm(slide: Slide) -> NormStats:
+    """The slide's normalisation constants: those ``convert`` stored, else :func:`compute_slide_norm`."""
+    if slide.norm is not None:
+        return NormStats.model_validate(slide.norm)
+    return compute_slide_norm(slide)
+
+
+def compute_slide_norm(
     slide: Slide,
     *,
     max_side_px: int = MAX_SIDE_PX,

@@ -1,8 +1,8 @@
 """One progress display for a whole run: slides, block tasks, fibres found and an ETA.
 
-Stage drivers count their Dask tasks with :func:`nclsm_scale.cluster.track`.
+Stage drivers count their Dask tasks through :func:`nclsm_scale.cluster.fan_out`.
 Outside a run, each call shows its own bar. Inside ``run``, every slide's thread
-sets :data:`current` to the run's :class:`RunProgress` and the slide's name; ``track`` then reports
+sets :data:`current` to the run's :class:`RunProgress` and the slide's name; ``fan_out`` then reports
 to it instead, and the run shows one bar whose unit is a slide stage: a stage in
 progress counts as the share of its tasks finished, so the ETA moves with the
 blocks, not only when a slide ends.

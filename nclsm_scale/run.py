@@ -1,14 +1,17 @@
 """``run``: a whole archive through every stage, resumable and fault-isolated.
 
-Per slide, in order: convert -> segment -> measure -> curate (slides run
-concurrently, ``archive.max_concurrent_slides`` threads submitting to one shared
-client); then aggregate + report for the archive. Each stage's status lives in
-``RUN/state.sqlite`` (:class:`~nclsm_scale.state.StateStore`) and is marked done
-only after the stage function returned, i.e. its output is complete. A rerun
-skips stages recorded done with the same configuration fingerprint whose output
-still exists, and redoes the rest (the stage functions also skip finished work
-themselves). A slide that fails is recorded with a one-line reason (traceback in
-``RUN/logs/run.log``) and the others go on. ``RUN/run.json`` holds the resolved
+Per slide, in order, the stages of :data:`STAGES` (convert -> segment -> measure
+-> curate; slides run concurrently, ``archive.max_concurrent_slides`` threads
+submitting to one shared client); then aggregate + report for the archive. This
+module and the command line are the only places that know the order of stages.
+Each stage's status lives in ``RUN/state.sqlite``
+(:class:`~nclsm_scale.state.StateStore`) and is marked done only after the stage
+function returned, i.e. its output is complete. A rerun skips stages recorded done
+with the same configuration fingerprint whose outputs
+(:meth:`~nclsm_scale.layout.RunLayout.stage_outputs`) still exist, and redoes the
+rest (the stage functions also skip finished work themselves). A slide that fails
+is recorded with a one-line reason (traceback in ``RUN/logs/run.log``) and the
+others go on. ``RUN/run.json`` holds the resolved
 config, package versions, the model's sha256, per-slide normalisation constants
 and start/end times. ``RUN/run.lock`` keeps a second run out while one is active.
 
@@ -31,19 +34,28 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nclsm_scale.aggregate import aggregate_run
 from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
+from nclsm_scale.convert import convert_slide
+from nclsm_scale.curate import curate_slide
 from nclsm_scale.errors import NclsmError, StageError, one_line
 from nclsm_scale.layout import RunLayout
+from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.metrics import register_metrics, report_slide
+from nclsm_scale.model.card import weights_record
+from nclsm_scale.normalise import slide_norm
 from nclsm_scale.progress import RunProgress
 from nclsm_scale.progress import current as progress_var
+from nclsm_scale.report import build_report
+from nclsm_scale.segment import segment_slide
+from nclsm_scale.slide import open_slide
 from nclsm_scale.state import RunLock, StateStore
 from nclsm_scale.storage import (
     RunSync,
@@ -52,18 +64,62 @@ from nclsm_scale.storage import (
     join_url,
     local_path,
     redact_options,
-    remote_parent,
     remove_local,
     work_dir_for,
 )
 from nclsm_scale.versions import package_versions
 
-__all__ = ["ARCHIVE_KEY", "STAGES", "RunResult", "SlideOutcome", "config_fingerprint", "run_archive"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = [
+    "ARCHIVE_KEY", "STAGES", "RunResult", "SlideJob", "SlideOutcome", "Stage", "config_fingerprint", "run_archive",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Per-slide stages, in order.
-STAGES = ("convert", "segment", "measure", "curate")
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide of a run: its name, its source file (a local path) and the run directory."""
+
+    name: str
+    source: Path
+    layout: RunLayout
+
+    @property
+    def store(self) -> Path:
+        """The slide's converted store in the run."""
+        return self.layout.slide(self.name)
+
+
+#: A per-slide stage: does its work for one slide; returns the fibres it found (``segment``) or None.
+Stage = Callable[[SlideJob, RunConfig, "Client"], "int | None"]
+
+
+def _convert(job: SlideJob, cfg: RunConfig, client: Client) -> int | None:
+    res = convert_slide(job.source, job.layout.slides, cfg.convert, client)
+    if res.status == "failed":
+        raise NclsmError(res.message)
+    return None
+
+
+def _segment(job: SlideJob, cfg: RunConfig, client: Client) -> int | None:
+    return segment_slide(job.store, cfg, client).n_fibres
+
+
+def _measure(job: SlideJob, cfg: RunConfig, client: Client) -> int | None:
+    measure_slide(job.store, cfg, client, out_dir=job.layout.measure_tables)
+    return None
+
+
+def _curate(job: SlideJob, cfg: RunConfig, client: Client) -> int | None:
+    curate_slide(job.store, cfg, client, layout=job.layout)
+    return None
+
+
+#: The per-slide stages, in order: the one place their order is written.
+STAGES: dict[str, Stage] = {"convert": _convert, "segment": _segment, "measure": _measure, "curate": _curate}
 #: State-store slide key of the archive-level stages (aggregate + report).
 ARCHIVE_KEY = "*archive*"
 
@@ -135,21 +191,14 @@ def config_fingerprint(cfg: RunConfig) -> str:
 
 
 def _model_record(cfg: RunConfig) -> dict[str, Any]:
-    from nclsm_scale.model.weights import BUNDLED_WEIGHTS, read_card, sha256_of
-
-    path = Path(cfg.model.weights) if cfg.model.weights else BUNDLED_WEIGHTS
-    if not path.is_file():
-        return {"weights": str(path), "sha256": None}
-    sha = read_card(path).get("sha256") or sha256_of(path)
-    used = not cfg.archive.maps_from_gt and cfg.segment.maps is None
-    return {"weights": str(path), "sha256": sha, "used": used}
+    return {**weights_record(cfg.model), "used": cfg.segment.maps is None}
 
 
 class _Run:
     """One run's shared state: layout, config, state store, run.json, progress and the remote mirror, if any."""
 
     def __init__(
-        self, run_dir: Path, cfg: RunConfig, client: Any, slides: list[ArchiveSlide], progress: RunProgress,
+        self, run_dir: Path, cfg: RunConfig, client: Client, slides: list[ArchiveSlide], progress: RunProgress,
         sync: RunSync | None = None,
     ) -> None:
         self.layout = RunLayout(run_dir)
@@ -161,18 +210,10 @@ class _Run:
         self.progress = progress
         self.stop = threading.Event()  # set when the run is interrupted
 
-    def _output_exists(self, name: str, stage: str) -> bool:
-        store = self.layout.slide(name)
-        if stage == "convert":
-            return store.is_dir()
-        if stage == "segment":
-            return (store / "labels" / "fibres").is_dir()
-        return self.layout.fibre_table(name).is_file()
-
     def is_done(self, name: str, stage: str) -> bool:
         rec = self.state.get(name, stage)
         return (rec is not None and rec.status == "done" and rec.fingerprint == self.fingerprint
-                and (name == ARCHIVE_KEY or self._output_exists(name, stage)))
+                and (name == ARCHIVE_KEY or all(p.exists() for p in self.layout.stage_outputs(name, stage))))
 
     @contextlib.contextmanager
     def _staged(self, path: Path, url: str | None, *, missing_ok: bool = False) -> Iterator[None]:
@@ -194,45 +235,22 @@ class _Run:
 
     def _stage(self, slide: ArchiveSlide, stage: str) -> int | None:
         """Run one stage of one slide; the segment stage returns its fibre count."""
-        from nclsm_scale.convert import convert_slide
-        from nclsm_scale.curate.driver import curate_slide
-        from nclsm_scale.measure.driver import measure_slide
-        from nclsm_scale.segment import segment_slide
-        from nclsm_scale.synth.write import output_paths
-
-        store = self.layout.slide(slide.name)
-        if stage == "convert":
-            with self._staged(slide.path, slide.url):
-                res = convert_slide(slide.path, self.layout.slides, self.cfg.convert, self.client)
-                if res.status == "failed":
-                    raise NclsmError(res.message)
-            self._record_norm(slide.name, store)
-        elif stage == "segment":
-            cfg = self.cfg
-            if cfg.archive.maps_from_gt:
-                gt = output_paths(slide.path)["fibres"]
-                gt_url = join_url(remote_parent(slide.url), gt.name) if slide.url else None
-                with self._staged(gt, gt_url, missing_ok=True):
-                    maps = _maps_from_gt(slide, gt, store, self._maps(slide.name), cfg)
-                cfg = cfg.model_copy(update={"segment": cfg.segment.model_copy(update={"maps": maps})})
-            return segment_slide(store, cfg, self.client).n_fibres
-        elif stage == "measure":
-            measure_slide(store, self.cfg, self.client, out_dir=self.layout.fibres)
-        else:
-            curate_slide(store, self.cfg, self.client, table_path=self.layout.fibre_table(slide.name))
+        job = SlideJob(slide.name, slide.path, self.layout)
+        if stage != "convert":
+            return STAGES[stage](job, self.cfg, self.client)
+        with self._staged(slide.path, slide.url):
+            STAGES[stage](job, self.cfg, self.client)
+        self._record_norm(slide.name, job.store)
         return None
 
     def _record_norm(self, name: str, store: Path) -> None:
-        from nclsm_scale.normalise import slide_norm
-        from nclsm_scale.slide import open_slide
-
         stats = slide_norm(open_slide(store)).model_dump(mode="json")
         with self.lock:
             self.norm[name] = stats
 
     def process(self, slide: ArchiveSlide) -> SlideOutcome:
         """Every stage of one slide not yet done; a failure stops this slide only."""
-        progress_token = progress_var.set((self.progress, slide.name))  # for track()
+        progress_token = progress_var.set((self.progress, slide.name))  # for fan_out()
         out = SlideOutcome(slide.name, slide.source, "done")
         try:
             for i, stage in enumerate(STAGES):
@@ -246,7 +264,7 @@ class _Run:
                 self.progress.stage_finished(slide.name)
         finally:
             progress_var.reset(progress_token)
-        table = self.layout.fibre_table(slide.name)
+        table = self.layout.measure_table(slide.name)
         if out.status == "done" and "segment" not in out.ran and table.is_file():
             import pyarrow.parquet as pq
 
@@ -283,13 +301,10 @@ class _Run:
                 logger.info("%s: %s done in %.1f s", slide.name, stage, time.perf_counter() - t0)
                 return
 
-    def _maps(self, name: str) -> Path:
-        """Maps made of a slide's ground truth (``archive.maps_from_gt``)."""
-        return self.layout.root / "maps" / f"{name}.zarr"
-
     def _slide_outputs(self, name: str) -> list[str]:
         """What a slide's stages write, relative to the run directory, plus the run's own records."""
-        paths = [self.layout.slide(name), self.layout.fibre_table(name), self._maps(name)]
+        paths = [p for stage in STAGES for p in self.layout.stage_outputs(name, stage)]
+        paths.append(self.layout.overrides(name))
         return [p.relative_to(self.layout.root).as_posix() for p in paths] + ["run.json", "logs", "state.sqlite"]
 
     def push(self, paths: Iterable[str] | None) -> None:
@@ -299,8 +314,6 @@ class _Run:
 
     def finish_archive(self, outcomes: list[SlideOutcome]) -> tuple[Path | None, str]:
         """Aggregate + report over the slides done (skipped when nothing changed since the last report)."""
-        from nclsm_scale.report import build_report
-
         index = self.layout.report / "index.html"
         done = [s for s, o in zip(self.slides, outcomes, strict=True) if o.status == "done"]
         if not done:
@@ -311,7 +324,8 @@ class _Run:
         self.state.start(ARCHIVE_KEY, "report", self.fingerprint)
         t0 = time.perf_counter()
         try:
-            path = Path(build_report(self.layout.root, self.cfg, self.client, manifest=manifest_frame(done)))
+            aggregate_run(self.layout.root, self.cfg.aggregate, manifest_frame(done), slides=[s.name for s in done])
+            path = Path(build_report(self.layout.root, self.cfg, self.client))
             self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0)
             self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
         except Exception as exc:  # the slides' results stay valid; say what went wrong
@@ -319,32 +333,6 @@ class _Run:
             self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, one_line(exc))
             return None, one_line(exc)
         return path, ""
-
-
-def _maps_from_gt(slide: ArchiveSlide, gt_path: Path, store: Path, maps_path: Path, cfg: RunConfig) -> str:
-    """Stored maps of the segmentation level made of the ground-truth mask ``gt_path`` beside the source."""
-    import numpy as np
-    import tifffile
-
-    from nclsm_scale.errors import SlideReadError
-    from nclsm_scale.io.pyramid import downsample_labels
-    from nclsm_scale.segment import maps_from_labels, write_maps
-    from nclsm_scale.slide import open_slide
-
-    if not gt_path.is_file():
-        raise SlideReadError(f"{slide.source}: --maps-from-gt needs the ground-truth mask {gt_path.name} beside it")
-    sl = open_slide(store)
-    level = cfg.segment.level if cfg.segment.level is not None else sl.level_nearest(cfg.segment.target_pixel_size_um)
-    h, w = (int(v) for v in sl.levels[level].shape[1:])
-    gt = tifffile.imread(gt_path)
-    factor = round(gt.shape[0] / h)
-    if factor > 1:
-        gt = downsample_labels(gt, factor)
-    padded = np.zeros((h, w), gt.dtype)
-    padded[: min(h, gt.shape[0]), : min(w, gt.shape[1])] = gt[:h, :w]
-    maps_path.parent.mkdir(parents=True, exist_ok=True)
-    return write_maps(str(maps_path), maps_from_labels(padded, seed=1, noise=0.02),
-                      chunk_px=cfg.segment.block_px).path
 
 
 def _iso(t: float) -> str:
@@ -378,7 +366,7 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
 
 
 def run_archive(
-    archive: str | Path, run_dir: str | Path, cfg: RunConfig, client: Any, *, progress: bool | None = None
+    archive: str | Path, run_dir: str | Path, cfg: RunConfig, client: Client, *, progress: bool | None = None
 ) -> RunResult:
     """Take every slide of ``archive`` through convert, segment, measure and curate; then aggregate and report.
 
@@ -425,7 +413,7 @@ def run_archive(
                 if n := run.state.reset_running():
                     logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
                 for s in slides:
-                    run.state.register(s.name, s.source, STAGES, s.meta)
+                    run.state.register(s.name, s.source, tuple(STAGES), s.meta)
                 started = time.time()
                 _write_run_json(run, started, None)
                 pool = ThreadPoolExecutor(cfg.archive.max_concurrent_slides, thread_name_prefix="slide")

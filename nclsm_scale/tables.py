@@ -1,14 +1,23 @@
-"""Fibre table columns: name -> dtype, unit and meaning, declared once.
+"""The tables' vocabulary: every fibre-table column, curation class, reason and label value, declared once.
 
-``measure`` produces :data:`MEASURE_COLUMNS` (one row per fibre, physical units
-unless the name ends in ``_px``); ``curate`` appends :data:`CURATE_COLUMNS`.
-Coordinates are slide pixel indices (pixel centres at integer positions, the
-NGFF convention), so ``centroid_y_um = centroid_y_px * pixel_size_um``.
+Columns are declared name -> dtype, unit and meaning. ``measure`` writes
+:data:`MEASURE_COLUMNS` (one row per fibre, physical units unless the name ends
+in ``_px``); ``curate`` writes :data:`CURATE_COLUMNS` (keyed by ``fibre_id``);
+the per-fibre table users read holds :data:`FIBRE_COLUMNS`, both joined
+(:func:`join_fibre_tables`). Coordinates are slide pixel indices (pixel centres
+at integer positions, the NGFF convention), so ``centroid_y_um = centroid_y_px *
+pixel_size_um``.
+
+:class:`FibreClass` is the curation vocabulary: AM (analysable) and the
+rejection reasons, each with its priority, display colour and meaning, so a new
+reason is added in one place. The label images' values live here too
+(:data:`TISSUE` in ``labels/regions``, :data:`FOLD` in ``labels/folds``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -17,10 +26,62 @@ __all__ = [
     "CURATE_COLUMNS",
     "Column",
     "FIBRE_COLUMNS",
+    "FOLD",
+    "FOLD_COLORS",
+    "FibreClass",
     "MEASURE_COLUMNS",
+    "PRIORITY",
+    "REGION_COLORS",
+    "TISSUE",
     "empty_table",
+    "join_fibre_tables",
     "table_from_columns",
 ]
+
+
+class FibreClass(StrEnum):
+    """Curation classes: AM (analysable) or a rejection reason code (NCL-SM scheme plus EDGE and DEBRIS).
+
+    Each member carries ``priority`` (rejections: the first that applies is a
+    fibre's primary class; None for AM), ``rgb`` (display colour, also in the
+    GeoJSON export) and ``meaning``. Members are listed in the order tables and
+    plots show them.
+    """
+
+    priority: int | None
+    rgb: tuple[int, int, int]
+    meaning: str
+
+    def __new__(cls, code: str, priority: int | None, rgb: tuple[int, int, int], meaning: str) -> FibreClass:
+        """Member ``code`` with its priority, colour and meaning."""
+        obj = str.__new__(cls, code)
+        obj._value_ = code
+        obj.priority = priority
+        obj.rgb = rgb
+        obj.meaning = meaning
+        return obj
+
+    AM = ("AM", None, (46, 204, 64), "analysable")
+    DEBRIS = ("DEBRIS", 0, (170, 170, 170), "too small to be a fibre")
+    EDGE = ("EDGE", 1, (0, 116, 217), "cut by the image or tissue border")
+    FR = ("FR", 2, (255, 65, 54), "in a folded region of the section")
+    FAM = ("FAM", 3, (177, 13, 201), "freeze artefact")
+    NTM = ("NTM", 4, (255, 180, 0), "non-transverse (oblique or longitudinal profile)")
+
+
+#: Rejection reasons in priority order (the first that applies is the primary class).
+PRIORITY: tuple[FibreClass, ...] = tuple(
+    sorted((c for c in FibreClass if c.priority is not None), key=lambda c: c.priority or 0)
+)
+
+#: ``labels/regions`` value of tissue (0 is background).
+TISSUE = 1
+#: ``image-label`` colours (RGBA) of ``labels/regions``.
+REGION_COLORS = {0: (0, 0, 0, 0), TISSUE: (0, 160, 255, 96)}
+#: ``labels/folds`` value of folded tissue (0 is none), written by ``curate``.
+FOLD = 1
+#: ``image-label`` colours (RGBA) of ``labels/folds``.
+FOLD_COLORS = {0: (0, 0, 0, 0), FOLD: (255, 140, 0, 128)}
 
 
 @dataclass(frozen=True)
@@ -97,9 +158,6 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "",
         "A fibre pixel lies within tissue_margin_um of non-tissue (False without a mask).",
     ),
-    "fold_fraction": _C(
-        "float64", "", "Share of the fibre's pixels inside the fold mask (NaN: none)."
-    ),
     "membrane_ring_mean": _C(
         "float64", "counts", "Mean membrane signal in the band of ring_width_um inside the outline."
     ),
@@ -128,10 +186,24 @@ MEASURE_COLUMNS: dict[str, Column] = {
 }
 
 CURATE_COLUMNS: dict[str, Column] = {
+    "fibre_id": _C("uint32", "", "Fibre label ID in labels/fibres."),
+    "fold_fraction": _C(
+        "float64", "", "Share of the fibre's pixels inside the detected fold mask (labels/folds)."
+    ),
+    "field_aspect_ratio": _C(
+        "float64", "",
+        "Coherent elongation of the neighbouring fibres: the aspect ratio they share in one direction "
+        "(1 = none); the NTM rule's neighbourhood term.",
+    ),
+    "aligned_aspect_ratio": _C(
+        "float64", "",
+        "The fibre's own ellipse aspect ratio along its neighbourhood's direction, exp(log(AR) cos(2 dtheta)).",
+    ),
+    "dark_blobs_per_mm2": _C("float64", "1/mm2", "dark_blobs per mm2 of the fibre's area."),
     "curation_class": _C(
         "str",
         "",
-        "Primary class: AM (analysable) or the first rejection reason (see curate.Reason).",
+        "Primary class: AM (analysable) or the first rejection reason in priority order (see tables.FibreClass).",
     ),
     "reasons": _C(
         "str", "", "All reason codes that apply, ';'-joined in priority order ('' for AM)."
@@ -139,9 +211,20 @@ CURATE_COLUMNS: dict[str, Column] = {
     "confidence": _C(
         "float64", "", "Confidence in [0.5, 1] from the margin to the deciding threshold."
     ),
+    "overridden": _C("bool", "", "The class was set by a user override (confidence 1)."),
 }
 
-FIBRE_COLUMNS: dict[str, Column] = {**MEASURE_COLUMNS, **CURATE_COLUMNS}
+def _fibre_columns() -> dict[str, Column]:
+    measured = list(MEASURE_COLUMNS.items())
+    at = [k for k, _ in measured].index("touches_tissue_border") + 1
+    curated = [(k, c) for k, c in CURATE_COLUMNS.items() if k not in MEASURE_COLUMNS]
+    fold = [(k, c) for k, c in curated if k == "fold_fraction"]
+    return dict(measured[:at] + fold + measured[at:] + [(k, c) for k, c in curated if k != "fold_fraction"])
+
+
+#: Columns of the per-fibre table users read (``tables/fibres/<slide>.parquet``), in order: the
+#: measured columns with ``fold_fraction`` beside the other region flags, then curation's.
+FIBRE_COLUMNS: dict[str, Column] = _fibre_columns()
 
 
 def _dtype(col: Column) -> object:
@@ -163,3 +246,19 @@ def table_from_columns(
     return pd.DataFrame(
         {k: np.asarray(data[k]).astype(_dtype(c), copy=False) for k, c in columns.items()}
     )
+
+
+def join_fibre_tables(measured: pd.DataFrame, curated: pd.DataFrame) -> pd.DataFrame:
+    """The per-fibre table users read: ``measure``'s and ``curate``'s columns of the same fibres.
+
+    Raises
+    ------
+    ValueError
+        When the two tables do not hold the same fibres in the same order.
+    """
+    ids = measured["fibre_id"].to_numpy()
+    if not np.array_equal(ids, curated["fibre_id"].to_numpy()):
+        raise ValueError("the measured and curated tables hold different fibres; run curate again")
+    both = pd.concat([measured.reset_index(drop=True), curated.drop(columns="fibre_id").reset_index(drop=True)],
+                     axis=1)
+    return both[list(FIBRE_COLUMNS)]

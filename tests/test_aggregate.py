@@ -11,6 +11,7 @@ from nclsm_scale.aggregate import aggregate_run, aggregate_tables, slide_histogr
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, write_fibre_table
+from nclsm_scale.tables import CURATE_COLUMNS, FIBRE_COLUMNS, MEASURE_COLUMNS
 
 
 def _table(classes, areas, ferets, mito, reasons=None) -> pd.DataFrame:
@@ -25,6 +26,15 @@ def _table(classes, areas, ferets, mito, reasons=None) -> pd.DataFrame:
 
 META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 1.0, "level": 0,
         "tissue_area_um2": 2e6, "fold_area_um2": 5e5}
+
+
+def _write_stage_tables(layout: RunLayout, name: str, t: pd.DataFrame) -> None:
+    """Write ``t``'s columns as measure's and curate's tables of slide ``name`` (other columns zero)."""
+    full = pd.DataFrame({k: t[k] if k in t else np.zeros(len(t), c.dtype if c.dtype != "str" else object)
+                         for k, c in FIBRE_COLUMNS.items()})
+    meta = {**META, "slide_name": name, "slide_id": name}
+    write_fibre_table(full[list(MEASURE_COLUMNS)], layout.measure_table(name), meta)
+    write_fibre_table(full[list(CURATE_COLUMNS)], layout.curate_table(name), {})
 
 
 def test_slide_stats_counts_sizes_and_densities() -> None:
@@ -64,7 +74,7 @@ def test_archive_table_joins_manifest_and_pools_groups(tmp_path) -> None:
     b = _table(["AM", "FAM"], [5000, 4000], [70, 60], [4, 5])
     c = _table(["AM"], [2000], [40], [6])
     for name, t in (("A", a), ("B", b), ("C", c)):
-        write_fibre_table(t, layout.fibre_table(name), {**META, "slide_name": name, "slide_id": name})
+        _write_stage_tables(layout, name, t)
     manifest = pd.DataFrame({"slide": ["A", "B", "C"], "subject": ["P1", "P1", "P2"],
                              "diagnosis": ["ctrl", "ctrl", "mito"]})
     res = aggregate_run(tmp_path, AggregateConfig(), manifest)
@@ -83,11 +93,15 @@ def test_archive_table_joins_manifest_and_pools_groups(tmp_path) -> None:
     ds.close()
     again = aggregate_run(tmp_path, AggregateConfig())  # the saved manifest is reused
     assert again.slides["subject"].tolist() == ["P1", "P1", "P2"]
+    joined = pd.read_parquet(layout.fibre_table("B"))  # what users read: every column, in declared order
+    assert list(joined.columns) == list(FIBRE_COLUMNS) and joined["curation_class"].tolist() == ["AM", "FAM"]
+    only = aggregate_run(tmp_path, AggregateConfig(), slides=["C", "A"])
+    assert only.slides["slide"].tolist() == ["A", "C"]
 
 
 def test_uncurated_tables_and_empty_runs_are_clear_errors(tmp_path) -> None:
     t = _table(["AM"], [1000], [30], [1]).drop(columns=["curation_class"])
     with pytest.raises(ValidationError, match="curate"):
         aggregate_tables({"A": (t, META)}, AggregateConfig())
-    with pytest.raises(ValidationError, match="no fibre tables"):
+    with pytest.raises(ValidationError, match="no curated slides"):
         aggregate_run(tmp_path, AggregateConfig())

@@ -31,39 +31,48 @@ def test_presets_are_found_by_name_and_include_default():
 
 def test_later_sources_win_and_cli_overrides_files(tmp_path):
     a = tmp_path / "a.yaml"
-    a.write_text("segment:\n  block_px: 512\n  halo_um: 100\n")
+    a.write_text("grid:\n  block_px: 512\n  halo_um: 100\n")
     b = tmp_path / "b.yaml"
-    b.write_text("segment:\n  block_px: 256\n")
+    b.write_text("grid:\n  block_px: 256\n")
     cfg = load_config([a, b])
-    assert cfg.segment.block_px == 256 and cfg.segment.halo_um == 100
-    cfg = load_config([a, b], {"segment.block_px": 2048, "segment.halo_um": None})
-    assert cfg.segment.block_px == 2048 and cfg.segment.halo_um == 100
+    assert cfg.grid.block_px == 256 and cfg.grid.halo_um == 100
+    cfg = load_config([a, b], {"grid.block_px": 2048, "grid.halo_um": None})
+    assert cfg.grid.block_px == 2048 and cfg.grid.halo_um == 100
 
 
 def test_unknown_key_names_file_key_and_allowed_keys(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segment:\n  blok_px: 512\n")
+    bad.write_text("grid:\n  blok_px: 512\n")
     with pytest.raises(ConfigError) as info:
         load_config([bad])
     msg = str(info.value)
-    assert str(bad) in msg and "segment.blok_px" in msg
+    assert str(bad) in msg and "grid.blok_px" in msg
     assert "Did you mean 'block_px'" in msg and "halo_um" in msg
+
+
+def test_a_moved_key_names_its_new_place(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("segment:\n  block_px: 512\n")
+    with pytest.raises(ConfigError, match=r"old.yaml.*key 'segment.block_px' has moved: set 'grid.block_px' instead"):
+        load_config([old])
+    with pytest.raises(ConfigError, match=r"command line.*'segment.retries' has moved: set 'grid.retries'"):
+        load_config([], {"segment.retries": 3})
 
 
 def test_unknown_section_lists_sections(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segmnt:\n  block_px: 512\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'segmnt'.*Allowed here: .*segment"):
+    bad.write_text("gird:\n  block_px: 512\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'gird'.*Allowed here: .*grid"):
         load_config([bad])
 
 
 def test_wrong_type_and_impossible_value(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segment:\n  block_px: large\n")
-    with pytest.raises(ConfigError, match=r"segment.block_px.*integer.*'large'"):
+    bad.write_text("grid:\n  block_px: large\n")
+    with pytest.raises(ConfigError, match=r"grid.block_px.*integer.*'large'"):
         load_config([bad])
-    bad.write_text("segment:\n  block_px: 8\n")
-    with pytest.raises(ConfigError, match=r"segment.block_px.*greater than or equal to 64.*8"):
+    bad.write_text("grid:\n  block_px: 8\n")
+    with pytest.raises(ConfigError, match=r"grid.block_px.*greater than or equal to 64.*8"):
         load_config([bad])
 
 
@@ -94,7 +103,7 @@ def test_missing_file_lists_presets():
 
 def test_parse_set_option():
     assert parse_set_option("model.device=cpu") == ("model.device", "cpu")
-    assert parse_set_option("segment.halo_um=12.5") == ("segment.halo_um", 12.5)
+    assert parse_set_option("grid.halo_um=12.5") == ("grid.halo_um", 12.5)
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         parse_set_option("nonsense")
 

@@ -53,9 +53,11 @@ def test_channel_subset_and_block_independence():
     assert np.array_equal(part, whole[:, 5:17, 9:30])
 
 
-def test_slide_norm_uses_a_low_resolution_level(tmp_path):
+def test_slide_norm_uses_a_low_resolution_level_once(tmp_path):
+    import zarr
+
     from nclsm_scale.io.ome_zarr import create_image
-    from nclsm_scale.normalise import slide_norm
+    from nclsm_scale.normalise import compute_slide_norm, slide_norm
     from nclsm_scale.slide import open_slide
 
     rng = np.random.default_rng(2)
@@ -75,7 +77,11 @@ def test_slide_norm_uses_a_low_resolution_level(tmp_path):
         arr[...] = level
         level = level[:, ::2, ::2]
     slide = open_slide(tmp_path / "s.ome.zarr")
-    stats = slide_norm(slide, max_side_px=128)
+    stats = compute_slide_norm(slide, max_side_px=128)
     assert stats.level == 1
     expected = compute_norm(np.asarray(arrays[1][...]), level=1)
     assert stats == expected
+    assert slide_norm(slide) == compute_slide_norm(slide)  # a store without stored constants: computed
+    group = zarr.open_group(str(tmp_path / "s.ome.zarr"), mode="r+")
+    group.attrs["nclsm"] = {**dict(group.attrs["nclsm"]), "norm": stats.model_dump(mode="json")}
+    assert slide_norm(open_slide(tmp_path / "s.ome.zarr")) == stats  # stored (as convert does): read back

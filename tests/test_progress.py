@@ -1,8 +1,10 @@
-"""The run's one progress display, fed by ``track`` on a real LocalCluster."""
+"""The run's one progress display, fed by ``fan_out`` on a real LocalCluster."""
 
 from __future__ import annotations
 
-from nclsm_scale.cluster import track
+import pytest
+
+from nclsm_scale.cluster import fan_out
 from nclsm_scale.progress import RunProgress, current
 
 
@@ -10,17 +12,20 @@ def _square(x: int) -> int:
     return x * x
 
 
-def test_track_reports_to_the_run_progress_of_its_thread(client):
+def _fail_on(x: int, bad: int) -> int:
+    if x == bad:
+        raise ValueError(f"task {x} failed")
+    return x
+
+
+def test_fan_out_reports_to_the_run_progress_of_its_thread(client):
     progress = RunProgress(n_slides=2, n_stages=4, disable=True)
     token = current.set((progress, "S1"))
     try:
-        futures = client.map(_square, range(6), pure=False)
-        seen = [f.result() for f in track(futures, "test")]
-        assert sorted(seen) == [x * x for x in range(6)]
+        assert fan_out(client, _square, [(x,) for x in range(6)], desc="test") == [x * x for x in range(6)]
         assert (progress.tasks_done, progress.tasks_total) == (6, 6)
         assert progress.bar.n == 1.0  # one stage's worth: its tasks are all done
-        more = client.map(_square, range(6, 8), pure=False)
-        list(track(more, "test"))
+        fan_out(client, _square, [(6,), (7,)], desc="test")
         assert (progress.tasks_done, progress.tasks_total) == (8, 8)
     finally:
         current.reset(token)
@@ -36,7 +41,16 @@ def test_track_reports_to_the_run_progress_of_its_thread(client):
     progress.close()
 
 
-def test_track_outside_a_run_draws_its_own_bar_and_yields_every_future(client):
+def test_fan_out_outside_a_run_returns_results_in_call_order(client):
     assert current.get() is None
-    futures = client.map(_square, range(4), pure=False)
-    assert sorted(f.result() for f in track(futures, "test", disable=True)) == [0, 1, 4, 9]
+    assert fan_out(client, _square, [(x,) for x in (3, 1, 2)], desc="test") == [9, 1, 4]
+    assert fan_out(client, _square, [], desc="test") == []
+
+
+def test_fan_out_reraises_the_first_task_error(client):
+    with pytest.raises(ValueError, match="task 2 failed"):
+        fan_out(client, _fail_on, [(x, 2) for x in range(5)], desc="test", retries=1)
+
+
+def test_fan_out_without_a_client_runs_here_in_order():
+    assert fan_out(None, _square, [(2,), (3,)], desc="test") == [4, 9]

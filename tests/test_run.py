@@ -27,9 +27,8 @@ def cfg():
     return RunConfig.model_validate({
         "synth": {"size_px": [1024, 1024]},
         "convert": {"chunk_px": 256, "min_level_px": 64},
-        "segment": {"block_px": 256},
+        "grid": {"block_px": 256},
         "report": {"thumbnail_px": 400},
-        "archive": {"maps_from_gt": True},
     })
 
 
@@ -69,7 +68,7 @@ def test_good_slides_complete_and_the_corrupt_one_is_reported(first):
         assert (run_dir / "slides" / f"{name}.ome.zarr" / "labels" / "fibres").is_dir()
     bad = records[("bad", "convert")]
     assert bad.status == "failed" and "truncated" in bad.error and "\n" not in bad.error
-    assert all(records[("bad", st)].status == "pending" for st in STAGES[1:])
+    assert all(records[("bad", st)].status == "pending" for st in list(STAGES)[1:])
     slides = pd.read_parquet(run_dir / "tables" / "slides.parquet")
     assert sorted(slides["slide"]) == ["S1", "S2"]
     assert set(slides.loc[slides["slide"] == "S2", "diagnosis"]) == {"IBM"}
@@ -87,7 +86,7 @@ def test_run_json_records_provenance(first, cfg):
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["config"] == cfg.model_dump(mode="json")
     assert rec["config_fingerprint"] == config_fingerprint(cfg)
-    assert len(rec["model"]["sha256"]) == 64 and rec["model"]["used"] is False
+    assert len(rec["model"]["sha256"]) == 64 and rec["model"]["used"] is True
     assert rec["versions"]["distributed"] and rec["started"] <= rec["ended"]
     assert set(rec["normalisation"]) == {"S1", "S2"}
     assert all(len(n["lo"]) == len(n["hi"]) >= 2 for n in rec["normalisation"].values())
@@ -141,8 +140,8 @@ def test_a_manifest_escaping_its_folder_stops_the_run_before_any_work(tmp_path, 
 
 
 #: The CLI options that give ``cfg`` above.
-CLI_SETTINGS = ("--maps-from-gt", "--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
-                "--set", "segment.block_px=256", "--set", "report.thumbnail_px=400")
+CLI_SETTINGS = ("--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
+                "--set", "grid.block_px=256", "--set", "report.thumbnail_px=400")
 
 
 def test_cli_exit_status_summary_and_performance_report(first, archive, client, capsys, tmp_path):

@@ -77,7 +77,7 @@ def _local_run(root: Path) -> Path:
     (root / ".run.json.tmp").write_text("partial")
     (root / "run.json").write_text('{"a": 1}')
     st = StateStore(root / "state.sqlite")  # WAL mode: recent rows live in state.sqlite-wal
-    st.register("A", "s3://x/A.tif", STAGES)
+    st.register("A", "s3://x/A.tif", tuple(STAGES))
     st.start("A", "convert", "fp")
     st.finish("A", "convert", 1.0)
     return root
@@ -196,14 +196,14 @@ def test_a_missing_remote_manifest_is_a_validation_error(s3, tmp_path):
 
 # --- a whole run, S3 to S3 ---------------------------------------------------------------------------------
 
-#: The CLI options of a small, fast run (512^2 px sections, ground-truth maps instead of the network).
-CLI_SETTINGS = ("--maps-from-gt", "--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
-                "--set", "segment.block_px=256", "--set", "report.thumbnail_px=200")
+#: The CLI options of a small, fast run (512^2 px sections).
+CLI_SETTINGS = ("--set", "convert.chunk_px=256", "--set", "convert.min_level_px=64",
+                "--set", "grid.block_px=256", "--set", "report.thumbnail_px=200")
 
 
 @pytest.fixture(scope="module")
 def remote_archive(s3, tmp_path_factory):
-    """One good 512^2 px synthetic slide (with its ground truth) and a truncated one, in s3://nclsm/archive."""
+    """One good 512^2 px synthetic slide and a truncated one, in s3://nclsm/archive."""
     from nclsm_scale.config import SynthConfig
     from nclsm_scale.synth import write_section
 
@@ -276,8 +276,7 @@ def cfg_small():
     """The config ``CLI_SETTINGS`` give."""
     return RunConfig.model_validate({
         "convert": {"chunk_px": 256, "min_level_px": 64},
-        "segment": {"block_px": 256},
+        "grid": {"block_px": 256},
         "report": {"thumbnail_px": 200},
-        "archive": {"maps_from_gt": True},
     })
 

@@ -22,7 +22,7 @@ def main(
     overrides: Annotated[
         Path | None,
         typer.Option("--overrides", metavar="CSV",
-                     help="User corrections: columns fibre_id,class[,reasons]; remembered beside the fibre table "
+                     help="User corrections: columns fibre_id,class[,reasons]; remembered beside curate's table "
                      "and applied again by later runs of curate."),
     ] = None,
     clear_overrides: Annotated[
@@ -31,7 +31,7 @@ def main(
     table: Annotated[
         Path | None,
         typer.Option("--table", metavar="PARQUET",
-                     help="Fibre table; default: the run's tables/fibres/<slide>.parquet."),
+                     help="measure's table; default: the run's tables/measure/<slide>.parquet."),
     ] = None,
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,
@@ -39,16 +39,21 @@ def main(
     set_: SetOption = None,
 ) -> None:
     """Curate a slide's fibres (AM / NTM / FAM / FR / EDGE / DEBRIS) and re-aggregate its run."""
+    from nclsm_scale.aggregate import aggregate_run
     from nclsm_scale.cluster import open_client
-    from nclsm_scale.curate.driver import curate_run_slide
+    from nclsm_scale.curate import curate_slide
+    from nclsm_scale.layout import RunLayout
 
     cfg = build_config(
         config, set_,
         **cluster_overrides(scheduler, workers),
     )
+    layout = RunLayout.for_slide(slide)
     with open_client(cfg.cluster) as client:
-        res, slides_table = curate_run_slide(slide, cfg, client, table_path=table, overrides=overrides,
-                                                 clear_overrides=clear_overrides)
+        res = curate_slide(slide, cfg, client, layout=layout, measured_path=table, overrides=overrides,
+                           clear_overrides=clear_overrides)
+    aggregate_run(layout.root, cfg.aggregate)
+    slides_table = layout.slides_table
     counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
     typer.echo(f"{slide}: {res.n_fibres} fibres ({counts}), {res.n_overridden} overridden; table {res.table}")
     typer.echo(f"slide statistics: {slides_table}")

@@ -22,7 +22,7 @@ def main(
     out: Annotated[
         Path | None,
         typer.Option("--out", metavar="DIR",
-                     help="Folder of the table; default: the run's tables/fibres (next to slides/)."),
+                     help="Folder of the table; default: the run's tables/measure (next to slides/)."),
     ] = None,
     block_size: Annotated[
         int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.")
@@ -32,14 +32,14 @@ def main(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Measure every fibre (CSA, min Feret, shape, intensities) into tables/fibres/<slide>.parquet."""
+    """Measure every fibre (CSA, min Feret, shape, intensities) into tables/measure/<slide>.parquet."""
     from nclsm_scale.cluster import open_client
     from nclsm_scale.measure.driver import measure_slide
 
     cfg = build_config(
         config, set_,
         **{
-            "segment.block_px": block_size,
+            "grid.block_px": block_size,
             **cluster_overrides(scheduler, workers),
         },
     )

@@ -18,7 +18,7 @@ from nclsm_scale.cli._options import (
 
 
 def main(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (slides/, tables/fibres/ inside).")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (slides/, tables/ inside).")],
     manifest: Annotated[
         Path | None,
         typer.Option("--manifest", metavar="CSV",
@@ -33,6 +33,7 @@ def main(
     set_: SetOption = None,
 ) -> None:
     """Aggregate the run's fibre tables and write RUN_DIR/report/index.html (self-contained)."""
+    from nclsm_scale.aggregate import aggregate_run
     from nclsm_scale.cluster import open_client
     from nclsm_scale.report import build_report
 
@@ -40,6 +41,7 @@ def main(
         config, set_,
         **{"report.geojson": geojson, **cluster_overrides(scheduler, workers)},
     )
+    aggregate_run(run_dir, cfg.aggregate, manifest)
     with open_client(cfg.cluster) as client:
-        index = build_report(run_dir, cfg, client, manifest=manifest)
+        index = build_report(run_dir, cfg, client)
     typer.echo(f"report: {index}")

@@ -31,9 +31,6 @@ def main(
     ] = None,
     workers: WorkersOption = None,
     scheduler: SchedulerOption = None,
-    maps_from_gt: Annotated[
-        bool, typer.Option("--maps-from-gt", help="Segment from the ground-truth masks beside synthetic sources.")
-    ] = False,
     performance_report: Annotated[
         Path | None, typer.Option("--performance-report", metavar="HTML",
                                   help="Write Dask's performance report of the run (self-contained HTML) here.")
@@ -46,7 +43,6 @@ def main(
         config, set_,
         **{
             "archive.manifest": manifest,
-            "archive.maps_from_gt": True if maps_from_gt else None,
             **cluster_overrides(scheduler, workers),
         },
     )

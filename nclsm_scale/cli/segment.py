@@ -46,8 +46,8 @@ def main(
         config, set_,
         **{
             "segment.level": level,
-            "segment.block_px": block_size,
-            "segment.halo_um": halo_um,
+            "grid.block_px": block_size,
+            "grid.halo_um": halo_um,
             "segment.maps": str(maps) if maps else None,
             "segment.overwrite": True if overwrite else None,
             **cluster_overrides(scheduler, workers),

@@ -2,28 +2,29 @@
 
 Public API::
 
-    from nclsm_scale.curate import curate_fibres, detect_folds, mask_window, apply_overrides, Reason
+    from nclsm_scale.curate import curate_slide, curate_fibres, detect_folds, apply_overrides
 
+- :func:`curate_slide` (slide_path, cfg, client) -> the stage: folds, fold fractions, rules, overrides.
 - :func:`curate_fibres` (table, cfg) -> table with ``curation_class``, ``reasons``, ``confidence``.
 - :func:`detect_folds` (image_lowres, tissue_mask, *, pixel_size_um, ...) -> bool fold mask.
-- :func:`mask_window`: a low-resolution mask on a full-resolution window (for ``measure``).
 - :func:`apply_overrides` (table, csv_path or table): user corrections; :func:`read_overrides` reads
-  and checks a CSV, :func:`stored_overrides_path` names the file ``curate`` remembers them in.
+  and checks a CSV.
+
+The classes and reasons themselves are :class:`nclsm_scale.tables.FibreClass`.
 """
 
-from nclsm_scale.curate.folds import detect_folds, mask_window
-from nclsm_scale.curate.overrides import apply_overrides, read_overrides, stored_overrides_path
-from nclsm_scale.curate.rules import PRIORITY, Reason, curate_fibres, field_elongation, typical_diameter_um
+from nclsm_scale.curate.driver import CurateResult, curate_slide
+from nclsm_scale.curate.folds import detect_folds
+from nclsm_scale.curate.overrides import apply_overrides, read_overrides
+from nclsm_scale.curate.rules import curate_fibres, field_elongation, typical_diameter_um
 
 __all__ = [
-    "PRIORITY",
-    "Reason",
+    "CurateResult",
     "apply_overrides",
     "curate_fibres",
+    "curate_slide",
     "detect_folds",
     "field_elongation",
-    "mask_window",
     "read_overrides",
-    "stored_overrides_path",
     "typical_diameter_um",
 ]

@@ -11,8 +11,8 @@ fold score is the smaller ratio of the two channels (a bright patch in one
 channel only, e.g. a cluster of mito-rich type I fibres, is not a fold).
 Hysteresis: regions with a score of at least ``min_ratio`` grow into connected
 tissue scoring at least ``low_ratio``; specks are opened away, small regions
-dropped and holes filled. :func:`mask_window` brings the low-resolution mask
-onto a full-resolution window for ``measure``.
+dropped and holes filled. :func:`nclsm_scale.grid.lowres_window` brings the
+low-resolution mask onto a window of the segmentation level.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["detect_folds", "fold_score", "mask_window"]
+__all__ = ["detect_folds", "fold_score"]
 
 
 def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -132,23 +132,3 @@ def detect_folds(
     keep = seeded & (sizes >= min_area_um2)
     keep[0] = False
     return ndimage.binary_fill_holes(keep[lab]) & tissue
-
-
-def mask_window(
-    mask_lowres: np.ndarray, scale: float, origin_yx: tuple[int, int], shape_yx: tuple[int, int]
-) -> np.ndarray:
-    """Nearest-neighbour view of a low-resolution mask on a full-resolution window.
-
-    ``scale`` is the low-resolution pixel size in full-resolution pixels; pixel
-    ``(y, x)`` of the slide takes the low-resolution pixel containing its centre,
-    so a window's values do not depend on where it is cut.
-    """
-    h, w = shape_yx
-    oy, ox = origin_yx
-    ly = np.clip(
-        ((np.arange(oy, oy + h) + 0.5) / scale).astype(np.int64), 0, mask_lowres.shape[0] - 1
-    )
-    lx = np.clip(
-        ((np.arange(ox, ox + w) + 0.5) / scale).astype(np.int64), 0, mask_lowres.shape[1] - 1
-    )
-    return np.asarray(mask_lowres, bool)[ly[:, None], lx[None, :]]

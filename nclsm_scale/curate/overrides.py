@@ -2,8 +2,8 @@
 
 A user's CSV (``fibre_id,class[,reasons]``) is read with :func:`read_overrides`
 and applied with :func:`apply_overrides`. ``curate`` keeps every override it was
-given in a file beside the fibre table (:func:`stored_overrides_path`,
-``<slide>.overrides.csv``), with each fibre's ``area_px`` at the time, so a later
+given in a file beside its table (``RunLayout.overrides``,
+``tables/curate/<slide>.overrides.csv``), with each fibre's ``area_px`` at the time, so a later
 ``curate`` without a CSV (new thresholds, re-aggregation) applies them again
 (:func:`load_stored_overrides`). A newer CSV replaces the stored entries of the
 fibres it names and keeps the others (:func:`merge_overrides`). Stored entries
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nclsm_scale.curate.rules import Reason
 from nclsm_scale.errors import SlideWriteError, ValidationError
+from nclsm_scale.tables import FibreClass
 
 __all__ = [
     "apply_overrides",
@@ -28,7 +28,6 @@ __all__ = [
     "merge_overrides",
     "read_overrides",
     "save_stored_overrides",
-    "stored_overrides_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def read_overrides(csv_path: str | Path) -> pd.DataFrame:
         raise ValidationError(
             f"{path}: missing column(s) {sorted(missing)}; expected fibre_id,class[,reasons]"
         )
-    allowed = {r.value for r in Reason}
+    allowed = {r.value for r in FibreClass}
     ov["class"] = ov["class"].astype(str).str.strip().str.upper()
     bad = sorted(set(ov["class"]) - allowed)
     if bad:
@@ -80,7 +79,7 @@ def read_overrides(csv_path: str | Path) -> pd.DataFrame:
                     f"{path}: unknown reason code(s) {sorted(codes - allowed)} in {cell!r}"
                 )
     else:
-        reasons = ov["class"].where(ov["class"] != Reason.AM.value, "")
+        reasons = ov["class"].where(ov["class"] != FibreClass.AM.value, "")
     return pd.DataFrame({"fibre_id": ids, "class": ov["class"], "reasons": reasons}).reset_index(drop=True)
 
 
@@ -122,12 +121,6 @@ def merge_overrides(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     keep = stored[~stored["fibre_id"].isin(new["fibre_id"])]
     both = pd.concat([keep[OVERRIDE_COLUMNS], new[OVERRIDE_COLUMNS]], ignore_index=True)
     return both.sort_values("fibre_id", kind="stable").reset_index(drop=True)
-
-
-def stored_overrides_path(table_path: str | Path) -> Path:
-    """Name the file ``curate`` remembers a table's overrides in: ``<table stem>.overrides.csv`` beside it."""
-    path = Path(table_path)
-    return path.with_name(f"{path.stem}.overrides.csv")
 
 
 def load_stored_overrides(path: str | Path, table: pd.DataFrame) -> pd.DataFrame:

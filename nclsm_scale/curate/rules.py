@@ -29,30 +29,14 @@ deciding feature(s) from their thresholds.
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
 from nclsm_scale.config import CurateConfig
+from nclsm_scale.tables import PRIORITY, FibreClass
 
-__all__ = ["PRIORITY", "Reason", "curate_fibres", "field_elongation", "typical_diameter_um"]
-
-
-class Reason(str, Enum):
-    """Curation classes: AM (analysable) or a rejection reason code."""
-
-    AM = "AM"
-    DEBRIS = "DEBRIS"
-    EDGE = "EDGE"
-    FR = "FR"
-    FAM = "FAM"
-    NTM = "NTM"
-
-
-#: Rejection reasons in priority order (the first that applies is the primary class).
-PRIORITY = (Reason.DEBRIS, Reason.EDGE, Reason.FR, Reason.FAM, Reason.NTM)
+__all__ = ["curate_fibres", "field_elongation", "typical_diameter_um"]
 
 #: Largest aspect ratio entering the neighbourhood elongation (lines and slivers are capped).
 _MAX_AR = 10.0
@@ -137,7 +121,7 @@ def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.Da
     Parameters
     ----------
     table : DataFrame
-        One slide's measured fibres (columns of :data:`nclsm_scale.measure.COLUMNS`).
+        One slide's measured fibres (:data:`~nclsm_scale.tables.MEASURE_COLUMNS`) and ``fold_fraction``.
     cfg : CurateConfig, optional
         Thresholds (human defaults).
 
@@ -197,13 +181,13 @@ def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.Da
          _margin(field, cfg.ntm_min_field_aspect_ratio, band)],
     )
     decided = {
-        Reason.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, band)),
-        Reason.EDGE: (edge, np.ones(n)),
-        Reason.FR: fr,
-        Reason.FAM: fam,
-        Reason.NTM: ntm,
+        FibreClass.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, band)),
+        FibreClass.EDGE: (edge, np.ones(n)),
+        FibreClass.FR: fr,
+        FibreClass.FAM: fam,
+        FibreClass.NTM: ntm,
     }
-    primary = np.full(n, Reason.AM.value, dtype=object)
+    primary = np.full(n, FibreClass.AM.value, dtype=object)
     confidence = np.ones(n)
     undecided = np.ones(n, bool)
     for reason in PRIORITY:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -29,11 +29,14 @@ from nclsm_scale.io.pyramid import downsample_labels, downsample_mean, level_sha
 
 __all__ = [
     "NGFF_VERSION",
+    "array_at",
+    "attrs_of",
     "create_image",
     "create_labels",
     "default_colors",
     "downsample_labels",
     "downsample_mean",
+    "level_pixel_sizes",
     "level_transforms",
     "read_multiscales",
     "regions",
@@ -196,9 +199,25 @@ def create_image(
     return arrays
 
 
+def attrs_of(node: zarr.Group | zarr.Array) -> dict[str, Any]:
+    """A zarr node's attributes as plain Python values (zarr types them as JSON unions)."""
+    return cast("dict[str, Any]", node.attrs.asdict())
+
+
+def array_at(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path`` in ``group``; a clear error when it is missing or a group."""
+    try:
+        node = group[path]
+    except KeyError:
+        raise SlideReadError(f"{group.store_path}: no array {path!r}") from None
+    if not isinstance(node, zarr.Array):
+        raise SlideReadError(f"{group.store_path}: {path!r} is a group, not an array")
+    return node
+
+
 def read_multiscales(group: zarr.Group) -> tuple[dict[str, Any], str]:
     """The first ``multiscales`` entry of an image group (0.4 or 0.5) and its NGFF version."""
-    attrs = dict(group.attrs)
+    attrs = attrs_of(group)
     ome = attrs.get("ome")
     if isinstance(ome, dict) and "multiscales" in ome:
         return ome["multiscales"][0], str(ome.get("version", NGFF_VERSION))
@@ -206,6 +225,28 @@ def read_multiscales(group: zarr.Group) -> tuple[dict[str, Any], str]:
         ms = attrs["multiscales"][0]
         return ms, str(ms.get("version", "0.4"))
     raise SlideReadError(f"{group.store_path}: no OME-Zarr 'multiscales' metadata in the group")
+
+
+#: Micrometres per unit of the NGFF space units a pixel size may be given in.
+UNIT_TO_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "angstrom": 1e-4}
+
+
+def level_pixel_sizes(ms: dict[str, Any], known: bool) -> list[tuple[float, float] | None]:
+    """Pixel size ``(y, x)`` in um of every level of a ``multiscales`` entry; None where unknown.
+
+    ``known`` False (the store says its scale is in pixels) or a missing or unknown
+    space unit gives None for every level.
+    """
+    units = [a.get("unit") for a in ms["axes"][-2:]]
+    factors = [UNIT_TO_UM.get(u) if u else None for u in units]
+    out: list[tuple[float, float] | None] = []
+    for d in ms["datasets"]:
+        scale = next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
+        if not known or factors[0] is None or factors[1] is None:
+            out.append(None)
+        else:
+            out.append((scale[-2] * factors[0], scale[-1] * factors[1]))
+    return out
 
 
 def write_unit_px(arr: zarr.Array) -> tuple[int, int]:
@@ -250,9 +291,9 @@ def create_labels(
     except (FileNotFoundError, ValueError) as exc:
         raise SlideWriteError(f"{image_path}: not an OME-Zarr image to add labels to: {exc}") from None
     ms, _ = read_multiscales(root)
-    image_arrays = [root[d["path"]] for d in ms["datasets"]]
+    image_arrays = [array_at(root, d["path"]) for d in ms["datasets"]]
     labels = root.require_group("labels")
-    listed = list(dict(labels.attrs).get("ome", {}).get("labels", []))
+    listed = list(attrs_of(labels).get("ome", {}).get("labels", []))
     labels.attrs.update({"ome": {"version": NGFF_VERSION, "labels": sorted({*listed, name})}})
     color_map = dict(colors) if colors is not None else {0: (0, 0, 0, 0)}
     label_attrs: dict[str, Any] = {

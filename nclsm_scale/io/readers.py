@@ -133,11 +133,13 @@ def _ome_metadata(xml: str) -> tuple[list[str], tuple[float, float] | None]:
     if pixels is None:
         return [], None
     names = [ch.get("Name") or f"channel{i}" for i, ch in enumerate(pixels.findall("{*}Channel"))]
-    sizes = []
+    sizes: list[float] = []
     for ax in ("Y", "X"):
         value, unit = pixels.get(f"PhysicalSize{ax}"), pixels.get(f"PhysicalSize{ax}Unit", "µm")
-        sizes.append(float(value) * _UNIT_UM[unit] if value and unit in _UNIT_UM else None)
-    return names, (sizes[0], sizes[1]) if None not in sizes else None
+        if not value or unit not in _UNIT_UM:
+            return names, None
+        sizes.append(float(value) * _UNIT_UM[unit])
+    return names, (sizes[0], sizes[1])
 
 
 def _tiff_pixel_size(tif: Any) -> tuple[float, float] | None:
@@ -148,6 +150,7 @@ def _tiff_pixel_size(tif: Any) -> tuple[float, float] | None:
             return (float(match.group(1)),) * 2
     unit = int(page.resolutionunit)
     xres, yres = page.get_resolution()
+    unit_um: float | None
     if unit == 1 and tif.is_imagej and (tif.imagej_metadata or {}).get("unit") in ("micron", "um", "µm"):
         unit_um = 1.0
     else:
@@ -186,7 +189,7 @@ def _open_tiff(path: Path, channels: Sequence[str] | None) -> SourceInfo:
             _check_complete(tif, series, path)
             found: list[str] = []
             size = _tiff_pixel_size(tif)
-            if tif.is_ome:
+            if tif.is_ome and tif.ome_metadata:
                 found, ome_size = _ome_metadata(tif.ome_metadata)
                 size = ome_size or size
             n = math.prod(s for a, s in zip(axes, shape, strict=True) if a in _CHANNEL_AXES)
@@ -209,6 +212,7 @@ def _open_tiff(path: Path, channels: Sequence[str] | None) -> SourceInfo:
 def _open_image(path: Path, channels: Sequence[str] | None) -> SourceInfo:
     data = _load_image(str(path))
     n = data.shape[0]
+    keep: tuple[int, ...]
     if n >= 3 and (channels is None or len(channels) == 2):  # NCL-SM composite: R membrane, G mito
         keep, found = (0, 1), ["membrane", "mito"]
     else:
@@ -233,14 +237,13 @@ def _load_image(path: str) -> np.ndarray:
 def _open_zarr(path: Path, channels: Sequence[str] | None) -> SourceInfo:
     import zarr
 
-    from nclsm_scale.io.ome_zarr import read_multiscales
-    from nclsm_scale.slide import _pixel_sizes
+    from nclsm_scale.io.ome_zarr import array_at, attrs_of, level_pixel_sizes, read_multiscales
 
     try:
         group = zarr.open_group(str(path), mode="r")
         ms, version = read_multiscales(group)
         axes = tuple(a["name"] for a in ms["axes"])
-        arr = group[ms["datasets"][0]["path"]]
+        arr = array_at(group, ms["datasets"][0]["path"])
     except SlideReadError:
         raise
     except Exception as exc:
@@ -251,11 +254,11 @@ def _open_zarr(path: Path, channels: Sequence[str] | None) -> SourceInfo:
     if "y" not in axes or "x" not in axes:
         raise SlideReadError(f"{path}: OME-Zarr axes {axes} lack y and x")
     n = arr.shape[axes.index("c")] if "c" in axes else 1
-    attrs = dict(group.attrs)
+    attrs = attrs_of(group)
     omero = attrs.get("ome", attrs).get("omero", {})
     found = [ch.get("label", "") for ch in omero.get("channels", [])]
     known = attrs.get("nclsm", {}).get("pixel_size_known", all(a.get("unit") for a in ms["axes"] if a["name"] in "yx"))
-    size = _pixel_sizes(ms, bool(known))[0]
+    size = level_pixel_sizes(ms, bool(known))[0]
     logger.info("%s: OME-Zarr %s input, re-written as 0.5", path, version)
     return SourceInfo(str(path), "zarr", (n, arr.shape[axes.index("y")], arr.shape[axes.index("x")]),
                       str(arr.dtype), _names(str(path), found, channels, n), size, axes,
@@ -313,9 +316,10 @@ def _read_segments(
     slot = {int(c): k for k, c in enumerate(want)}
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        pages, key = series.pages, series.keyframe
+        key = series.keyframe
+        pages = [p for p in series.pages if p is not None]
         sep, depth, height, width, contig = key.shaped
-        if tif.is_ndpi or depth != 1 or any(p is None for p in pages):
+        if tif.is_ndpi or depth != 1 or len(pages) != len(series.pages):
             return None
         if len(pages) * sep * contig != n_channels:
             return None
@@ -323,7 +327,7 @@ def _read_segments(
         ny, nx = -(-height // seg_h), -(-width // seg_w)
         rows, cols = range(y0 // seg_h, -(-y1 // seg_h)), range(x0 // seg_w, -(-x1 // seg_w))
         # every pixel of a wanted channel lies in exactly one segment: no initialisation needed
-        out = np.empty((len(want), y1 - y0, x1 - x0), dtype=key.dtype.newbyteorder("="))
+        out = np.empty((len(want), y1 - y0, x1 - x0), dtype=np.dtype(key.dtype).newbyteorder("="))
         for p, page in enumerate(pages):
             planes = [s for s in range(sep) if any((p * sep + s) * contig + t in slot for t in range(contig))]
             if not planes:
@@ -369,7 +373,7 @@ def _read_tiff(info: SourceInfo, y0: int, x0: int, y1: int, x1: int, want: Seque
     if segments is not None:
         return segments
     with tifffile.imread(info.path, aszarr=True, series=0, level=0) as store:
-        block = zarr.open_array(store, mode="r")[_window(info.axes, y0, x0, y1, x1)]
+        block = np.asarray(zarr.open_array(store, mode="r")[_window(info.axes, y0, x0, y1, x1)])
     return _to_cyx(block, info.axes, _CHANNEL_AXES)[list(want)]
 
 
@@ -400,7 +404,7 @@ def read_region(
                 lo = min(want, default=0)
                 index[info.axes.index("c")] = slice(lo, max(want, default=-1) + 1)
                 want = tuple(c - lo for c in want)
-            block = _to_cyx(arr[tuple(index)], info.axes, {"c"})[list(want)]
+            block = _to_cyx(np.asarray(arr[tuple(index)]), info.axes, {"c"})[list(want)]
     except SlideReadError:
         raise
     except Exception as exc:

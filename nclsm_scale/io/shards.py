@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -62,7 +63,7 @@ def _layout(arr: zarr.Array) -> _Layout | None:
 
     if not isinstance(arr.store, LocalStore) or arr.metadata.zarr_format != 3 or arr.order != "C":
         return None
-    meta = arr.metadata.to_dict()
+    meta = cast("dict[str, Any]", arr.metadata.to_dict())
     if meta.get("chunk_key_encoding") != {"name": "default", "configuration": {"separator": "/"}}:
         return None
     if np.dtype(arr.dtype).kind not in "uif" or meta.get("fill_value") != 0:

@@ -102,7 +102,6 @@ def measure_fibres(
     pixel_size_um: float,
     channel_roles: Mapping[str, int] | None = None,
     tissue_mask: np.ndarray | None = None,
-    fold_mask: np.ndarray | None = None,
     origin_yx: tuple[int, int] = (0, 0),
     slide_shape_yx: tuple[int, int] | None = None,
     ids: Iterable[int] | None = None,
@@ -122,8 +121,8 @@ def measure_fibres(
         Isotropic pixel size.
     channel_roles : mapping role -> channel index
         Roles ``membrane`` and ``mito`` (either may be absent: its columns are NaN).
-    tissue_mask, fold_mask : ndarray, (Y, X) bool, optional
-        Tissue (for ``touches_tissue_border``) and folded-tissue masks on the same grid.
+    tissue_mask : ndarray, (Y, X) bool, optional
+        Tissue mask on the same grid (for ``touches_tissue_border``).
     origin_yx : (int, int)
         Slide position of the window's first pixel.
     slide_shape_yx : (int, int), optional
@@ -215,7 +214,6 @@ def measure_fibres(
         comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
         (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
     )
-    cols["fold_fraction"] = _fold_fraction(comp, fold_mask, area, n)
     cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
     return table_from_columns(cols, COLUMNS)
 
@@ -252,15 +250,6 @@ def _near_nontissue(
         total = np.count_nonzero(ring)
         out[i] = total > 0 and np.count_nonzero(ring & outside[sl]) >= min_fraction * total
     return out
-
-
-def _fold_fraction(
-    comp: np.ndarray, fold: np.ndarray | None, area: np.ndarray, n: int
-) -> np.ndarray:
-    if fold is None:
-        return np.full(n, np.nan)
-    idx = np.flatnonzero(np.asarray(fold, bool) & (comp != 0))
-    return np.bincount(comp.ravel()[idx].astype(np.int64) - 1, minlength=n) / area
 
 
 def _intensities(

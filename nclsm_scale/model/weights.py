@@ -12,7 +12,6 @@ metrics, receptive field and the sha256 of the weights file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -21,36 +20,15 @@ from typing import Any
 import torch
 
 from nclsm_scale.errors import ModelError
+from nclsm_scale.model.card import BUNDLED_WEIGHTS, card_path, sha256_of
 from nclsm_scale.model.net import FibreNet, NetSpec
 
-__all__ = [
-    "BUNDLED_WEIGHTS",
-    "card_path",
-    "load_net",
-    "read_card",
-    "save_net",
-    "sha256_of",
-]
+__all__ = ["load_net", "save_net"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nclsm-fibrenet"
 VERSION = 1
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def card_path(weights: str | Path) -> Path:
-    """Return the model card path beside a weights file (``x.pt`` -> ``x.json``)."""
-    return Path(weights).with_suffix(".json")
 
 
 def save_net(
@@ -93,17 +71,6 @@ def save_net(
     }
     card_path(path).write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
     return path
-
-
-def read_card(weights: str | Path) -> dict[str, Any]:
-    """Read the model card of a weights file (``{}`` if it has none)."""
-    path = card_path(weights)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: model card is not valid JSON: {exc}") from None
 
 
 def load_net(path: str | Path | None = None) -> tuple[FibreNet, int]:

@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nclsm_scale.overlay import composite_rgb
+from nclsm_scale.slide import open_slide
+from nclsm_scale.tables import FOLD, FibreClass
+
 __all__ = [
-    "CLASS_RGB",
     "class_breakdown_png",
     "class_thumbnail",
     "histogram_png",
@@ -23,15 +26,6 @@ __all__ = [
     "thumbnail_level",
 ]
 
-#: Display colour of each curation class (RGB), also used in the GeoJSON export.
-CLASS_RGB: dict[str, tuple[int, int, int]] = {
-    "AM": (46, 204, 64),
-    "DEBRIS": (170, 170, 170),
-    "EDGE": (0, 116, 217),
-    "FR": (255, 65, 54),
-    "FAM": (177, 13, 201),
-    "NTM": (255, 180, 0),
-}
 #: Outline colour of fold regions on thumbnails.
 FOLD_RGB = (255, 255, 255)
 
@@ -57,9 +51,6 @@ def class_thumbnail(slide_path: str, table: pd.DataFrame, meta: Mapping[str, Any
     """RGB thumbnail of a slide with each fibre filled in its class colour and folds outlined."""
     from skimage.segmentation import find_boundaries
 
-    from nclsm_scale.overlay import composite_rgb
-    from nclsm_scale.slide import open_slide
-
     slide = open_slide(slide_path)
     level = thumbnail_level(slide, int(meta.get("level", 0)), max_px)
     _, ny, nx = slide.levels[level].shape
@@ -67,16 +58,16 @@ def class_thumbnail(slide_path: str, table: pd.DataFrame, meta: Mapping[str, Any
     labels = np.asarray(slide.label_array("fibres", level)[0])
     lut = np.zeros((int(max(labels.max(), table["fibre_id"].to_numpy(np.int64).max(initial=0))) + 1, 3), np.float32)
     has = np.zeros(lut.shape[0], bool)
-    for cls, rgb_c in CLASS_RGB.items():
+    for cls in FibreClass:
         ids = table["fibre_id"].to_numpy(np.int64)[table["curation_class"].astype(str).to_numpy() == cls]
-        lut[ids] = rgb_c
+        lut[ids] = cls.rgb
         has[ids] = True
     fill = has[labels]
     rgb[fill] = 0.45 * rgb[fill] + 0.55 * lut[labels[fill]]
     rgb[find_boundaries(labels, mode="inner") & fill] *= 0.5
-    if "regions" in slide.labels:
-        regions = np.asarray(slide.label_array("regions", level)[0])
-        edge = find_boundaries(regions == 2, mode="inner")
+    if "folds" in slide.labels:
+        folds = np.asarray(slide.label_array("folds", level)[0])
+        edge = find_boundaries(folds == FOLD, mode="inner")
         rgb[edge] = FOLD_RGB
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
@@ -128,9 +119,9 @@ def class_breakdown_png(slides: pd.DataFrame, dpi: int) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.45 * len(slides)))
     left = np.zeros(len(slides))
     names = slides["slide"].astype(str).tolist()
-    for cls, rgb in CLASS_RGB.items():
+    for cls in FibreClass:
         n = slides[f"n_{cls}"].to_numpy(np.float64)
-        ax.barh(names, n, left=left, color=np.asarray(rgb) / 255.0, label=cls)
+        ax.barh(names, n, left=left, color=np.asarray(cls.rgb) / 255.0, label=cls.value)
         left += n
     ax.set_xlabel("fibres")
     ax.invert_yaxis()

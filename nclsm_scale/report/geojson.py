@@ -18,12 +18,19 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from nclsm_scale.cluster import fan_out
 from nclsm_scale.errors import SlideWriteError
+from nclsm_scale.grid import BlockGrid
+from nclsm_scale.slide import open_slide
+from nclsm_scale.tables import FibreClass
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["export_geojson", "trace_fibres"]
 
@@ -41,15 +48,11 @@ def trace_fibres(
     """Outer rings (``[[x, y], ...]`` in level-0 px) of fibres given as rows ``(id, y0, x0, y1, x1)``."""
     from skimage.measure import approximate_polygon, find_contours
 
-    from nclsm_scale.measure.driver import read_padded_labels
-    from nclsm_scale.slide import open_slide
-
     if len(boxes) == 0:
         return []
-    arr = open_slide(slide_path).label_array("fibres", level)
     wy0, wx0 = int(boxes[:, 1].min()) - 1, int(boxes[:, 2].min()) - 1
     wy1, wx1 = int(boxes[:, 3].max()) + 1, int(boxes[:, 4].max()) + 1
-    labels = read_padded_labels(arr, wy0, wx0, wy1, wx1)
+    labels = open_slide(slide_path).read_labels("fibres", level, wy0, wx0, wy1, wx1)
     rings = []
     for fid, y0, x0, y1, x1 in boxes.tolist():
         crop = labels[y0 - 1 - wy0 : y1 + 1 - wy0, x0 - 1 - wx0 : x1 + 1 - wx0] == fid
@@ -78,7 +81,7 @@ def export_geojson(
     meta: Mapping[str, Any],
     out_path: str | Path,
     *,
-    client: Any = None,
+    client: Client | None = None,
     tolerance_px: float = 0.5,
 ) -> Path:
     """Write a FeatureCollection of the curated fibres of one slide to ``out_path``.
@@ -93,9 +96,6 @@ def export_geojson(
     tolerance_px : float
         Polygon simplification tolerance in segmentation-level pixels (0: none).
     """
-    from nclsm_scale.report.figures import CLASS_RGB
-    from nclsm_scale.segment.grid import BlockGrid
-
     level = int(meta.get("level", 0))
     scale = float(meta.get("level0_scale", 1.0))
     shape = tuple(int(v) for v in meta.get("shape_yx", (1, 1)))
@@ -108,10 +108,7 @@ def export_geojson(
     groups = [np.flatnonzero(owner == k) for k in range(ny * nx)]
     groups = [g for g in groups if g.size]
     args = [(str(slide_path), level, boxes[g], scale, tolerance_px) for g in groups]
-    if client is None:
-        parts = [trace_fibres(*a) for a in args]
-    else:
-        parts = client.gather(client.map(trace_fibres, *zip(*args, strict=True), pure=False)) if args else []
+    parts = fan_out(client, trace_fibres, args, desc="report: outlines")
     rings: list[Any] = [None] * len(table)
     for g, part in zip(groups, parts, strict=True):
         for i, ring in zip(g.tolist(), part, strict=True):
@@ -127,7 +124,7 @@ def export_geojson(
             "properties": {
                 "objectType": "detection",
                 "name": f"fibre {values['fibre_id'][i]}",
-                "classification": {"name": cls, "color": list(CLASS_RGB.get(cls, (200, 200, 200)))},
+                "classification": {"name": cls, "color": list(FibreClass(cls).rgb)},
                 "measurements": {k: _number(v[i]) for k, v in values.items()},
             },
         })

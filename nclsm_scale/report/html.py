@@ -1,7 +1,8 @@
 """One self-contained HTML page per run (``RUN/report/index.html``).
 
-:func:`build_report` aggregates the run (:func:`nclsm_scale.aggregate.aggregate_run`),
-then draws class thumbnails, histograms and the class breakdown, writes them as
+:func:`build_report` reads the run's aggregated tables (``tables/slides.parquet``,
+``groups.parquet``, ``histograms.nc``, written by ``aggregate``) and the fibre
+tables, then draws class thumbnails, histograms and the class breakdown, writes them as
 PNG beside the page and embeds them as base64 (no external file, script or
 style sheet), renders the slide table straight from ``tables/slides.parquet``
 (every number in the page comes from that table: floats with 6 significant
@@ -17,14 +18,23 @@ import html
 import json
 import logging
 import math
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import xarray as xr
 
 from nclsm_scale.config import RunConfig
+from nclsm_scale.errors import ValidationError
+from nclsm_scale.layout import RunLayout, read_fibre_table
+from nclsm_scale.model.card import weights_record
+from nclsm_scale.report.figures import class_breakdown_png, class_thumbnail, histogram_png, png_bytes
+from nclsm_scale.report.geojson import export_geojson
+from nclsm_scale.tables import FibreClass
 from nclsm_scale.versions import package_versions
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["build_report", "format_value", "provenance"]
 
@@ -91,36 +101,15 @@ def provenance(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError) as exc:
             record["run.json"] = f"unreadable: {exc}"
     record["versions"] = package_versions()
-    record["model"] = _model_record(cfg)
+    record["model"] = {**weights_record(cfg.model),
+                       "note": "the configured network; slides segmented from stored maps did not use it"}
     record["config"] = cfg.model_dump(mode="json")
     return record
 
 
-def _model_record(cfg: RunConfig) -> dict[str, Any]:
-    """Weights path and sha256 (from the model card beside it, else hashed) without importing torch."""
-    import hashlib
-    import importlib.resources
-
-    bundled = Path(str(importlib.resources.files("nclsm_scale"))) / "model" / "weights" / "default.pt"
-    path = Path(cfg.model.weights) if cfg.model.weights else bundled
-    if not path.is_file():
-        return {"weights": str(path), "sha256": "not available (no weights file)"}
-    card = path.with_suffix(".json")
-    try:
-        sha = json.loads(card.read_text(encoding="utf-8")).get("sha256") if card.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        sha = None
-    if not sha:
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"weights": str(path), "sha256": sha,
-            "note": "the configured network; slides segmented from stored maps did not use it"}
-
-
 def _legend() -> str:
-    from nclsm_scale.report.figures import CLASS_RGB
-
     items = "".join(
-        f'<span><i class="sw" style="background:rgb{rgb}"></i>{c}</span>' for c, rgb in CLASS_RGB.items()
+        f'<span><i class="sw" style="background:rgb{c.rgb}"></i>{c.value}</span>' for c in FibreClass
     )
     return f'<div class="legend">{items}<span><i class="sw" style="background:#fff"></i>fold outline</span></div>'
 
@@ -130,64 +119,64 @@ def _save(png: bytes, path: Path) -> bytes:
     return png
 
 
-def build_report(
-    run_dir: str | Path,
-    cfg: RunConfig,
-    client: Any = None,
-    manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
-) -> Path:
-    """Aggregate a run and write ``report/index.html`` with figures, tables, GeoJSON and provenance.
+def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = None) -> Path:
+    """Write ``report/index.html`` of an aggregated run with figures, tables, GeoJSON and provenance.
 
     Parameters
     ----------
-    run_dir : the run directory (:class:`~nclsm_scale.layout.RunLayout`).
+    run_dir : the run directory (:class:`~nclsm_scale.layout.RunLayout`), aggregated
+        (:func:`nclsm_scale.aggregate.aggregate_run`).
     cfg : RunConfig
-        ``cfg.aggregate`` (statistics) and ``cfg.report`` (thumbnails, figures, GeoJSON).
+        ``cfg.aggregate`` (the classes counted as analysable) and ``cfg.report``
+        (thumbnails, figures, GeoJSON).
     client : distributed.Client, optional
         Traces GeoJSON polygons on the cluster; ``None`` in this process.
-    manifest : optional
-        Slide metadata (DataFrame, ``{slide: {column: value}}`` or CSV path).
-    """
-    from nclsm_scale.aggregate import aggregate_run
-    from nclsm_scale.layout import RunLayout, read_fibre_table
-    from nclsm_scale.report.figures import class_breakdown_png, class_thumbnail, histogram_png, png_bytes
-    from nclsm_scale.report.geojson import export_geojson
 
+    Raises
+    ------
+    ValidationError
+        When the run has not been aggregated.
+    """
     layout = RunLayout(Path(run_dir))
-    agg = aggregate_run(layout.root, cfg.aggregate, manifest)
+    if not layout.slides_table.is_file() or not layout.histograms.is_file():
+        raise ValidationError(f"{layout.tables}: no slide statistics; aggregate the run first.")
+    slides = pd.read_parquet(layout.slides_table)
+    groups = pd.read_parquet(layout.groups_table) if layout.groups_table.is_file() else None
+    with xr.open_dataset(layout.histograms, engine="scipy") as ds:
+        histograms = ds.load()
     rep = cfg.report
     out = layout.report
     out.mkdir(parents=True, exist_ok=True)
     dpi = rep.figure_dpi
     plots = [
-        ("classes.png", "Fibres per class", class_breakdown_png(agg.slides, dpi)),
+        ("classes.png", "Fibres per class", class_breakdown_png(slides, dpi)),
         ("hist_csa.png", "CSA of analysable fibres",
-         histogram_png(agg.histograms, "csa", "CSA (um²)", dpi)),
+         histogram_png(histograms, "csa", "CSA (um²)", dpi)),
         ("hist_feret_min.png", "Min Feret of analysable fibres",
-         histogram_png(agg.histograms, "feret_min", "min Feret diameter (um)", dpi)),
+         histogram_png(histograms, "feret_min", "min Feret diameter (um)", dpi)),
         ("hist_mito_rel.png", "Mito intensity of analysable fibres (relative to the slide median)",
-         histogram_png(agg.histograms, "mito_rel", "mito interior mean / slide median", dpi)),
+         histogram_png(histograms, "mito_rel", "mito interior mean / slide median", dpi)),
     ]
     thumbs = []
-    for path in layout.fibre_tables():
-        table, meta = read_fibre_table(path)
-        slide_path = meta.get("slide_path") or str(layout.slide(path.stem))
+    for name in slides["slide"].astype(str):
+        table, meta = read_fibre_table(layout.fibre_table(name))
+        slide_path = meta.get("slide_path") or str(layout.slide(name))
         if not Path(slide_path).exists():
-            slide_path = str(layout.slide(path.stem))
+            slide_path = str(layout.slide(name))
         png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
-                    out / f"{path.stem}_classes.png")
-        row = agg.slides.set_index("slide").loc[path.stem]
+                    out / f"{name}_classes.png")
+        row = slides.set_index("slide").loc[name]
         pct = float(row["pct_analysable"])
-        caption = (f"{html.escape(path.stem)}: {int(row['n_fibres'])} fibres, "
+        caption = (f"{html.escape(name)}: {int(row['n_fibres'])} fibres, "
                    + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
-        thumbs.append(f"<figure>{_img(png, path.stem)}<figcaption>{caption}</figcaption></figure>")
+        thumbs.append(f"<figure>{_img(png, name)}<figcaption>{caption}</figcaption></figure>")
         if rep.geojson:
-            export_geojson(slide_path, table, meta, out / f"{path.stem}.geojson", client=client,
+            export_geojson(slide_path, table, meta, out / f"{name}.geojson", client=client,
                            tolerance_px=rep.geojson_tolerance_px)
     for name, _, png in plots:
         _save(png, out / name)
     prov = provenance(layout.root, cfg)
-    s = agg.slides
+    s = slides
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -202,8 +191,8 @@ def build_report(
         f"classes {', '.join(cfg.aggregate.analysable_classes)}; SD with ddof 1, CV = SD / mean; areas in mm².</p>",
         _stats_table(s, "slide", "slides"),
     ]
-    if agg.groups is not None:
-        g = agg.groups.copy()
+    if groups is not None:
+        g = groups.copy()
         keys = [c for c in cfg.aggregate.group_by if c in g.columns]
         g.insert(0, "group", g[keys].astype(str).agg(" / ".join, axis=1))
         parts += ["<h2>Groups</h2>", _stats_table(g.drop(columns=keys), "group", "groups")]

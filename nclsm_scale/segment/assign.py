@@ -35,9 +35,9 @@ from typing import Protocol
 import numpy as np
 
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.grid import Block
 from nclsm_scale.segment import kernels
 from nclsm_scale.segment.cores import find_cores
-from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.seeds import SegmentParams, core_level
 
 __all__ = ["BlockLabels", "LevelSource", "UNCERTAIN", "assign_block", "label_window", "owned_ids",
@@ -187,6 +187,6 @@ def assign_block(
         f"a fibre near (y, x) = ({y * um:.0f}, {x * um:.0f}) um at the segmentation level is "
         f"larger than the largest admissible window: block {(block.by, block.bx)} is still not "
         f"certain with a halo of {tried} px ({tried * um:.0f} um) after "
-        f"{escalation_limit} escalation(s). Raise segment.max_fibre_diameter_um or "
-        f"segment.escalation_limit if such fibres are real, or check the maps there."
+        f"{escalation_limit} escalation(s). Raise grid.max_fibre_diameter_um or "
+        f"grid.escalation_limit if such fibres are real, or check the maps there."
     )

@@ -1,7 +1,9 @@
 """Dask driver of ``segment``: block tasks over a slide, resumable, labels written in place.
 
-Passes, each one ``client.map`` over block descriptors (tiny arguments; every task
-reads its block + halo straight from zarr):
+:func:`plan_segmentation` fixes everything the labels depend on (level, block and
+halo sizes, parameters, map source; :class:`SegmentPlan`); then passes, each one
+:func:`~nclsm_scale.cluster.fan_out` over block descriptors (tiny arguments; every
+task reads its block + halo straight from zarr):
 
 0. maps (network only): the engine's maps into ``<work>/maps``, whose chunks are
    whole network windows; each task takes a run of chunks in raster order holding
@@ -17,7 +19,8 @@ reads its block + halo straight from zarr):
 
 Then the other label levels are filled, ``labels/regions`` is written and the
 completion marker (``nclsm.segment`` in the ``labels/fibres`` attributes) is set
-last. ``<work>`` is the folder ``<slide>.segment`` next to the slide; its
+last. ``<work>`` is the folder ``<store>.segment`` next to the slide
+(:func:`nclsm_scale.layout.work_dir`); its
 ``state.json`` holds a fingerprint of everything the labels depend on, so a rerun
 with the same settings resumes block by block and a finished slide is skipped.
 """
@@ -31,28 +34,39 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nclsm_scale.cluster import gpu_task_resources, track
+from nclsm_scale.cluster import fan_out, gpu_task_resources
 from nclsm_scale.config import RunConfig
-from nclsm_scale.errors import ConfigError, SlideReadError
+from nclsm_scale.errors import ConfigError
+from nclsm_scale.grid import Block, BlockGrid
+from nclsm_scale.io.labels import fill_label_pyramid
+from nclsm_scale.io.ome_zarr import create_labels
+from nclsm_scale.layout import work_dir
 from nclsm_scale.segment.assign import assign_block
-from nclsm_scale.segment.grid import Block, BlockGrid
 from nclsm_scale.segment.ids import load_table, save_table, seed_table
 from nclsm_scale.segment.levels import StoredLevels
 from nclsm_scale.segment.maps import MapSource, StoredMaps
-from nclsm_scale.segment.regions import REGION_COLORS, tissue_mask
+from nclsm_scale.segment.regions import tissue_mask
 from nclsm_scale.segment.seeds import SegmentParams, seed_pass
+from nclsm_scale.slide import Slide, open_slide
+from nclsm_scale.tables import REGION_COLORS
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from nclsm_scale.segment.engine import EngineMaps
 
-__all__ = ["SegmentResult", "network_tasks", "segment_slide", "work_dir"]
+__all__ = ["SegmentPlan", "SegmentResult", "network_tasks", "plan_segmentation", "segment_slide"]
 
 logger = logging.getLogger(__name__)
+
+#: ``work_dir`` stage name of segmentation's intermediate state.
+WORK = "segment"
 
 
 @dataclass
@@ -72,20 +86,10 @@ class SegmentResult:
     seconds: float = 0.0
 
 
-def work_dir(slide_path: str | Path) -> Path:
-    """Folder of intermediate state of a slide's segmentation (``<slide>.segment``)."""
-    p = Path(str(slide_path).rstrip("/"))
-    return p.with_name(p.name + ".segment")
-
-
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
-
-
-def _label_path(slide_path: str, name: str, level_path: str) -> str:
-    return f"{slide_path.rstrip('/')}/labels/{name}/{level_path}"
 
 
 def seeds_task(
@@ -151,27 +155,168 @@ def maps_task(source: EngineMaps, chunks: list[Block], maps_path: str, done_path
     Path(done_path).write_text("{}")
 
 
-def _run(client: Any, fn: Any, args: list[tuple], desc: str, retries: int, **kw: Any) -> list[Any]:
-    if not args:
-        return []
-    futures = client.map(fn, *zip(*args, strict=True), retries=retries, pure=False, **kw)
-    for future in track(futures, desc):
-        if future.status == "error":
-            future.result()  # re-raise the block's error (e.g. HaloViolationError) now
-    return client.gather(futures)
-
-
 def _fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _block_px(requested: int, unit_yx: tuple[int, int]) -> int:
+    """``requested`` rounded up to a multiple of the label write unit, so no two blocks share a chunk."""
     unit = math.lcm(*unit_yx)
     return max(unit, -(-requested // unit) * unit)
 
 
+def _name(b: Block) -> str:
+    return f"{b.by}_{b.bx}"
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Everything the labels of one slide depend on, and where the passes keep their state.
+
+    ``source`` gives the maps; ``stored`` is the source the seed and assign passes
+    read (None until the network's maps are stored). ``state`` enters the resume
+    fingerprint: the same fingerprint means the same labels.
+    """
+
+    slide: Slide
+    level: int
+    pixel_size_um: float
+    shape_yx: tuple[int, int]
+    block_px: int
+    halo_px: int
+    escalation_limit: int
+    retries: int
+    params: SegmentParams
+    source: MapSource
+    source_id: str
+    stored: MapSource | None
+    work: Path
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """What the labels depend on (recorded in ``<work>/state.json``)."""
+        return {
+            "level": self.level, "shape": self.shape_yx, "block_px": self.block_px, "halo_px": self.halo_px,
+            "escalation_limit": self.escalation_limit, "params": asdict(self.params), "source": self.source_id,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of :attr:`state`."""
+        return _fingerprint(self.state)
+
+    @property
+    def blocks(self) -> list[Block]:
+        """Block cores in raster order."""
+        return BlockGrid(self.shape_yx, self.block_px).blocks()
+
+    def seeds_file(self, b: Block) -> Path:
+        """Owned seeds of block ``b`` (pass 1's marker)."""
+        return self.work / "seeds" / f"{_name(b)}.npy"
+
+    def done_file(self, b: Block) -> Path:
+        """Done marker of block ``b`` (pass 2), with its escalations."""
+        return self.work / "done" / f"{_name(b)}.json"
+
+
+def plan_segmentation(
+    slide_path: str | Path, cfg: RunConfig, client: Client, source: MapSource | None = None
+) -> SegmentPlan:
+    """Level, block and halo sizes, parameters and map source of a slide's segmentation.
+
+    Raises
+    ------
+    ConfigError
+        When the level does not exist or the maps do not match it.
+    SlideReadError
+        When the slide has no pixel size, or (network maps) no membrane or mito channel.
+    """
+    seg = cfg.segment
+    slide = open_slide(slide_path)
+    level = seg.level if seg.level is not None else slide.level_nearest(seg.target_pixel_size_um)
+    if level >= len(slide.levels):
+        raise ConfigError(f"segment.level={level}: {slide.path} has levels 0..{len(slide.levels) - 1}")
+    px = slide.pixel_size_um(level)
+    shape = (int(slide.levels[level].shape[1]), int(slide.levels[level].shape[2]))
+    img = slide.array(level)
+    stored: MapSource | None
+    if source is not None:
+        source_id, stored = f"source:{getattr(source, 'ident', type(source).__name__)}", source
+    elif seg.maps is not None:
+        source = stored = StoredMaps(seg.maps)
+        source_id = f"stored:{Path(seg.maps).resolve()}"
+    else:
+        from nclsm_scale.segment.engine import engine_source
+
+        source, source_id = engine_source(slide, level, cfg.model, client)
+        stored = None
+    if source.shape_yx != shape:
+        raise ConfigError(
+            f"the maps are {source.shape_yx} px but level {level} of {slide.path} is {shape} px; "
+            "give maps of the segmentation level (or choose it with --level)"
+        )
+    return SegmentPlan(
+        slide=slide, level=level, pixel_size_um=px, shape_yx=shape,
+        block_px=_block_px(cfg.grid.block_px, tuple((img.shards or img.chunks)[-2:])),
+        halo_px=cfg.grid.halo_px(px), escalation_limit=cfg.grid.escalation_limit, retries=cfg.grid.retries,
+        params=SegmentParams.from_config(seg, px, source.channels), source=source, source_id=source_id,
+        stored=stored, work=work_dir(slide.path, WORK),
+    )
+
+
+def _resume(plan: SegmentPlan, overwrite: bool) -> bool:
+    """Prepare the work folder: keep it when it holds a run of the same plan, else start afresh.
+
+    Returns True when the segmentation starts afresh (new, changed or ``overwrite``).
+    """
+    work, state_file = plan.work, plan.work / "state.json"
+    fresh = overwrite or not state_file.is_file() or json.loads(state_file.read_text()).get(
+        "fingerprint") != plan.fingerprint
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+        for sub in ("seeds", "done", "maps_done"):
+            (work / sub).mkdir(parents=True)
+        create_labels(plan.slide.path, "fibres", dtype=np.uint32)
+        _atomic_json(state_file, {"fingerprint": plan.fingerprint, **plan.state})
+    if not (work / "levels").exists():  # fresh, or dropped by an earlier run whose mark is gone
+        StoredLevels.create(str(work / "levels"), plan.shape_yx, plan.block_px)
+        for done_seeds in (work / "seeds").glob("*.npy"):
+            done_seeds.unlink()
+    return fresh
+
+
+def _seed_pass(plan: SegmentPlan, maps: MapSource, client: Client) -> Path:
+    """Pass 1 over the blocks without seeds; the seed table (IDs 1..N) written, its path returned."""
+    levels = StoredLevels(str(plan.work / "levels"))
+    todo = [b for b in plan.blocks if not plan.seeds_file(b).is_file()]
+    fan_out(client, seeds_task,
+            [(maps, b, plan.params, plan.shape_yx, levels, str(plan.seeds_file(b)), plan.halo_px,
+              plan.escalation_limit) for b in todo],
+            desc="segment: seeds", retries=plan.retries)
+    table_path = plan.work / "seeds.npy"
+    save_table(table_path, seed_table([np.load(plan.seeds_file(b)) for b in plan.blocks]))
+    return table_path
+
+
+def _assign_pass(plan: SegmentPlan, table_path: Path, client: Client) -> tuple[int, list[tuple[int, int]]]:
+    """Pass 2 over the blocks not done: labels written; all blocks' escalations and flagged places returned."""
+    levels = StoredLevels(str(plan.work / "levels"))
+    label_path = f"{plan.slide.label_group('fibres')}/{plan.slide.levels[plan.level].path}"
+    todo = [b for b in plan.blocks if not plan.done_file(b).is_file()]
+    fan_out(client, assign_task,
+            [(levels, b, plan.params, plan.shape_yx, plan.halo_px, plan.escalation_limit, str(table_path),
+              label_path, str(plan.done_file(b))) for b in todo],
+            desc="segment: assign", retries=plan.retries)
+    escalations, flagged = 0, []
+    for b in plan.blocks:
+        info = json.loads(plan.done_file(b).read_text())
+        escalations += info["escalations"]
+        flagged.extend(tuple(v) for v in info["flagged_yx"])
+    return escalations, flagged
+
+
 def segment_slide(
-    slide_path: str | Path, cfg: RunConfig, client: Any, source: MapSource | None = None
+    slide_path: str | Path, cfg: RunConfig, client: Client, source: MapSource | None = None
 ) -> SegmentResult:
     """Segment one converted slide into ``labels/fibres`` (and ``labels/regions``).
 
@@ -179,8 +324,9 @@ def segment_slide(
     ----------
     slide_path : path of the ``.ome.zarr`` image.
     cfg : RunConfig
-        ``cfg.segment`` (level, block size, halo, seeds, stored maps, overwrite) and,
-        when no stored maps are given, ``cfg.model`` for the network.
+        ``cfg.segment`` (level, seeds, stored maps, overwrite), ``cfg.grid`` (block
+        size, halo, escalations, retries) and, when no stored maps are given,
+        ``cfg.model`` for the network.
     client : distributed.Client
         Where the block tasks run.
     source : MapSource, optional
@@ -192,112 +338,34 @@ def segment_slide(
     HaloViolationError
         A fibre is larger than the largest admissible window.
     """
-    from nclsm_scale.io.labels import fill_label_pyramid
-    from nclsm_scale.io.ome_zarr import create_labels
-    from nclsm_scale.slide import open_slide
-
     t0 = time.perf_counter()
-    seg = cfg.segment
-    slide_path = str(slide_path)
-    slide = open_slide(slide_path)
-    level = seg.level if seg.level is not None else slide.level_nearest(seg.target_pixel_size_um)
-    if level >= len(slide.levels):
-        raise ConfigError(f"segment.level={level}: {slide_path} has levels 0..{len(slide.levels) - 1}")
-    lv = slide.levels[level]
-    if lv.pixel_size_um is None:
-        raise SlideReadError(
-            f"{slide_path}: the pixel size is unknown, but halo and seed sizes are in um; "
-            "convert the slide again with --pixel-size UM."
-        )
-    px = float(math.sqrt(lv.pixel_size_um[0] * lv.pixel_size_um[1]))
-    shape = (int(lv.shape[1]), int(lv.shape[2]))
-    img = slide.array(level)
-    block_px = _block_px(seg.block_px, tuple((img.shards or img.chunks)[-2:]))
-    halo_px = math.ceil((seg.halo_um or seg.max_fibre_diameter_um) / px)
-    work = work_dir(slide_path)
-    stored: MapSource | None
-    if source is not None:
-        source_id, stored = f"source:{getattr(source, 'ident', type(source).__name__)}", source
-    elif seg.maps is not None:
-        source = stored = StoredMaps(seg.maps)
-        source_id = f"stored:{Path(seg.maps).resolve()}"
-    else:
-        from nclsm_scale.segment.engine import engine_source
-
-        source, source_id = engine_source(slide_path, level, cfg.model, client)
-        stored = None
-    if source.shape_yx != shape:
-        raise ConfigError(
-            f"the maps are {source.shape_yx} px but level {level} of {slide_path} is {shape} px; "
-            "give maps of the segmentation level (or choose it with --level)"
-        )
-    params = SegmentParams.from_config(seg, px, source.channels)
-    state = {
-        "level": level, "shape": shape, "block_px": block_px, "halo_px": halo_px,
-        "escalation_limit": seg.escalation_limit, "params": asdict(params), "source": source_id,
-    }
-    fp = _fingerprint(state)
-    result = SegmentResult(slide_path, level, px, block_px, halo_px, 0, 0, 0)
-    done = _completion(slide_path)
-    if done.get("fingerprint") == fp and not seg.overwrite:
-        logger.info("%s: already segmented with these settings; nothing to do", slide_path)
+    plan = plan_segmentation(slide_path, cfg, client, source)
+    result = SegmentResult(plan.slide.path, plan.level, plan.pixel_size_um, plan.block_px, plan.halo_px,
+                           len(plan.blocks), 0, 0)
+    done = plan.slide.label_attrs("fibres").get("segment", {})
+    if done.get("fingerprint") == plan.fingerprint and not cfg.segment.overwrite:
+        logger.info("%s: already segmented with these settings; nothing to do", plan.slide.path)
         result.n_fibres, result.escalations = done["n_fibres"], done["escalations"]
         result.skipped = True
         return result
-    state_file = work / "state.json"
-    fresh = seg.overwrite or not state_file.is_file() or json.loads(state_file.read_text()).get("fingerprint") != fp
-    if fresh:
-        shutil.rmtree(work, ignore_errors=True)
-        for sub in ("seeds", "done", "maps_done"):
-            (work / sub).mkdir(parents=True)
-        create_labels(slide_path, "fibres", dtype=np.uint32)
-        _atomic_json(state_file, {"fingerprint": fp, **state})
-    if not (work / "levels").exists():  # fresh, or dropped by an earlier run whose mark is gone
-        StoredLevels.create(str(work / "levels"), shape, block_px)
-        for done_seeds in (work / "seeds").glob("*.npy"):
-            done_seeds.unlink()
-    grid = BlockGrid(shape, block_px)
-    blocks = grid.blocks()
-    result.n_blocks = len(blocks)
-    logger.info("%s: level %d (%.3g um/px, %s px), %d blocks of %d px, halo %d px",
-                slide_path, level, px, shape, len(blocks), block_px, halo_px)
-    retries = seg.retries
-    if stored is None:
-        stored = _store_engine_maps(source, block_px, cfg.model.batch_size, shape, work, client, retries,
-                                    fresh, gpu_task_resources(cfg.cluster, client))
-
-    def name(b: Block) -> str:
-        return f"{b.by}_{b.bx}"
-
-    todo = [b for b in blocks if not (work / "seeds" / f"{name(b)}.npy").is_file()]
-    levels = StoredLevels(str(work / "levels"))
-    _run(client, seeds_task,
-         [(stored, b, params, shape, levels, str(work / "seeds" / f"{name(b)}.npy"), halo_px,
-           seg.escalation_limit) for b in todo],
-         "segment: seeds", retries)
-    table = seed_table([np.load(work / "seeds" / f"{name(b)}.npy") for b in blocks])
-    table_path = work / "seeds.npy"
-    save_table(table_path, table)
-    label_path = _label_path(slide_path, "fibres", lv.path)
-    todo = [b for b in blocks if not (work / "done" / f"{name(b)}.json").is_file()]
-    _run(client, assign_task,
-         [(levels, b, params, shape, halo_px, seg.escalation_limit, str(table_path), label_path,
-           str(work / "done" / f"{name(b)}.json")) for b in todo],
-         "segment: assign", retries)
-    for b in blocks:
-        info = json.loads((work / "done" / f"{name(b)}.json").read_text())
-        result.escalations += info["escalations"]
-        result.flagged_yx.extend(tuple(v) for v in info["flagged_yx"])
-    fill_label_pyramid(slide_path, "fibres", level, client=client)
-    _write_regions(slide, seg, create_labels, fill_label_pyramid, client)
-    result.n_fibres = int(table.size)
+    fresh = _resume(plan, cfg.segment.overwrite)
+    logger.info("%s: level %d (%.3g um/px, %s px), %d blocks of %d px, halo %d px", plan.slide.path,
+                plan.level, plan.pixel_size_um, plan.shape_yx, len(plan.blocks), plan.block_px, plan.halo_px)
+    maps = plan.stored
+    if maps is None:
+        maps = _store_engine_maps(plan, cfg.model.batch_size, client, fresh, gpu_task_resources(cfg.cluster, client))
+    table_path = _seed_pass(plan, maps, client)
+    result.escalations, result.flagged_yx = _assign_pass(plan, table_path, client)
+    fill_label_pyramid(plan.slide.path, "fibres", plan.level, run=partial(fan_out, client, desc="segment: labels"))
+    _write_regions(plan.slide, cfg, client)
+    result.n_fibres = int(load_table(table_path).size)
     for big in ("maps", "levels"):  # network maps (if any) and levels: large, no longer needed
-        shutil.rmtree(work / big, ignore_errors=True)
-    _set_completion(slide_path, {"fingerprint": fp, "n_fibres": result.n_fibres,
-                                 "escalations": result.escalations, "level": level})
+        shutil.rmtree(plan.work / big, ignore_errors=True)
+    _set_completion(plan.slide, {"fingerprint": plan.fingerprint, "n_fibres": result.n_fibres,
+                                 "escalations": result.escalations, "level": plan.level})
     result.seconds = time.perf_counter() - t0
     logger.info("%s: %d fibres, %d escalation(s), %.1f s",
-                slide_path, result.n_fibres, result.escalations, result.seconds)
+                plan.slide.path, result.n_fibres, result.escalations, result.seconds)
     return result
 
 
@@ -331,52 +399,42 @@ def network_tasks(
 
 
 def _store_engine_maps(
-    source: EngineMaps, block_px: int, batch_size: int, shape: tuple[int, int], work: Path, client: Any,
-    retries: int, fresh: bool, resources: dict[str, int] | None,
+    plan: SegmentPlan, batch_size: int, client: Client, fresh: bool, resources: dict[str, int] | None
 ) -> StoredMaps:
+    """Pass 0: the network's maps of the whole level into ``<work>/maps``, task by task (resumable)."""
     import zarr
 
+    source: EngineMaps = plan.source  # type: ignore[assignment]
     chunk_px = network_chunk_px(source.stride_px)
-    tasks = network_tasks(shape, source.stride_px, chunk_px, batch_size, block_px)
-    path = work / "maps"
+    tasks = network_tasks(plan.shape_yx, source.stride_px, chunk_px, batch_size, plan.block_px)
+    path, marks = plan.work / "maps", plan.work / "maps_done"
     if fresh or not path.exists():
         arr = zarr.create_array(
-            str(path), shape=(len(source.channels), *shape), dtype="float16",
+            str(path), shape=(len(source.channels), *plan.shape_yx), dtype="float16",
             chunks=(len(source.channels), chunk_px, chunk_px), overwrite=True,
         )
         arr.attrs["channels"] = list(source.channels)
-    todo = [(n, t) for n, t in enumerate(tasks) if not (work / "maps_done" / str(n)).is_file()]
-    _run(client, maps_task, [(source, t, str(path), str(work / "maps_done" / str(n))) for n, t in todo],
-         "segment: network", retries, resources=resources)
+    todo = [(n, t) for n, t in enumerate(tasks) if not (marks / str(n)).is_file()]
+    fan_out(client, maps_task, [(source, t, str(path), str(marks / str(n))) for n, t in todo],
+            desc="segment: network", retries=plan.retries, resources=resources)
     return StoredMaps(str(path))
 
 
-def _write_regions(slide: Any, seg: Any, create_labels: Any, fill_label_pyramid: Any, client: Any) -> None:
-    import zarr
-
-    level = slide.level_nearest(seg.region_pixel_size_um)
-    lv = slide.levels[level]
-    _, ny, nx = lv.shape
-    mask = tissue_mask(slide.read(level, 0, 0, ny, nx), float(np.mean(lv.pixel_size_um)), seg.region_smooth_um)
+def _write_regions(slide: Slide, cfg: RunConfig, client: Client) -> None:
+    """The tissue mask into ``labels/regions`` at the regions level, then its pyramid."""
+    level = slide.region_level(cfg.segment)
+    _, ny, nx = slide.levels[level].shape
+    mask = tissue_mask(slide.read(level, 0, 0, ny, nx), slide.pixel_size_um(level), cfg.segment.region_smooth_um)
     create_labels(slide.path, "regions", dtype=np.uint8, colors=REGION_COLORS)
-    zarr.open_array(_label_path(slide.path, "regions", lv.path), mode="r+")[0] = mask
-    fill_label_pyramid(slide.path, "regions", level, client=client)
+    slide.label_array("regions", level, mode="r+")[0] = mask
+    fill_label_pyramid(slide.path, "regions", level, run=partial(fan_out, client, desc="segment: regions"))
 
 
-def _completion(slide_path: str) -> dict[str, Any]:
+def _set_completion(slide: Slide, info: dict[str, Any]) -> None:
+    """Mark ``labels/fibres`` complete (last), with the fingerprint, counts and level in ``nclsm.segment``."""
     import zarr
 
-    try:
-        group = zarr.open_group(f"{slide_path.rstrip('/')}/labels/fibres", mode="r")
-    except (FileNotFoundError, ValueError, KeyError):
-        return {}
-    return dict(group.attrs.get("nclsm", {}).get("segment", {}))
-
-
-def _set_completion(slide_path: str, info: dict[str, Any]) -> None:
-    import zarr
-
-    group = zarr.open_group(f"{slide_path.rstrip('/')}/labels/fibres", mode="r+")
+    group = zarr.open_group(slide.label_group("fibres"), mode="r+")
     nclsm = dict(group.attrs.get("nclsm", {}))
     nclsm["segment"] = {**info, "complete": True}
     group.attrs["nclsm"] = nclsm

@@ -12,13 +12,17 @@ windows; any other region also pays for the windows its edges cut.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nclsm_scale.config import ModelConfig
 from nclsm_scale.errors import SlideReadError
-from nclsm_scale.normalise import NormStats, apply_norm
+from nclsm_scale.normalise import NormStats, apply_norm, slide_norm
+from nclsm_scale.slide import Slide, open_slide
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["INPUT_ROLES", "EngineMaps", "engine_source"]
 
@@ -60,8 +64,6 @@ class EngineMaps:
 
     def _engine(self) -> Any:
         """The engine (the worker's unless one was given), with the slide opened."""
-        from nclsm_scale.slide import open_slide
-
         if self._slide is None:
             self._slide = open_slide(self.slide_path)
         if self._given is not None:
@@ -94,7 +96,7 @@ def _worker_stride_px() -> int:
 
 
 def engine_source(
-    slide_path: str, level: int, model_cfg: ModelConfig, client: Any
+    slide: Slide, level: int, model_cfg: ModelConfig, client: Client
 ) -> tuple[EngineMaps, str]:
     """The network map source of a slide level, with the model registered on ``client``'s workers.
 
@@ -103,14 +105,11 @@ def engine_source(
     source's ``stride_px`` is the engine's window lattice step, asked of a worker.
     """
     from nclsm_scale.model.worker import ModelPlugin
-    from nclsm_scale.normalise import slide_norm
-    from nclsm_scale.slide import open_slide
 
-    slide = open_slide(slide_path)
     missing = [r for r in INPUT_ROLES if r not in slide.roles]
     if missing:
         raise SlideReadError(
-            f"{slide_path}: no channel has the role(s) {missing} (roles: {slide.roles}); convert it "
+            f"{slide.path}: no channel has the role(s) {missing} (roles: {slide.roles}); convert it "
             "again naming the membrane and mito channels, or pass stored maps with --maps."
         )
     norm = slide_norm(slide)
@@ -118,7 +117,7 @@ def engine_source(
     _, ny, nx = slide.levels[level].shape
     idx = [slide.roles[r] for r in INPUT_ROLES]
     stride_px = client.submit(_worker_stride_px, pure=False).result()
-    source = EngineMaps(slide_path, level, (ny, nx), idx, norm, stride_px=stride_px)
+    source = EngineMaps(slide.path, level, (ny, nx), idx, norm, stride_px=stride_px)
     ident = json.dumps({"model": model_cfg.model_dump(), "norm": norm.model_dump(), "inputs": idx},
                        sort_keys=True)
     return source, f"engine:{ident}"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nclsm_scale.grid import BlockGrid
 from nclsm_scale.segment.assign import assign_block
-from nclsm_scale.segment.grid import BlockGrid
 from nclsm_scale.segment.ids import seed_table
 from nclsm_scale.segment.levels import ArrayLevels
 from nclsm_scale.segment.maps import MapSource

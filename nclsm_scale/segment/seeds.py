@@ -25,9 +25,9 @@ import numpy as np
 
 from nclsm_scale.config import SegmentConfig
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.grid import Block
 from nclsm_scale.segment import kernels
 from nclsm_scale.segment.cores import find_cores
-from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import MapSource
 
 logger = logging.getLogger(__name__)
@@ -230,8 +230,8 @@ def seed_pass(
             raise HaloViolationError(
                 f"a fibre core near (y, x) = ({y * um:.0f}, {x * um:.0f}) um at the segmentation "
                 f"level is larger than the largest admissible window (halo {halo} px after "
-                f"{escalation_limit} escalation(s)). Raise segment.max_fibre_diameter_um or "
-                "segment.escalation_limit if such fibres are real, or check the maps there."
+                f"{escalation_limit} escalation(s)). Raise grid.max_fibre_diameter_um or "
+                "grid.escalation_limit if such fibres are real, or check the maps there."
             )
         logger.info("block %s: a fibre core reaches the window edge with halo %d px; escalating",
                     (block.by, block.bx), halo)

@@ -31,11 +31,11 @@ def test_every_command_has_help_with_config_option(command, capsys):
 
 def test_bad_config_value_is_one_paragraph_exit_2_without_traceback(run_cli, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("segment:\n  block_px: -1\n")
+    bad.write_text("grid:\n  block_px: -1\n")
     proc = run_cli("config", "--config", str(bad))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert str(bad) in proc.stderr and "segment.block_px" in proc.stderr
+    assert str(bad) in proc.stderr and "grid.block_px" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -58,6 +58,6 @@ def test_info_reports_versions_devices_and_configs(run_cli):
 
 
 def test_config_command_prints_resolved_section(run_cli):
-    proc = run_cli("config", "segment", "--set", "segment.block_px=512")
+    proc = run_cli("config", "grid", "--set", "grid.block_px=512")
     assert proc.returncode == 0, proc.stderr
     assert "block_px: 512" in proc.stdout

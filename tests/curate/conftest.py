@@ -8,7 +8,9 @@ import pytest
 from scipy import ndimage
 
 from nclsm_scale.config import SynthConfig
-from nclsm_scale.curate import detect_folds, mask_window
+from nclsm_scale.curate import detect_folds
+from nclsm_scale.curate.driver import fold_counts
+from nclsm_scale.grid import lowres_window
 from nclsm_scale.measure import measure_fibres
 from nclsm_scale.segment.regions import tissue_mask
 
@@ -53,10 +55,13 @@ def measure_section(**kw) -> tuple[pd.DataFrame, np.ndarray]:
         s.image,
         pixel_size_um=1.0,
         channel_roles={"membrane": 0, "mito": 1},
-        tissue_mask=mask_window(tissue, LOW, (0, 0), s.fibres.shape),
-        fold_mask=mask_window(folds, LOW, (0, 0), s.fibres.shape),
+        tissue_mask=lowres_window(tissue, LOW, (0, 0), s.fibres.shape),
         background=background,
     )
+    ids, counts = fold_counts(s.fibres, lowres_window(folds, LOW, (0, 0), s.fibres.shape))
+    in_fold = np.zeros(len(t), np.int64)
+    in_fold[t["fibre_id"].searchsorted(ids)] = counts
+    t["fold_fraction"] = in_fold / t["area_px"].to_numpy(np.float64)
     near = ndimage.binary_dilation(s.regions == 0, iterations=15)
     on_outline = np.bincount(s.fibres[near], minlength=len(t) + 1)[1:] > 0
     t.attrs["far_from_border"] = ~on_outline & ~s.table["touches_image_border"].to_numpy(bool)

@@ -1,4 +1,4 @@
-"""The curate driver on a real LocalCluster: folds into labels/regions, exact fold fractions, overrides."""
+"""The curate driver on a real LocalCluster: folds into labels/folds, exact fold fractions, overrides."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 import zarr
 
+from nclsm_scale.aggregate import aggregate_run
 from nclsm_scale.config import RunConfig, SynthConfig
-from nclsm_scale.curate import stored_overrides_path
-from nclsm_scale.curate.driver import FOLD, curate_run_slide, curate_slide
+from nclsm_scale.curate import curate_slide
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.synth import generate_section
+from nclsm_scale.tables import CURATE_COLUMNS, FOLD, join_fibre_tables
 
 
 @pytest.fixture(scope="module")
@@ -23,28 +24,47 @@ def measured(tmp_path_factory, client, write_section_store):
                                      fold_width_um=200.0, fam_fraction=0.1))
     path = tmp_path_factory.mktemp("curate") / "run" / "slides" / "S1.ome.zarr"
     write_section_store(path, s)
-    measure_slide(path, RunConfig.model_validate({"segment": {"block_px": 512}}), client)
+    measure_slide(path, RunConfig.model_validate({"grid": {"block_px": 512}}), client)
     return path, s
 
 
 def _cfg(block_px: int) -> RunConfig:
-    return RunConfig.model_validate({"segment": {"block_px": block_px}})
+    return RunConfig.model_validate({"grid": {"block_px": block_px}})
+
+
+def _joined(path, res) -> tuple[pd.DataFrame, dict]:
+    """Curate's table joined with measure's (what users read), and curate's metadata."""
+    curated, meta = read_fibre_table(res.table)
+    assert list(curated.columns) == list(CURATE_COLUMNS)
+    measured, _ = read_fibre_table(RunLayout(path.parent.parent).measure_table("S1"))
+    return join_fibre_tables(measured, curated), meta
+
+
+def _curate_and_aggregate(path, cfg, client, **kw):
+    res = curate_slide(path, cfg, client, **kw)
+    layout = RunLayout(path.parent.parent)
+    aggregate_run(layout.root, cfg.aggregate)
+    return res, layout.slides_table
 
 
 def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> None:
     path, s = measured
+    tissue_before = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])
     res = curate_slide(path, _cfg(256), client)
-    a, _ = read_fibre_table(res.table)
-    regions0 = np.asarray(zarr.open_array(str(path), path="labels/regions/0", mode="r")[0])
-    low = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])
-    assert (low == FOLD).any() and set(np.unique(low)) == {0, 1, FOLD}
-    assert np.array_equal(regions0 > 0, np.kron(low > 0, np.ones((8, 8), bool))[:1024, :1024])
-    in_fold = np.bincount(s.fibres[regions0 == FOLD], minlength=len(a) + 1)[1:]
+    a, _ = _joined(path, res)
+    folds0 = np.asarray(zarr.open_array(str(path), path="labels/folds/0", mode="r")[0])
+    low = np.asarray(zarr.open_array(str(path), path="labels/folds/3", mode="r")[0])
+    tissue = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])
+    assert np.array_equal(tissue, tissue_before)  # segment's output is left as it was
+    assert (low == FOLD).any() and set(np.unique(low)) == {0, FOLD} and (tissue[low == FOLD] > 0).all()
+    assert np.array_equal(folds0 > 0, np.kron(low > 0, np.ones((8, 8), bool))[:1024, :1024])
+    in_fold = np.bincount(s.fibres[folds0 == FOLD], minlength=len(a) + 1)[1:]
     assert np.array_equal(a["fold_fraction"].to_numpy(), in_fold / a["area_px"].to_numpy())
-    b, meta = read_fibre_table(curate_slide(path, _cfg(4096), client).table)
+    again = curate_slide(path, _cfg(4096), client)
+    b, meta = _joined(path, again)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert meta["fold_area_um2"] == float((low == FOLD).sum() * 64)
-    assert meta["tissue_area_um2"] == float((low > 0).sum() * 64)
+    assert meta["tissue_area_um2"] == float((tissue > 0).sum() * 64)
     assert sum(meta["class_counts"].values()) == len(a) == res.n_fibres
     fr = a["curation_class"] == "FR"
     first = a["reasons"].str.split(";").str[0]
@@ -54,7 +74,7 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
 
 
 def _overrides_csv(path, tmp_path, client):
-    before, _ = read_fibre_table(curate_slide(path, _cfg(512), client, clear_overrides=True).table)
+    before, _ = _joined(path, curate_slide(path, _cfg(512), client, clear_overrides=True))
     ids = before["fibre_id"].iloc[:3].tolist()
     csv = tmp_path / "fix.csv"
     csv.write_text("fibre_id,class,reasons\n" + f"{ids[0]},AM,\n{ids[1]},FAM,FAM\n{ids[2]},NTM,NTM;EDGE\n")
@@ -80,12 +100,12 @@ def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
     path, _ = measured
     layout = RunLayout(path.parent.parent)
     csv, ids = _overrides_csv(path, tmp_path, client)
-    res, slides_table = curate_run_slide(path, _cfg(512), client, overrides=csv)
+    res, slides_table = _curate_and_aggregate(path, _cfg(512), client, overrides=csv)
     assert res.n_overridden == 3 and slides_table == layout.slides_table
     after, meta = read_fibre_table(layout.fibre_table("S1"))
     assert after.set_index("fibre_id").loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"]
     assert after["overridden"].sum() == 3
-    assert meta["overrides"] == {"stored": str(stored_overrides_path(res.table)), "n": 3, "added_from": str(csv)}
+    assert meta["overrides"] == {"stored": str(layout.overrides("S1")), "n": 3, "added_from": str(csv)}
     slides = pd.read_parquet(layout.slides_table)
     counts = after["curation_class"].value_counts()
     assert slides.loc[0, "n_overridden"] == 3
@@ -100,12 +120,12 @@ def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, capl
     path, _ = measured
     layout = RunLayout(path.parent.parent)
     csv, ids = _overrides_csv(path, tmp_path, client)
-    res, _ = curate_run_slide(path, _cfg(512), client, overrides=csv)
-    store = stored_overrides_path(res.table)
-    assert store == layout.fibres / "S1.overrides.csv" and store.is_file()
+    res, _ = _curate_and_aggregate(path, _cfg(512), client, overrides=csv)
+    store = layout.overrides("S1")
+    assert store == layout.curate_tables / "S1.overrides.csv" and store.is_file()
     # new thresholds, no CSV: the rules change the other fibres, the user's corrections stay
-    strict = RunConfig.model_validate({"segment": {"block_px": 512}, "curate": {"ntm_min_field_aspect_ratio": 20.0}})
-    res, slides_table = curate_run_slide(path, strict, client)
+    strict = RunConfig.model_validate({"grid": {"block_px": 512}, "curate": {"ntm_min_field_aspect_ratio": 20.0}})
+    res, slides_table = _curate_and_aggregate(path, strict, client)
     after, meta = read_fibre_table(res.table)
     by_id = after.set_index("fibre_id")
     assert by_id.loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"] and res.n_overridden == 3
@@ -116,7 +136,7 @@ def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, capl
     extra = int(after["fibre_id"].iloc[5])
     csv2 = tmp_path / "more.csv"
     csv2.write_text(f"fibre_id,class\n{ids[1]},FR\n{extra},EDGE\n")
-    res, _ = curate_run_slide(path, _cfg(512), client, overrides=csv2)
+    res, _ = _curate_and_aggregate(path, _cfg(512), client, overrides=csv2)
     by_id = read_fibre_table(res.table)[0].set_index("fibre_id")
     assert by_id.loc[[*ids, extra], "curation_class"].tolist() == ["AM", "FR", "NTM", "EDGE"]
     assert by_id.loc[ids[1], "reasons"] == "FR" and res.n_overridden == 4

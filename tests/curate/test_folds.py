@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from nclsm_scale.config import SynthConfig
-from nclsm_scale.curate import detect_folds, mask_window
+from nclsm_scale.curate import detect_folds
+from nclsm_scale.grid import lowres_window
 from nclsm_scale.segment.regions import tissue_mask
 
 
@@ -15,7 +16,7 @@ def test_detected_folds_lie_in_true_folds():
     s = generate_section(SynthConfig(size_px=(1024, 1024), pixel_size_um=1.0, seed=1, folds=2))
     low = s.image.astype(np.float32).reshape(2, 128, 8, 128, 8).mean(axis=(2, 4))
     tissue = tissue_mask(low, 8.0, 25.0) > 0
-    fold = mask_window(detect_folds(low, tissue, pixel_size_um=8.0), 8, (0, 0), (1024, 1024))
+    fold = lowres_window(detect_folds(low, tissue, pixel_size_um=8.0), 8, (0, 0), (1024, 1024))
     true = s.regions == 2
     assert fold.sum() > 0.3 * true.sum()
     assert (fold & true).sum() > 0.9 * fold.sum()
@@ -28,6 +29,6 @@ def test_no_folds_on_flat_tissue():
 
 def test_mask_window_is_cut_invariant():
     low = np.random.default_rng(1).random((20, 30)) > 0.5
-    full = mask_window(low, 8, (0, 0), (160, 240))
-    assert np.array_equal(mask_window(low, 8, (37, 61), (50, 70)), full[37:87, 61:131])
+    full = lowres_window(low, 8, (0, 0), (160, 240))
+    assert np.array_equal(lowres_window(low, 8, (37, 61), (50, 70)), full[37:87, 61:131])
     assert np.array_equal(full[::8, ::8], low)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nclsm_scale.curate import apply_overrides, read_overrides, stored_overrides_path
+from nclsm_scale.curate import apply_overrides, read_overrides
 from nclsm_scale.curate.overrides import load_stored_overrides, merge_overrides, save_stored_overrides
 from nclsm_scale.errors import ValidationError
 
@@ -79,7 +79,7 @@ def test_newer_overrides_win_per_fibre(tmp_path):
 def test_stored_overrides_round_trip_and_drop_changed_fibres(table, tmp_path, caplog):
     ov = tmp_path / "ov.csv"
     ov.write_text("fibre_id,class\n1,FR\n3,AM\n")
-    store = stored_overrides_path(tmp_path / "S1.parquet")
+    store = tmp_path / "S1.overrides.csv"
     assert store == tmp_path / "S1.overrides.csv"
     assert save_stored_overrides(store, read_overrides(ov), table) == store
     back = load_stored_overrides(store, table)

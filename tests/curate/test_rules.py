@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from nclsm_scale.config import CurateConfig
-from nclsm_scale.curate import PRIORITY, Reason, curate_fibres
+from nclsm_scale.curate import curate_fibres
+from nclsm_scale.tables import PRIORITY, FibreClass
 
 TARGETS = {"NTM": 0.9, "FR": 0.9, "FAM": 0.8}
 #: Per-section regression floor (each of the four sections; pooled they meet TARGETS:
@@ -84,7 +85,7 @@ def test_edge_only_at_image_or_tissue_border(measured_sections):
 def test_am_is_most_fibres_and_classes_follow_priority(measured_sections):
     table, gt = measured_sections[0]
     c = curate_fibres(table)
-    assert set(c.curation_class) <= {r.value for r in Reason}
+    assert set(c.curation_class) <= {r.value for r in FibreClass}
     order = [r.value for r in PRIORITY]
     for cls, reasons in zip(c.curation_class, c.reasons, strict=True):
         codes = reasons.split(";") if reasons else []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
+from nclsm_scale.cluster import fan_out
 from nclsm_scale.io.labels import fill_label_pyramid
 from nclsm_scale.io.ome_zarr import create_image, create_labels
 from nclsm_scale.io.pyramid import downsample_labels, upsample_labels
@@ -18,7 +21,8 @@ def test_fill_label_pyramid_from_level_1(tmp_path, request, use_client):
     labels = create_labels(path, "fibres")
     src = np.random.default_rng(3).integers(0, 9, labels[1].shape, dtype=np.uint32)
     labels[1][:] = src
-    fill_label_pyramid(path, "fibres", 1, client=request.getfixturevalue("client") if use_client else None)
+    run = partial(fan_out, request.getfixturevalue("client"), desc="labels") if use_client else None
+    fill_label_pyramid(path, "fibres", 1, run=run)
     np.testing.assert_array_equal(labels[0][:], upsample_labels(src, 2, labels[0].shape[-2:]))
     expected = src
     for arr in labels[2:]:

@@ -23,10 +23,5 @@ def tissue(section):
 
 
 @pytest.fixture(scope="session")
-def folds(section):
-    return section.regions == 2
-
-
-@pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)

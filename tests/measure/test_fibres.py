@@ -14,20 +14,19 @@ from nclsm_scale.tables import MEASURE_COLUMNS
 ROLES = {"membrane": 0, "mito": 1}
 
 
-def _full(section, tissue, folds):
+def _full(section, tissue):
     return measure_fibres(
         section.fibres,
         section.image,
         pixel_size_um=1.0,
         channel_roles=ROLES,
         tissue_mask=tissue,
-        fold_mask=folds,
         background=[100.0, 100.0],
     )
 
 
-def test_columns_and_dtypes_are_the_declared_ones(section, tissue, folds):
-    t = _full(section, tissue, folds)
+def test_columns_and_dtypes_are_the_declared_ones(section, tissue):
+    t = _full(section, tissue)
     assert list(t.columns) == list(COLUMNS) and list(COLUMNS)[: len(MEASURE_COLUMNS)] == list(MEASURE_COLUMNS)
     for name, col in COLUMNS.items():
         assert str(t[name].dtype) == col.dtype, name
@@ -35,8 +34,8 @@ def test_columns_and_dtypes_are_the_declared_ones(section, tissue, folds):
     assert t.fibre_id.tolist() == section.table.fibre_id.tolist()
 
 
-def test_centroid_bbox_border_and_fold_match_synth_ground_truth(section, tissue, folds):
-    t = _full(section, tissue, folds)
+def test_centroid_bbox_and_border_match_synth_ground_truth(section, tissue):
+    t = _full(section, tissue)
     gt = section.table
     assert np.array_equal(t.area_px, gt.area_px)
     assert np.allclose(t.centroid_y_px, gt.centroid_y_px) and np.allclose(
@@ -45,13 +44,12 @@ def test_centroid_bbox_border_and_fold_match_synth_ground_truth(section, tissue,
     for a in ("y0", "x0", "y1", "x1"):
         assert np.array_equal(t[f"bbox_{a}_px"], gt[f"bbox_{a}_px"])
     assert np.array_equal(t.touches_image_border, gt.touches_image_border)
-    assert np.allclose(t.fold_fraction, gt.fold_fraction)
     assert t.touches_tissue_border.any() and not t.touches_tissue_border.all()
 
 
 @pytest.mark.parametrize("cut", [(0, 0), (97, 211), (333, 5), (250, 401)])
-def test_rows_are_bitwise_identical_in_any_window_that_holds_the_fibre(section, tissue, folds, cut):
-    full = _full(section, tissue, folds).set_index("fibre_id")
+def test_rows_are_bitwise_identical_in_any_window_that_holds_the_fibre(section, tissue, cut):
+    full = _full(section, tissue).set_index("fibre_id")
     cy, cx = cut
     margin = context_px(1.0)
     h, w = section.fibres.shape
@@ -62,7 +60,6 @@ def test_rows_are_bitwise_identical_in_any_window_that_holds_the_fibre(section, 
         pixel_size_um=1.0,
         channel_roles=ROLES,
         tissue_mask=tissue[win],
-        fold_mask=folds[win],
         origin_yx=(cy, cx),
         slide_shape_yx=(h, w),
         background=[100.0, 100.0],
@@ -134,11 +131,7 @@ def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_dark_blobs(sec
 
 def test_without_image_intensities_are_nan(section):
     t = measure_fibres(section.fibres, None, pixel_size_um=1.0)
-    assert (
-        t.mito_interior_mean.isna().all()
-        and (t.dark_blobs == 0).all()
-        and t.fold_fraction.isna().all()
-    )
+    assert t.mito_interior_mean.isna().all() and (t.dark_blobs == 0).all()
 
 
 def test_invalid_inputs_raise_clear_errors(section):

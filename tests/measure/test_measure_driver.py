@@ -8,8 +8,8 @@ import pytest
 import zarr
 
 from nclsm_scale.config import RunConfig, SynthConfig
-from nclsm_scale.curate import mask_window
 from nclsm_scale.errors import HaloViolationError, SlideReadError
+from nclsm_scale.grid import lowres_window
 from nclsm_scale.io.ome_zarr import create_image
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure import measure_fibres
@@ -26,8 +26,8 @@ def slide(tmp_path_factory, write_section_store):
     return path, s
 
 
-def _cfg(**segment) -> RunConfig:
-    return RunConfig.model_validate({"segment": segment})
+def _cfg(**grid) -> RunConfig:
+    return RunConfig.model_validate({"grid": grid})
 
 
 def test_table_is_identical_for_every_block_size(client, slide) -> None:
@@ -35,7 +35,7 @@ def test_table_is_identical_for_every_block_size(client, slide) -> None:
     tables = {}
     for block_px in (256, 512, 4096):
         out = measure_slide(path, _cfg(block_px=block_px), client)
-        assert out == RunLayout(path.parent.parent).fibre_table("S1")
+        assert out == RunLayout(path.parent.parent).measure_table("S1")
         tables[block_px] = pd.read_parquet(out)
     ref = tables[4096]
     assert ref["fibre_id"].tolist() == list(range(1, int(s.fibres.max()) + 1))
@@ -49,7 +49,7 @@ def test_geometry_equals_a_whole_slide_measurement(client, slide) -> None:
     path, s = slide
     got = pd.read_parquet(measure_slide(path, _cfg(block_px=256), client))
     low = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])  # 8 um/px
-    tissue = mask_window(low, 8.0, (0, 0), s.fibres.shape) > 0  # the regions level, as the driver reads it
+    tissue = lowres_window(low, 8.0, (0, 0), s.fibres.shape) > 0  # the regions level, as the driver reads it
     ref = measure_fibres(s.fibres, None, pixel_size_um=1.0, tissue_mask=tissue)
     cols = ["fibre_id", "area_px", "feret_min_um", "feret_max_um", "perimeter_um", "centroid_y_px",
             "bbox_x1_px", "touches_image_border", "touches_tissue_border"]

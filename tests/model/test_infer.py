@@ -7,8 +7,8 @@ import pytest
 
 from nclsm_scale.config import ModelConfig
 from nclsm_scale.errors import ConfigError
+from nclsm_scale.model.card import BUNDLED_WEIGHTS
 from nclsm_scale.model.infer import MAP_CHANNELS, Engine, load_engine
-from nclsm_scale.model.weights import BUNDLED_WEIGHTS
 
 
 @pytest.fixture(scope="module")

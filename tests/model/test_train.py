@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from nclsm_scale.config import TrainConfig
+from nclsm_scale.model.card import sha256_of
 from nclsm_scale.model.data import Sample, split_holdout
 from nclsm_scale.model.train import train
-from nclsm_scale.model.weights import load_net, sha256_of
+from nclsm_scale.model.weights import load_net
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from nclsm_scale.errors import ModelError
+from nclsm_scale.model.card import BUNDLED_WEIGHTS, read_card, sha256_of
 from nclsm_scale.model.net import FibreNet, NetSpec
-from nclsm_scale.model.weights import BUNDLED_WEIGHTS, load_net, read_card, save_net, sha256_of
+from nclsm_scale.model.weights import load_net, save_net
 
 
 def test_round_trip_keeps_every_tensor_and_the_margin(tmp_path, tiny_net):

@@ -11,8 +11,9 @@ from nclsm_scale.config import RunConfig
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory, client):
     """A run folder with one 1536^2 px (0.5 um/px) synthetic slide taken through every stage."""
+    from nclsm_scale.aggregate import aggregate_run
     from nclsm_scale.convert import convert
-    from nclsm_scale.curate.driver import curate_slide
+    from nclsm_scale.curate import curate_slide
     from nclsm_scale.io.pyramid import downsample_labels
     from nclsm_scale.layout import RunLayout
     from nclsm_scale.measure.driver import measure_slide
@@ -25,7 +26,7 @@ def e2e_run(tmp_path_factory, client):
     cfg = RunConfig.model_validate({
         "synth": {"size_px": [1536, 1536], "seed": 3, "folds": 1, "fold_width_um": 200.0, "fam_fraction": 0.1},
         "convert": {"chunk_px": 256, "min_level_px": 64},
-        "segment": {"block_px": 256},
+        "grid": {"block_px": 256},
         "report": {"thumbnail_px": 800},
     })
     (root / "synth").mkdir()
@@ -39,7 +40,8 @@ def e2e_run(tmp_path_factory, client):
     table = measure_slide(conv.store, cfg, client)
     cur = curate_slide(conv.store, cfg, client)
     manifest = {"E1": {"subject": "P1", "diagnosis": "control", "muscle": "vastus lateralis"}}
-    index = build_report(layout.root, cfg, client, manifest=manifest)
+    aggregate_run(layout.root, cfg.aggregate, manifest)
+    index = build_report(layout.root, cfg, client)
     return {"layout": layout, "cfg": cfg, "seg": seg, "table": table, "curate": cur, "index": index,
             "gt": gt, "gt_table": paths["parquet"], "store": conv.store}
 

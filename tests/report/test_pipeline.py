@@ -14,7 +14,7 @@ from nclsm_scale.layout import read_fibre_table
 
 def test_stages_write_the_run_layout(e2e_run) -> None:
     layout = e2e_run["layout"]
-    assert e2e_run["table"] == layout.fibre_table("E1")
+    assert e2e_run["table"] == layout.measure_table("E1")
     for path in (layout.slides_table, layout.slides_table.with_suffix(".csv"), layout.groups_table,
                  layout.histograms, layout.manifest, layout.report / "index.html",
                  layout.report / "E1.geojson", layout.report / "E1_classes.png", layout.report / "hist_csa.png"):
@@ -70,7 +70,7 @@ def test_report_is_self_contained(e2e_run) -> None:
     assert len(images) == 5  # thumbnail, class breakdown, three histograms
     assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
     prov = json.loads(re.search(r"<pre>(.*)</pre>", html, re.S).group(1).replace("&quot;", '"'))
-    assert prov["config"]["segment"]["block_px"] == 256 and prov["versions"]["numpy"]
+    assert prov["config"]["grid"]["block_px"] == 256 and prov["versions"]["numpy"]
 
 
 def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:

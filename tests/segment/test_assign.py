@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from segment_fixtures import core_image, same_partition, voronoi_fibres
 
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.grid import Block
 from nclsm_scale.segment.assign import UNCERTAIN, assign_block, label_window, window_seeds
 from nclsm_scale.segment.cores import find_cores
-from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.ids import seed_table
 from nclsm_scale.segment.levels import ArrayLevels
 from nclsm_scale.segment.maps import ArrayMaps, maps_from_labels

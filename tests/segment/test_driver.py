@@ -11,7 +11,8 @@ from segment_fixtures import same_partition
 
 from nclsm_scale.config import RunConfig
 from nclsm_scale.io.ome_zarr import create_image
-from nclsm_scale.segment.driver import segment_slide, work_dir
+from nclsm_scale.layout import work_dir
+from nclsm_scale.segment.driver import segment_slide
 from nclsm_scale.segment.maps import maps_from_labels, write_maps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.segment.seeds import SegmentParams
@@ -48,8 +49,8 @@ def slide(tmp_path_factory, synth_labels, synth_maps):
     return root / "S1.ome.zarr", root / "maps.zarr", ref
 
 
-def _cfg(maps, **seg) -> RunConfig:
-    return RunConfig.model_validate({"segment": {"maps": str(maps), "block_px": 256, **seg}})
+def _cfg(maps, block_px: int = 256, **seg) -> RunConfig:
+    return RunConfig.model_validate({"segment": {"maps": str(maps), **seg}, "grid": {"block_px": block_px}})
 
 
 def test_segment_slide_equals_reference_and_resumes(client, slide) -> None:
@@ -75,16 +76,16 @@ def test_segment_slide_equals_reference_and_resumes(client, slide) -> None:
     group = zarr.open_group(f"{path}/labels/fibres", mode="r+")
     group.attrs["nclsm"] = {}
     arr = sl.label_array("fibres", 0, mode="r+")
-    done = sorted((work_dir(path) / "done").glob("*.json"))
+    done = sorted((work_dir(path, "segment") / "done").glob("*.json"))
     for marker in done[::2]:
         by, bx = (int(v) for v in marker.stem.split("_"))
         arr[0, by * 256 : (by + 1) * 256, bx * 256 : (bx + 1) * 256] = 0
         marker.unlink()
-    (work_dir(path) / "seeds" / "0_0.npy").unlink()
+    (work_dir(path, "segment") / "seeds" / "0_0.npy").unlink()
     resumed = segment_slide(path, _cfg(maps), client)
     assert not resumed.skipped and resumed.n_fibres == ref.n_fibres
     assert np.array_equal(np.asarray(arr[0]), ref.labels)
-    assert json.loads((work_dir(path) / "state.json").read_text())["block_px"] == 256
+    assert json.loads((work_dir(path, "segment") / "state.json").read_text())["block_px"] == 256
 
 
 def test_block_size_is_rounded_up_to_the_label_chunks(client, slide) -> None:

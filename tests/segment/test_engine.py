@@ -9,13 +9,13 @@ from segment_fixtures import voronoi_fibres
 from test_driver import make_slide
 
 from nclsm_scale.config import ModelConfig, RunConfig
+from nclsm_scale.grid import BlockGrid
 from nclsm_scale.model.infer import load_engine
 from nclsm_scale.model.net import FibreNet
 from nclsm_scale.model.weights import save_net
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.segment.driver import chunk_windows, network_chunk_px, network_tasks, segment_slide
 from nclsm_scale.segment.engine import EngineMaps, engine_source
-from nclsm_scale.segment.grid import BlockGrid
 from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.segment.seeds import SegmentParams
@@ -48,7 +48,7 @@ def test_engine_maps_do_not_depend_on_the_region(engine_setup, region) -> None:
 
 def test_segment_with_the_network_on_dask_equals_single_block_run(engine_setup, client) -> None:
     path, model, _, whole = engine_setup
-    cfg = RunConfig.model_validate({"model": model.model_dump(), "segment": {"block_px": 256}})
+    cfg = RunConfig.model_validate({"model": model.model_dump(), "grid": {"block_px": 256}})
     res = segment_slide(path, cfg, client)
     params = SegmentParams.from_config(cfg.segment, 1.0, ("foreground", "boundary", "distance"))
     ref = segment_plane(ArrayMaps(whole.astype(np.float16).astype(np.float32)), params, 1024, 150)
@@ -90,5 +90,5 @@ def test_engine_window_maps_are_the_region_maps(engine_setup, windows) -> None:
 
 def test_engine_source_reports_the_workers_window_stride(engine_setup, client) -> None:
     path, model, _, _ = engine_setup
-    source, _ = engine_source(str(path), 0, model, client)
+    source, _ = engine_source(open_slide(path), 0, model, client)
     assert source.stride_px == load_engine(model).stride_px == 256 - 2 * 32

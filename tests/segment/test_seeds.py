@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.grid import Block
 from nclsm_scale.segment.cores import find_cores
-from nclsm_scale.segment.grid import Block
 from nclsm_scale.segment.maps import ArrayMaps
 from nclsm_scale.segment.seeds import (
     SegmentParams,

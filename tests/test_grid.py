@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nclsm_scale.errors import GridError
-from nclsm_scale.segment.grid import BlockGrid
+from nclsm_scale.grid import BlockGrid
 
 
 @settings(max_examples=40, deadline=None)

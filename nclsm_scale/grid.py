@@ -4,7 +4,8 @@ A :class:`BlockGrid` splits a ``(y, x)`` plane into rectangular **cores** with
 half-open intervals. Core edges lie at ``offset + k * block_px`` (plus the
 plane's own edges), so every pixel has exactly one owner block. A block's
 **window** is its core grown by a margin on every side; windows may extend past
-the plane, where map sources return zeros.
+the plane, where map sources return zeros. :func:`lowres_window` maps a coarser
+level (a region mask) onto a window of a finer one, independently of the cut.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from nclsm_scale.errors import GridError
 
-__all__ = ["Block", "BlockGrid"]
+__all__ = ["Block", "BlockGrid", "lowres_indices", "lowres_window"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,26 @@ class BlockGrid:
         by = np.searchsorted(ey, np.asarray(y), side="right") - 1
         bx = np.searchsorted(ex, np.asarray(x), side="right") - 1
         return by, bx
+
+
+def lowres_indices(start: int, stop: int, scale: float, size: int) -> np.ndarray:
+    """Coarse-level index of each fine pixel ``start..stop-1``: the coarse pixel holding its centre.
+
+    ``scale`` is the coarse pixel size in fine pixels; indices are clipped to the
+    coarse level's ``size`` (outside it, the nearest edge pixel).
+    """
+    return np.clip(((np.arange(start, stop) + 0.5) / scale).astype(np.int64), 0, size - 1)
+
+
+def lowres_window(
+    lowres: np.ndarray, scale: float, origin_yx: tuple[int, int], shape_yx: tuple[int, int]
+) -> np.ndarray:
+    """Nearest-neighbour view of a coarse ``(y, x)`` array on a fine window at ``origin_yx`` of ``shape_yx``.
+
+    Each fine pixel takes the coarse pixel containing its centre, so a window's
+    values never depend on where it is cut.
+    """
+    (oy, ox), (h, w) = origin_yx, shape_yx
+    ly = lowres_indices(oy, oy + h, scale, lowres.shape[0])
+    lx = lowres_indices(ox, ox + w, scale, lowres.shape[1])
+    return np.asarray(lowres)[ly[:, None], lx[None, :]]
