@@ -148,7 +148,7 @@ def read_manifest(manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str
             raise ValidationError(f"{manifest}: cannot read the manifest CSV: {exc}") from None
     if isinstance(manifest, Mapping):
         manifest = pd.DataFrame.from_dict(dict(manifest), orient="index").rename_axis("slide").reset_index()
-    df = manifest.copy()
+    df = pd.DataFrame(manifest).copy()
     if "slide" not in df.columns:
         if "slide_id" not in df.columns:
             raise ValidationError(f"the manifest needs a 'slide' or 'slide_id' column, has {list(df.columns)}")

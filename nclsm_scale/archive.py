@@ -198,6 +198,7 @@ def read_archive_manifest(
     slides = []
     for i, row in enumerate(df.to_dict("records"), start=2 if suffix == ".csv" else 0):
         meta = {c: row[c] for c in meta_cols}
+        source: str | Path
         if remote:
             source = _safe_url(row["path"], remote_parent(str(path)), cfg, i)
         else:

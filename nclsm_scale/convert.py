@@ -34,7 +34,7 @@ import zarr
 from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import ConvertConfig
 from nclsm_scale.errors import NclsmError, SlideWriteError
-from nclsm_scale.io.ome_zarr import create_image, read_multiscales, regions, write_unit_px
+from nclsm_scale.io.ome_zarr import array_at, attrs_of, create_image, read_multiscales, regions, write_unit_px
 from nclsm_scale.io.pyramid import downsample_mean
 from nclsm_scale.io.readers import (
     SourceInfo,
@@ -121,7 +121,7 @@ def _downsampled(
     n = len(range(src.shape[0])[channels])
     out = np.empty((n, y1 - y0, x1 - x0), dtype=src.dtype)
     for sy in range(2 * y0, sy1, slab):
-        part = downsample_mean(src[channels, sy : min(sy + slab, sy1), 2 * x0 : sx1], 2)
+        part = downsample_mean(np.asarray(src[channels, sy : min(sy + slab, sy1), 2 * x0 : sx1]), 2)
         oy = (sy - 2 * y0) // 2
         out[:, oy : oy + part.shape[1]] = part[:, :, : x1 - x0]
     return out
@@ -159,7 +159,7 @@ def _plan_jobs(info: SourceInfo, store: str, state: Path, task_px: int, task_cha
     group = zarr.open_group(store, mode="r")
     ms, _ = read_multiscales(group)
     paths = [d["path"] for d in ms["datasets"]]
-    arrays = [group[p] for p in paths]
+    arrays = [array_at(group, p) for p in paths]
     units = [write_unit_px(a)[0] for a in arrays]
     n = int(arrays[0].shape[0])
     groups = [(c, min(c + task_channels, n)) for c in range(0, n, task_channels)]  # whole shards: see _start
@@ -179,8 +179,8 @@ def _windows(store: str) -> None:
     """Set ``omero`` display windows to the 0.1-99.9 percentiles of the coarsest level."""
     group = zarr.open_group(store, mode="r+")
     ms, _ = read_multiscales(group)
-    data = group[ms["datasets"][-1]["path"]][:]
-    ome = dict(group.attrs["ome"])
+    data = np.asarray(array_at(group, ms["datasets"][-1]["path"])[:])
+    ome = dict(attrs_of(group)["ome"])
     for ch, plane in zip(ome["omero"]["channels"], data, strict=True):
         lo, hi = np.percentile(plane, [0.1, 99.9]) if plane.size else (0.0, 1.0)
         ch["window"].update(start=float(lo), end=float(max(hi, lo + 1e-6)))
@@ -220,16 +220,16 @@ def _finish(store: Path, state: Path, fp: dict) -> None:
     _windows(str(store))
     norm = compute_slide_norm(open_slide(store)).model_dump(mode="json")
     group = zarr.open_group(str(store), mode="r+")
-    group.attrs.update({"nclsm": {**dict(group.attrs["nclsm"]), "norm": norm, "complete": True, "source": fp}})
+    group.attrs.update({"nclsm": {**attrs_of(group)["nclsm"], "norm": norm, "complete": True, "source": fp}})
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _completed_from(store: Path) -> dict | None:
+def _completed_from(store: Path) -> dict[str, Any] | None:
     try:
-        nclsm = dict(zarr.open_group(str(store), mode="r").attrs).get("nclsm", {})
+        nclsm = attrs_of(zarr.open_group(str(store), mode="r")).get("nclsm", {})
     except (FileNotFoundError, ValueError, OSError):
         return None
-    return nclsm.get("source") if nclsm.get("complete") else None
+    return dict(nclsm["source"]) if nclsm.get("complete") else None
 
 
 def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, client: Client) -> SlideResult:

@@ -73,7 +73,7 @@ def _synthesize(out_dir: Path, cfg: RunConfig, n_slides: int) -> list[Path]:
 def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, InstanceMetrics]:
     """Predicted labels at the segmentation level and their metrics against the ground truth."""
     slide = open_slide(store)
-    pred = slide.label_array("fibres", level)[0]
+    pred = slide.read_labels("fibres", level, 0, 0, *slide.levels[level].shape[1:])
     gt = tifffile.imread(gt_tiff)
     factor = round(gt.shape[0] / pred.shape[0])
     if factor > 1:

@@ -143,19 +143,20 @@ def read_labels(path: str | Path) -> np.ndarray:
     if path.is_dir():
         import zarr
 
-        from nclsm_scale.io.ome_zarr import read_multiscales
+        from nclsm_scale.io.ome_zarr import array_at, attrs_of, read_multiscales
 
         try:
             group = zarr.open_group(str(path), mode="r")
             if "labels" in group:
-                attrs = dict(group["labels"].attrs)
+                labels = zarr.open_group(str(path), path="labels", mode="r")
+                attrs = attrs_of(labels)
                 names = list(attrs.get("ome", {}).get("labels") or attrs.get("labels") or [])
-                names = names or sorted(group["labels"].group_keys())
+                names = names or sorted(labels.group_keys())
                 if not names:
                     raise SlideReadError(f"{path}: the labels group holds no label image.")
-                group = group["labels"]["fibres" if "fibres" in names else names[0]]
+                group = zarr.open_group(labels.store_path, path="fibres" if "fibres" in names else names[0], mode="r")
             multiscales, _ = read_multiscales(group)
-            arr = np.asarray(group[multiscales["datasets"][0]["path"]][...])
+            arr = np.asarray(array_at(group, multiscales["datasets"][0]["path"])[...])
         except SlideReadError:
             raise
         except Exception as exc:

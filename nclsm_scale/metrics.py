@@ -20,7 +20,7 @@ break a run, so their failures are logged and the run goes on.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,7 +64,7 @@ class RunMetricsPlugin(SchedulerPlugin):
         self.slides_failed: Counter[str] = Counter()
         self.fibres = 0
         self.stage_count: Counter[str] = Counter()
-        self.stage_sum_s: Counter[str] = Counter()
+        self.stage_sum_s: dict[str, float] = defaultdict(float)
         self.blocks_done: Counter[str] = Counter()
         self.blocks_failed: Counter[str] = Counter()
 

@@ -23,7 +23,7 @@ import zarr
 from nclsm_scale.config import SegmentConfig
 from nclsm_scale.errors import ConfigError, SlideReadError
 from nclsm_scale.grid import lowres_indices
-from nclsm_scale.io.ome_zarr import level_pixel_sizes, read_multiscales
+from nclsm_scale.io.ome_zarr import attrs_of, level_pixel_sizes, read_multiscales
 from nclsm_scale.layout import slide_name
 
 __all__ = ["Level", "Slide", "open_slide", "read_padded"]
@@ -95,7 +95,7 @@ class Slide:
             group = zarr.open_group(self.label_group(name), mode="r")
         except (FileNotFoundError, ValueError, KeyError):
             return {}
-        return dict(group.attrs.get("nclsm", {}))
+        return dict(attrs_of(group).get("nclsm", {}))
 
     def read(self, level: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         """Pixels ``[y0:y1, x0:x1]`` of ``level`` as ``(c, h, w)``; zero outside the slide."""
@@ -189,7 +189,7 @@ def open_slide(path: str | Path) -> Slide:
         raise SlideReadError(
             f"{path}: axes {axes} are not (c, y, x); convert it with `nclsm-scale convert` first."
         )
-    attrs = dict(group.attrs)
+    attrs = attrs_of(group)
     nclsm = attrs.get("nclsm", {})
     units_known = all(a.get("unit") for a in ms["axes"][-2:])
     known = bool(nclsm.get("pixel_size_known", units_known))
@@ -199,14 +199,16 @@ def open_slide(path: str | Path) -> Slide:
             arr = zarr.open_array(path, path=d["path"], mode="r")
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise SlideReadError(f"{path}: level array {d['path']!r} cannot be opened: {exc}") from None
-        levels.append(Level(d["path"], tuple(arr.shape), size, tuple(arr.chunks)))
+        c, ny, nx = (int(v) for v in arr.shape)
+        cc, cy, cx = (int(v) for v in arr.chunks)
+        levels.append(Level(d["path"], (c, ny, nx), size, (cc, cy, cx)))
     omero = attrs.get("ome", attrs).get("omero", {})
     names = nclsm.get("channel_names") or [
         ch.get("label", f"channel{i}") for i, ch in enumerate(omero.get("channels", []))
     ] or [f"channel{i}" for i in range(levels[0].shape[0])]
     labels: list[str] = []
     if "labels" in group:
-        lattrs = dict(group["labels"].attrs)
+        lattrs = attrs_of(zarr.open_group(path, path="labels", mode="r"))
         labels = list(lattrs.get("ome", lattrs).get("labels", []))
     return Slide(
         path=path,

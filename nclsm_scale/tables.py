@@ -227,8 +227,8 @@ def _fibre_columns() -> dict[str, Column]:
 FIBRE_COLUMNS: dict[str, Column] = _fibre_columns()
 
 
-def _dtype(col: Column) -> object:
-    return object if col.dtype == "str" else np.dtype(col.dtype)
+def _dtype(col: Column) -> np.dtype:
+    return np.dtype(object) if col.dtype == "str" else np.dtype(col.dtype)
 
 
 def empty_table(columns: dict[str, Column] = MEASURE_COLUMNS) -> pd.DataFrame:

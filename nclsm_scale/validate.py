@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from nclsm_scale.errors import NclsmError
-from nclsm_scale.io.ome_zarr import read_multiscales
+from nclsm_scale.io.ome_zarr import array_at, attrs_of, read_multiscales
 
 __all__ = ["check_store"]
 
@@ -42,7 +42,7 @@ def _check_ngff(group: zarr.Group) -> list[str]:
 
 def _check_pyramid(group: zarr.Group, ms: dict) -> tuple[list[str], list[tuple[int, ...]]]:
     problems, shapes = [], []
-    arrays = [group[d["path"]] for d in ms["datasets"]]
+    arrays = [array_at(group, d["path"]) for d in ms["datasets"]]
     shapes = [tuple(a.shape) for a in arrays]
     scales = _scales(ms)
     for i in range(1, len(arrays)):
@@ -63,27 +63,28 @@ def _check_labels(group: zarr.Group, image_shapes: list[tuple[int, ...]], image_
     if "labels" not in group:
         return []
     problems = []
-    lattrs = dict(group["labels"].attrs)
+    labels = zarr.open_group(group.store_path, path="labels", mode="r")
+    lattrs = attrs_of(labels)
     ome = lattrs.get("ome", lattrs)
     for name in ome.get("labels", []):
         where = f"labels/{name}"
-        if name not in group["labels"]:
+        if name not in labels:
             problems.append(f"{where}: listed but missing")
             continue
-        lgroup = group["labels"][name]
+        lgroup = zarr.open_group(labels.store_path, path=name, mode="r")
         try:
             ms, _ = read_multiscales(lgroup)
         except NclsmError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        attrs = dict(lgroup.attrs)
+        attrs = attrs_of(lgroup)
         if "image-label" not in attrs.get("ome", attrs):
             problems.append(f"{where}: no image-label metadata")
         paths = [d["path"] for d in ms["datasets"]]
         if len(paths) != len(image_shapes):
             problems.append(f"{where}: {len(paths)} levels, the image has {len(image_shapes)}")
         for i, (path, shape) in enumerate(zip(paths, image_shapes, strict=False)):
-            arr = lgroup[path]
+            arr = array_at(lgroup, path)
             if not np.issubdtype(arr.dtype, np.integer):
                 problems.append(f"{where} level {i}: dtype {arr.dtype} is not an integer type")
             if len(arr.shape) != len(shape) or any(a not in (s, 1) for a, s in zip(arr.shape, shape, strict=False)) \

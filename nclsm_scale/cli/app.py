@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except NclsmError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except typer.TyperException as exc:  # usage errors: bad option or value
-        exc.show()
-        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: bad option or value (typer's vendored click exceptions)
+        exc.show()  # type: ignore[attr-defined]  # ClickException's, not in TyperException's stubs
+        return int(getattr(exc, "exit_code", 2))
     if result == 130:  # typer turns KeyboardInterrupt (Ctrl-C, SIGTERM) into exit status 130
         typer.echo("interrupted", err=True)
     return result if isinstance(result, int) else 0

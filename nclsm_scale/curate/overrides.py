@@ -99,9 +99,11 @@ def apply_overrides(table: pd.DataFrame, overrides: pd.DataFrame | str | Path) -
     Overridden rows get confidence 1 and ``overridden`` True; fibre IDs not in the
     table raise :class:`~nclsm_scale.errors.ValidationError`.
     """
-    is_path = isinstance(overrides, (str, Path))
-    ov = read_overrides(overrides) if is_path else overrides
-    check_fibres(ov, table, overrides if is_path else "overrides")
+    if isinstance(overrides, (str, Path)):
+        ov, source = read_overrides(overrides), overrides
+    else:
+        ov, source = overrides, "overrides"
+    check_fibres(ov, table, source)
     known = pd.Index(table["fibre_id"].astype("int64"))
     out = table.copy()
     rows = known.get_indexer(ov["fibre_id"])

@@ -115,6 +115,70 @@ def _any_of(rules: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return fired, np.where(fired, on, off)
 
 
+Decision = tuple[np.ndarray, np.ndarray]
+"""A rule's outcome per fibre: (fired, confidence in [0.5, 1])."""
+
+
+def _fr_rule(table: pd.DataFrame, cfg: CurateConfig) -> Decision:
+    """FR: strong interior membrane ridges, or weaker ones (or none measurable) inside a detected fold."""
+    band = cfg.confidence_band
+    fold = np.nan_to_num(table["fold_fraction"].to_numpy(np.float64), nan=0.0)
+    ridges = table["interior_membrane_fraction"].to_numpy(np.float64)
+    has_ridges = np.isfinite(ridges)
+    ridges = np.nan_to_num(ridges, nan=0.0)
+    in_fold = fold >= cfg.fr_min_fold_fraction
+    m_fold = _margin(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction, band)
+    strong = ridges >= cfg.fr_min_interior_membrane
+    weak = (ridges >= cfg.fr_min_interior_membrane_in_fold) | ~has_ridges
+    m_weak = np.where(
+        has_ridges,
+        _margin(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4), band),
+        1.0,
+    )
+    return _any_of([
+        (strong, _margin(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane, band)),
+        _all_of([in_fold, weak], [m_fold, m_weak]),
+    ])
+
+
+def _fam_rule(blobs: np.ndarray, density: np.ndarray, cfg: CurateConfig) -> Decision:
+    """FAM: enough internal dark blobs, dense enough per mm2."""
+    band = cfg.confidence_band
+    return _all_of(
+        [blobs >= cfg.fam_min_dark_blobs, density >= cfg.fam_min_dark_blobs_per_mm2],
+        [_margin(blobs + 0.5, cfg.fam_min_dark_blobs, band),
+         _margin(np.maximum(density, 1.0), max(cfg.fam_min_dark_blobs_per_mm2, 1.0), band)],
+    )
+
+
+def _ntm_rule(aligned: np.ndarray, field: np.ndarray, cut: np.ndarray, cfg: CurateConfig) -> Decision:
+    """NTM: elongated along a coherently elongated neighbourhood (a cut fibre: the neighbourhood alone)."""
+    band = cfg.confidence_band
+    own = np.where(cut, np.inf, aligned)  # a fibre cut by the image border has no shape of its own
+    return _all_of(
+        [own >= cfg.ntm_min_aspect_ratio, field >= cfg.ntm_min_field_aspect_ratio],
+        [np.where(cut, 1.0, _margin(aligned, cfg.ntm_min_aspect_ratio, band)),
+         _margin(field, cfg.ntm_min_field_aspect_ratio, band)],
+    )
+
+
+def _classify(decided: dict[FibreClass, Decision], n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Primary class (first reason in priority order, else AM), all reasons and confidence per fibre."""
+    primary = np.full(n, FibreClass.AM.value, dtype=object)
+    confidence = np.ones(n)
+    undecided = np.ones(n, bool)
+    for reason in PRIORITY:
+        fired, conf = decided[reason]
+        hit = undecided & fired
+        primary[hit] = reason.value
+        confidence[hit] = conf[hit]
+        undecided &= ~hit
+    am_conf = np.min(np.stack([decided[r][1] for r in PRIORITY]), axis=0)
+    confidence[undecided] = am_conf[undecided]
+    codes = np.stack([np.where(decided[r][0], r.value, "") for r in PRIORITY], axis=1)
+    return primary, [";".join(c for c in row if c) for row in codes], confidence
+
+
 def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.DataFrame:
     """Add ``curation_class``, ``reasons``, ``confidence`` and the slide-level features the rules use.
 
@@ -133,7 +197,6 @@ def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.Da
     """
     cfg = cfg or CurateConfig()
     out = table.copy()
-    band = cfg.confidence_band
     n = len(out)
     radius = cfg.ntm_field_radius_diameters * typical_diameter_um(out, cfg.debris_max_um2)
     cut = out["touches_image_border"].to_numpy(bool)  # its outline is not the fibre's shape
@@ -145,61 +208,17 @@ def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.Da
     out["field_aspect_ratio"] = field
     out["aligned_aspect_ratio"] = aligned
     out["dark_blobs_per_mm2"] = density
-    fold = np.nan_to_num(out["fold_fraction"].to_numpy(np.float64), nan=0.0)
-    ridges = out["interior_membrane_fraction"].to_numpy(np.float64)
-    has_ridges = np.isfinite(ridges)
-    ridges = np.nan_to_num(ridges, nan=0.0)
-
     edge = np.zeros(n, bool)
     if cfg.edge_image_border:
-        edge |= out["touches_image_border"].to_numpy(bool)
+        edge |= cut
     if cfg.edge_tissue_border:
         edge |= out["touches_tissue_border"].to_numpy(bool)
-    in_fold = fold >= cfg.fr_min_fold_fraction
-    m_fold = _margin(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction, band)
-    strong = ridges >= cfg.fr_min_interior_membrane
-    weak = (ridges >= cfg.fr_min_interior_membrane_in_fold) | ~has_ridges
-    m_weak = np.where(
-        has_ridges,
-        _margin(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4), band),
-        1.0,
-    )
-    fr = _any_of([
-        (strong, _margin(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane, band)),
-        _all_of([in_fold, weak], [m_fold, m_weak]),
-    ])
-    fam = _all_of(
-        [blobs >= cfg.fam_min_dark_blobs, density >= cfg.fam_min_dark_blobs_per_mm2],
-        [_margin(blobs + 0.5, cfg.fam_min_dark_blobs, band),
-         _margin(np.maximum(density, 1.0), max(cfg.fam_min_dark_blobs_per_mm2, 1.0), band)],
-    )
-    # a fibre cut by the image border has no shape of its own: its neighbourhood decides
-    own = np.where(cut, np.inf, aligned)
-    ntm = _all_of(
-        [own >= cfg.ntm_min_aspect_ratio, field >= cfg.ntm_min_field_aspect_ratio],
-        [np.where(cut, 1.0, _margin(aligned, cfg.ntm_min_aspect_ratio, band)),
-         _margin(field, cfg.ntm_min_field_aspect_ratio, band)],
-    )
     decided = {
-        FibreClass.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, band)),
+        FibreClass.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, cfg.confidence_band)),
         FibreClass.EDGE: (edge, np.ones(n)),
-        FibreClass.FR: fr,
-        FibreClass.FAM: fam,
-        FibreClass.NTM: ntm,
+        FibreClass.FR: _fr_rule(out, cfg),
+        FibreClass.FAM: _fam_rule(blobs, density, cfg),
+        FibreClass.NTM: _ntm_rule(aligned, field, cut, cfg),
     }
-    primary = np.full(n, FibreClass.AM.value, dtype=object)
-    confidence = np.ones(n)
-    undecided = np.ones(n, bool)
-    for reason in PRIORITY:
-        fired, conf = decided[reason]
-        hit = undecided & fired
-        primary[hit] = reason.value
-        confidence[hit] = conf[hit]
-        undecided &= ~hit
-    am_conf = np.min(np.stack([decided[r][1] for r in PRIORITY]), axis=0)
-    confidence[undecided] = am_conf[undecided]
-    codes = np.stack([np.where(decided[r][0], r.value, "") for r in PRIORITY], axis=1)
-    out["curation_class"] = primary
-    out["reasons"] = [";".join(c for c in row if c) for row in codes]
-    out["confidence"] = confidence
+    out["curation_class"], out["reasons"], out["confidence"] = _classify(decided, n)
     return out

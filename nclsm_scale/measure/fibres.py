@@ -29,7 +29,7 @@ from nclsm_scale.measure.intensity import (
     interior_ridge_fraction,
     ridge_strength,
 )
-from nclsm_scale.measure.shape import geometry, label_runs, perimeters
+from nclsm_scale.measure.shape import Geometry, geometry, label_runs, perimeters
 from nclsm_scale.tables import MEASURE_COLUMNS, Column, empty_table, table_from_columns
 
 __all__ = ["COLUMNS", "ROLES", "context_px", "measure_block", "measure_fibres"]
@@ -163,19 +163,36 @@ def measure_fibres(
         raise ValidationError("some requested fibre IDs have no pixels in the label window")
     geo = geometry(runs)
     perim, border_px, border = perimeters(comp, n)
-    px, px2 = float(pixel_size_um), float(pixel_size_um) ** 2
+    px = float(pixel_size_um)
     oy, ox = origin_yx
     h, w = labels.shape
     sh, sw = slide_shape_yx if slide_shape_yx is not None else (oy + h, ox + w)
+    bbox = geo.bbox + np.array([oy, ox, oy, ox])
+    cols = {"fibre_id": fibre_ids, **_shape_columns(geo, perim, border_px, bbox, px)}
+    cols["touches_image_border"] = (
+        (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
+    )
+    cols["touches_tissue_border"] = _near_nontissue(
+        comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
+        (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
+    )
+    cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
+    return table_from_columns(cols, COLUMNS)
+
+
+def _shape_columns(
+    geo: Geometry, perim: np.ndarray, border_px: np.ndarray, bbox: np.ndarray, px: float
+) -> dict[str, np.ndarray]:
+    """Size, outline, hull, Feret, ellipse and position columns of each fibre (``bbox`` in slide pixels)."""
     area = geo.area.astype(np.float64)
+    px2 = px**2
     cyy, cxx, cxy = geo.cov.T
     half = (cyy + cxx) / 2.0
     root = np.sqrt(((cyy - cxx) / 2.0) ** 2 + cxy**2)
     l1, l2 = half + root, np.maximum(half - root, 0.0)
-    bbox = geo.bbox + np.array([oy, ox, oy, ox])
     with np.errstate(divide="ignore", invalid="ignore"):
+        orientation = -np.degrees(0.5 * np.arctan2(2.0 * cxy, cxx - cyy))
         cols = {
-            "fibre_id": fibre_ids,
             "area_px": geo.area,
             "area_um2": area * px2,
             "perimeter_um": perim * px,
@@ -194,7 +211,7 @@ def measure_fibres(
             "ellipse_minor_um": 4.0 * np.sqrt(l2) * px,
             "ellipse_aspect_ratio": np.sqrt(l1 / l2),
             "eccentricity": np.sqrt(1.0 - l2 / l1),
-            "orientation_deg": -np.degrees(0.5 * np.arctan2(2.0 * cxy, cxx - cyy)),
+            "orientation_deg": np.where(orientation <= -90.0, orientation + 180.0, orientation),
             "centroid_y_px": bbox[:, 0] + geo.centroid[:, 0],
             "centroid_x_px": bbox[:, 1] + geo.centroid[:, 1],
             "bbox_y0_px": bbox[:, 0],
@@ -202,20 +219,9 @@ def measure_fibres(
             "bbox_y1_px": bbox[:, 2],
             "bbox_x1_px": bbox[:, 3],
         }
-    cols["orientation_deg"] = np.where(
-        cols["orientation_deg"] <= -90.0, cols["orientation_deg"] + 180.0, cols["orientation_deg"]
-    )
     cols["centroid_y_um"] = cols["centroid_y_px"] * px
     cols["centroid_x_um"] = cols["centroid_x_px"] * px
-    cols["touches_image_border"] = (
-        (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
-    )
-    cols["touches_tissue_border"] = _near_nontissue(
-        comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
-        (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
-    )
-    cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
-    return table_from_columns(cols, COLUMNS)
+    return cols
 
 
 def _near_nontissue(
@@ -319,14 +325,15 @@ def measure_block(
     pixel_size_um: float,
     channel_roles: Mapping[str, int] | None = None,
     cfg: MeasureConfig | None = None,
-    **kwargs: object,
+    tissue_mask: np.ndarray | None = None,
+    background: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Measure the fibres a block owns from its block + halo window.
 
     Raises :class:`~nclsm_scale.errors.HaloViolationError` when an owned fibre,
     grown by :func:`context_px`, leaves the window anywhere but at the slide
-    edge: its row could then depend on the cut. Other keyword arguments go to
-    :func:`measure_fibres`.
+    edge: its row could then depend on the cut. ``tissue_mask`` and
+    ``background`` are as in :func:`measure_fibres`.
     """
     cfg = cfg or MeasureConfig()
     ids = np.unique(np.fromiter(owned_ids, np.int64))
@@ -367,5 +374,6 @@ def measure_block(
         slide_shape_yx=slide_shape_yx,
         ids=ids,
         cfg=cfg,
-        **kwargs,
+        tissue_mask=tissue_mask,
+        background=background,
     )

@@ -101,7 +101,7 @@ class Engine:
         self.in_channels = net.spec.in_channels
         self.net = net.to(self.device).eval()
         if self.device.type != "cpu":
-            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def __repr__(self) -> str:
         return (

@@ -109,6 +109,8 @@ def measure_receptive_field(
         out[0, :, c, c].sum().backward()
     finally:
         net.train(was_training)
+    if x.grad is None:
+        raise RuntimeError("no gradient reached the input; the network does not depend on it")
     grad = x.grad.detach().abs().sum(dim=(0, 1)).numpy().astype(np.float64)
     ys, xs = np.nonzero(grad)
     support = int(max(np.abs(ys - c).max(), np.abs(xs - c).max())) if ys.size else 0

@@ -89,6 +89,58 @@ def train(
         torch.use_deterministic_algorithms(deterministic)
 
 
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (the resume point)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _model_card(
+    cfg: TrainConfig, losses: list[float], seconds: float, samples: list[Sample], sources: list[str] | None,
+    margin_px: int, rf: dict[str, Any],
+) -> dict[str, Any]:
+    """The model card of a finished training: settings, loss curve, data, receptive field."""
+    return {
+        "trained": {
+            "steps": cfg.steps,
+            "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
+            "patch_px": cfg.patch_px,
+            "learning_rate": cfg.learning_rate,
+            "scale_range": [cfg.scale_min, cfg.scale_max],
+            "loss_first_20": float(np.mean(losses[:20])),
+            "loss_last_20": float(np.mean(losses[-20:])),
+            "loss_every_100": [
+                round(float(np.mean(losses[i : i + 100])), 4) for i in range(0, len(losses), 100)
+            ],
+            "seconds_this_session": round(seconds, 1),
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()} {platform.system()}",
+        },
+        "data": {
+            "sources": sources or [],
+            "pixel_size_um": cfg.pixel_size_um,
+            "holdout_fraction": cfg.holdout_fraction,
+            "images": [
+                {
+                    "name": s.name,
+                    "shape_yx": list(s.labels.shape),
+                    "fibres": int(np.unique(s.labels[s.labels > 0]).size),
+                }
+                for s in samples
+            ],
+        },
+        "receptive_field": {
+            **rf,
+            "margin_px": margin_px,
+            "rule": "effective radius (99.9% of |grad|) rounded up to the downsampling",
+        },
+        "map_channels": ["foreground", "boundary", "distance"],
+        "normalisation": "per-channel (x - p1) / (p99.5 - p1) over the whole slide",
+    }
+
+
 def _train(
     cfg: TrainConfig,
     out: Path,
@@ -143,54 +195,14 @@ def _train(
             )
         stop = stop_at_step is not None and stop_at_step <= done < cfg.steps
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
-            tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-            state = {"net": net.state_dict(), "opt": opt.state_dict(),
-                     "sched": sched.state_dict(), "losses": losses, "step": done}
-            torch.save(state, tmp)
-            tmp.replace(ckpt_path)
+            _save_checkpoint(ckpt_path, {"net": net.state_dict(), "opt": opt.state_dict(),
+                                         "sched": sched.state_dict(), "losses": losses, "step": done})
         if stop:
             log.info("stopped at step %d; rerun to resume", done)
             return None
     net.eval()
     margin_px, rf = _margin(net)
-    card: dict[str, Any] = {
-        "trained": {
-            "steps": cfg.steps,
-            "seed": cfg.seed,
-            "batch_size": cfg.batch_size,
-            "patch_px": cfg.patch_px,
-            "learning_rate": cfg.learning_rate,
-            "scale_range": [cfg.scale_min, cfg.scale_max],
-            "loss_first_20": float(np.mean(losses[:20])),
-            "loss_last_20": float(np.mean(losses[-20:])),
-            "loss_every_100": [
-                round(float(np.mean(losses[i : i + 100])), 4) for i in range(0, len(losses), 100)
-            ],
-            "seconds_this_session": round(time.perf_counter() - t0, 1),
-            "torch": torch.__version__,
-            "machine": f"{platform.machine()} {platform.system()}",
-        },
-        "data": {
-            "sources": sources or [],
-            "pixel_size_um": cfg.pixel_size_um,
-            "holdout_fraction": cfg.holdout_fraction,
-            "images": [
-                {
-                    "name": s.name,
-                    "shape_yx": list(s.labels.shape),
-                    "fibres": int(np.unique(s.labels[s.labels > 0]).size),
-                }
-                for s in samples
-            ],
-        },
-        "receptive_field": {
-            **rf,
-            "margin_px": margin_px,
-            "rule": "effective radius (99.9% of |grad|) rounded up to the downsampling",
-        },
-        "map_channels": ["foreground", "boundary", "distance"],
-        "normalisation": "per-channel (x - p1) / (p99.5 - p1) over the whole slide",
-    }
+    card = _model_card(cfg, losses, time.perf_counter() - t0, samples, sources, margin_px, rf)
     save_net(net, out, margin_px=margin_px, card=card)
     if heldout:
         from nclsm_scale.model.heldout import evaluate_samples

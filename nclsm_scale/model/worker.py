@@ -53,7 +53,7 @@ def get_engine() -> Engine:
         If :class:`ModelPlugin` was not registered with the client.
     """
     plugin = get_worker().plugins.get(PLUGIN_NAME)
-    if plugin is None or plugin.engine is None:
+    if not isinstance(plugin, ModelPlugin) or plugin.engine is None:
         raise ModelError(
             "no inference engine on this worker: register ModelPlugin(cfg.model) "
             "with the client first."

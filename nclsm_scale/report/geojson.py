@@ -124,7 +124,7 @@ def export_geojson(
             "properties": {
                 "objectType": "detection",
                 "name": f"fibre {values['fibre_id'][i]}",
-                "classification": {"name": cls, "color": list(FibreClass(cls).rgb)},
+                "classification": {"name": cls, "color": list(FibreClass[cls].rgb)},
                 "measurements": {k: _number(v[i]) for k, v in values.items()},
             },
         })

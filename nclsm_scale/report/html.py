@@ -119,6 +119,38 @@ def _save(png: bytes, path: Path) -> bytes:
     return png
 
 
+def _plots(slides: pd.DataFrame, histograms: xr.Dataset, dpi: int) -> list[tuple[str, str, bytes]]:
+    """The run's plots as ``(file name, title, PNG)``: class breakdown first, then the distributions."""
+    return [
+        ("classes.png", "Fibres per class", class_breakdown_png(slides, dpi)),
+        ("hist_csa.png", "CSA of analysable fibres",
+         histogram_png(histograms, "csa", "CSA (um²)", dpi)),
+        ("hist_feret_min.png", "Min Feret of analysable fibres",
+         histogram_png(histograms, "feret_min", "min Feret diameter (um)", dpi)),
+        ("hist_mito_rel.png", "Mito intensity of analysable fibres (relative to the slide median)",
+         histogram_png(histograms, "mito_rel", "mito interior mean / slide median", dpi)),
+    ]
+
+
+def _slide_figure(layout: RunLayout, name: str, slides: pd.DataFrame, cfg: RunConfig, client: Client | None) -> str:
+    """The class thumbnail of slide ``name`` as an HTML figure (PNG and GeoJSON written beside the page)."""
+    rep = cfg.report
+    table, meta = read_fibre_table(layout.fibre_table(name))
+    slide_path = meta.get("slide_path") or str(layout.slide(name))
+    if not Path(slide_path).exists():
+        slide_path = str(layout.slide(name))
+    png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
+                layout.report / f"{name}_classes.png")
+    row = slides.set_index("slide").loc[name]
+    pct = float(row["pct_analysable"])
+    caption = (f"{html.escape(name)}: {int(row['n_fibres'])} fibres, "
+               + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
+    if rep.geojson:
+        export_geojson(slide_path, table, meta, layout.report / f"{name}.geojson", client=client,
+                       tolerance_px=rep.geojson_tolerance_px)
+    return f"<figure>{_img(png, name)}<figcaption>{caption}</figcaption></figure>"
+
+
 def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = None) -> Path:
     """Write ``report/index.html`` of an aggregated run with figures, tables, GeoJSON and provenance.
 
@@ -144,35 +176,10 @@ def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = No
     groups = pd.read_parquet(layout.groups_table) if layout.groups_table.is_file() else None
     with xr.open_dataset(layout.histograms, engine="scipy") as ds:
         histograms = ds.load()
-    rep = cfg.report
     out = layout.report
     out.mkdir(parents=True, exist_ok=True)
-    dpi = rep.figure_dpi
-    plots = [
-        ("classes.png", "Fibres per class", class_breakdown_png(slides, dpi)),
-        ("hist_csa.png", "CSA of analysable fibres",
-         histogram_png(histograms, "csa", "CSA (um²)", dpi)),
-        ("hist_feret_min.png", "Min Feret of analysable fibres",
-         histogram_png(histograms, "feret_min", "min Feret diameter (um)", dpi)),
-        ("hist_mito_rel.png", "Mito intensity of analysable fibres (relative to the slide median)",
-         histogram_png(histograms, "mito_rel", "mito interior mean / slide median", dpi)),
-    ]
-    thumbs = []
-    for name in slides["slide"].astype(str):
-        table, meta = read_fibre_table(layout.fibre_table(name))
-        slide_path = meta.get("slide_path") or str(layout.slide(name))
-        if not Path(slide_path).exists():
-            slide_path = str(layout.slide(name))
-        png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
-                    out / f"{name}_classes.png")
-        row = slides.set_index("slide").loc[name]
-        pct = float(row["pct_analysable"])
-        caption = (f"{html.escape(name)}: {int(row['n_fibres'])} fibres, "
-                   + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
-        thumbs.append(f"<figure>{_img(png, name)}<figcaption>{caption}</figcaption></figure>")
-        if rep.geojson:
-            export_geojson(slide_path, table, meta, out / f"{name}.geojson", client=client,
-                           tolerance_px=rep.geojson_tolerance_px)
+    plots = _plots(slides, histograms, cfg.report.figure_dpi)
+    thumbs = [_slide_figure(layout, name, slides, cfg, client) for name in slides["slide"].astype(str)]
     for name, _, png in plots:
         _save(png, out / name)
     prov = provenance(layout.root, cfg)

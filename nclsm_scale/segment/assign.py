@@ -171,8 +171,8 @@ def assign_block(
                 logger.info("block %s certified after %d escalation(s), halo %d px",
                             (block.by, block.bx), attempt, halo)
             return BlockLabels(np.ascontiguousarray(core), halo, attempt, flagged, int(owned.size))
-        where = [
-            tuple(int(v) for v in divmod(int(table[i - 1]), shape_yx[1])) for i in touching[:3]
+        where: list[tuple[int, int]] = [
+            divmod(int(table[i - 1]), shape_yx[1]) for i in touching[:3]
         ] or [(int(block.y0 + uncertain[0][0]), int(block.x0 + uncertain[0][1]))]
         flagged.extend(w for w in where if w not in flagged)
         logger.warning(

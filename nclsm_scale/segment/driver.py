@@ -45,7 +45,7 @@ from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import ConfigError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
-from nclsm_scale.io.ome_zarr import create_labels
+from nclsm_scale.io.ome_zarr import attrs_of, create_labels, write_unit_px
 from nclsm_scale.layout import work_dir
 from nclsm_scale.segment.assign import assign_block
 from nclsm_scale.segment.ids import load_table, save_table, seed_table
@@ -257,7 +257,7 @@ def plan_segmentation(
         )
     return SegmentPlan(
         slide=slide, level=level, pixel_size_um=px, shape_yx=shape,
-        block_px=_block_px(cfg.grid.block_px, tuple((img.shards or img.chunks)[-2:])),
+        block_px=_block_px(cfg.grid.block_px, write_unit_px(img)),
         halo_px=cfg.grid.halo_px(px), escalation_limit=cfg.grid.escalation_limit, retries=cfg.grid.retries,
         params=SegmentParams.from_config(seg, px, source.channels), source=source, source_id=source_id,
         stored=stored, work=work_dir(slide.path, WORK),
@@ -307,7 +307,7 @@ def _assign_pass(plan: SegmentPlan, table_path: Path, client: Client) -> tuple[i
             [(levels, b, plan.params, plan.shape_yx, plan.halo_px, plan.escalation_limit, str(table_path),
               label_path, str(plan.done_file(b))) for b in todo],
             desc="segment: assign", retries=plan.retries)
-    escalations, flagged = 0, []
+    escalations, flagged = 0, list[tuple[int, int]]()
     for b in plan.blocks:
         info = json.loads(plan.done_file(b).read_text())
         escalations += info["escalations"]
@@ -435,6 +435,6 @@ def _set_completion(slide: Slide, info: dict[str, Any]) -> None:
     import zarr
 
     group = zarr.open_group(slide.label_group("fibres"), mode="r+")
-    nclsm = dict(group.attrs.get("nclsm", {}))
+    nclsm = dict(attrs_of(group).get("nclsm", {}))
     nclsm["segment"] = {**info, "complete": True}
     group.attrs["nclsm"] = nclsm

@@ -9,7 +9,12 @@ whose chunks are the block cores (one writer per chunk).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["ArrayLevels", "StoredLevels", "read_levels"]
 
@@ -45,7 +50,7 @@ class StoredLevels:
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
-        self._array = None
+        self._array: zarr.Array | None = None
 
     @classmethod
     def create(cls, path: str, shape_yx: tuple[int, int], chunk_px: int) -> StoredLevels:

@@ -11,9 +11,12 @@ tests and benchmarks use to exercise stitching without the network.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import zarr
 from scipy import ndimage as ndi
 
 __all__ = [
@@ -89,13 +92,14 @@ class StoredMaps:
             ) from None
         if arr.ndim != 3:
             raise SlideReadError(f"stored maps {self.path} must be (K, y, x), found shape {arr.shape}")
-        self.channels = tuple(arr.attrs.get("channels", DEFAULT_CHANNELS[: arr.shape[0]]))
+        named: list[str] = list(arr.attrs.asdict().get("channels") or DEFAULT_CHANNELS[: arr.shape[0]])  # type: ignore[arg-type]
+        self.channels: tuple[str, ...] = tuple(str(c) for c in named)
         if len(self.channels) != arr.shape[0]:
             raise SlideReadError(
                 f"stored maps {self.path}: {arr.shape[0]} channels but names {list(self.channels)}"
             )
         self.shape_yx = (int(arr.shape[1]), int(arr.shape[2]))
-        self._array = arr
+        self._array: zarr.Array | None = arr
 
     def __getstate__(self) -> dict[str, object]:
         return {"path": self.path, "channels": self.channels, "shape_yx": self.shape_yx}
