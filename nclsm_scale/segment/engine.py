@@ -104,7 +104,7 @@ def engine_source(
     (model settings and normalisation constants), for resume fingerprints. The
     source's ``stride_px`` is the engine's window lattice step, asked of a worker.
     """
-    from nclsm_scale.model.worker import ModelPlugin
+    from nclsm_scale.model.worker import register_model
 
     missing = [r for r in INPUT_ROLES if r not in slide.roles]
     if missing:
@@ -113,7 +113,7 @@ def engine_source(
             "again naming the membrane and mito channels, or pass stored maps with --maps."
         )
     norm = slide_norm(slide)
-    client.register_plugin(ModelPlugin(model_cfg))
+    register_model(client, model_cfg)
     _, ny, nx = slide.levels[level].shape
     idx = [slide.roles[r] for r in INPUT_ROLES]
     stride_px = client.submit(_worker_stride_px, pure=False).result()

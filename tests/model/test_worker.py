@@ -1,4 +1,4 @@
-"""The model worker plugin on a real LocalCluster: one engine per worker, same maps."""
+"""The model worker plugin on a real LocalCluster: one engine per worker, same maps, registered once per config."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from nclsm_scale.config import ModelConfig
 from nclsm_scale.errors import ModelError
 from nclsm_scale.model.infer import load_engine
 from nclsm_scale.model.weights import save_net
-from nclsm_scale.model.worker import ModelPlugin, get_engine
+from nclsm_scale.model.worker import get_engine, register_model
 
 
 def _task(image: np.ndarray) -> tuple[int, int, np.ndarray]:
     engine = get_engine()
     return os.getpid(), id(engine), engine.predict_image(image)
+
+
+def _batch_size() -> int:
+    return get_engine().batch_size
 
 
 def _no_plugin() -> None:
@@ -35,11 +39,17 @@ def test_engine_is_loaded_once_per_worker_and_gives_identical_maps(tmp_path, tin
         with Client(cluster) as client:
             with pytest.raises(ModelError, match="register ModelPlugin"):
                 client.submit(_no_plugin, pure=False).result()
-            client.register_plugin(ModelPlugin(cfg))
+            register_model(client, cfg)
             futures = [client.submit(_task, image, pure=False) for _ in range(6)]
             results = client.gather(futures)
+            register_model(client, cfg)  # a second slide of the run: the engines stay as they are
+            again = client.gather([client.submit(_task, image, pure=False) for _ in range(4)])
+            register_model(client, cfg.model_copy(update={"batch_size": 3}))  # another config: reloaded
+            other = client.gather([client.submit(_batch_size, pure=False) for _ in range(4)])
     engines: dict[int, set[int]] = {}
     for pid, engine_id, maps in results:
         engines.setdefault(pid, set()).add(engine_id)
         assert np.array_equal(maps, expected)
     assert all(len(ids) == 1 for ids in engines.values())
+    assert {(pid, engine_id) for pid, engine_id, _ in again} <= {(p, e) for p, ids in engines.items() for e in ids}
+    assert other == [3, 3, 3, 3]
