@@ -70,6 +70,13 @@ def _moments(values: np.ndarray, prefix: str) -> dict[str, float]:
     }
 
 
+def _mito(table: pd.DataFrame) -> np.ndarray:
+    """The fibres' mito interior means (NaN on a slide without a mito channel)."""
+    if "mito_interior_mean" not in table.columns:
+        return np.full(len(table), np.nan)
+    return table["mito_interior_mean"].to_numpy(np.float64)
+
+
 def _analysable(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
     if "curation_class" not in table.columns:
         raise ValidationError("the fibre table has no curation_class; run `nclsm-scale curate` first.")
@@ -92,7 +99,7 @@ def summarise(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, float]:
     row["pct_analysable"] = 100.0 * len(am) / n if n else np.nan
     row.update(_moments(am["area_um2"].to_numpy(np.float64), "csa_um2"))
     row.update(_moments(am["feret_min_um"].to_numpy(np.float64), "feret_min_um"))
-    mito = am["mito_interior_mean"].to_numpy(np.float64)
+    mito = _mito(am)
     row.update(_moments(mito, "mito"))
     finite = mito[np.isfinite(mito)]
     for q in (10, 90):
@@ -126,7 +133,7 @@ def _edges(cfg: AggregateConfig, field: str) -> np.ndarray:
 def slide_histograms(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, np.ndarray]:
     """Counts of analysable fibres per bin: ``csa``, ``feret_min``, ``mito_rel`` (last bin open)."""
     am = _analysable(table, cfg)
-    mito = am["mito_interior_mean"].to_numpy(np.float64)
+    mito = _mito(am)
     finite = mito[np.isfinite(mito)]
     ref = float(np.median(finite)) if finite.size else np.nan
     out = {}

@@ -2,11 +2,12 @@
 
 Columns are declared name -> dtype, unit and meaning. ``measure`` writes
 :data:`MEASURE_COLUMNS` (one row per fibre, physical units unless the name ends
-in ``_px``); ``curate`` writes :data:`CURATE_COLUMNS` (keyed by ``fibre_id``);
-the per-fibre table users read holds :data:`FIBRE_COLUMNS`, both joined
-(:func:`join_fibre_tables`). Coordinates are slide pixel indices (pixel centres
-at integer positions, the NGFF convention), so ``centroid_y_um = centroid_y_px *
-pixel_size_um``.
+in ``_px``) and, for every image channel, the statistics of
+:data:`CHANNEL_STATS` (:func:`measure_columns`); ``curate`` writes
+:data:`CURATE_COLUMNS` (keyed by ``fibre_id``); the per-fibre table users read
+joins both (:func:`join_fibre_tables`, column order :func:`fibre_columns`).
+Coordinates are slide pixel indices (pixel centres at integer positions, the NGFF
+convention), so ``centroid_y_um = centroid_y_px * pixel_size_um``.
 
 :class:`FibreClass` is the curation vocabulary: AM (analysable) and the
 rejection reasons, each with its priority, display colour and meaning, so a new
@@ -16,6 +17,8 @@ reason is added in one place. The label images' values live here too
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,7 +28,7 @@ import pandas as pd
 __all__ = [
     "CURATE_COLUMNS",
     "Column",
-    "FIBRE_COLUMNS",
+    "CHANNEL_STATS",
     "FOLD",
     "FOLD_COLORS",
     "FibreClass",
@@ -33,8 +36,12 @@ __all__ = [
     "PRIORITY",
     "REGION_COLORS",
     "TISSUE",
+    "channel_columns",
+    "channel_keys",
     "empty_table",
+    "fibre_columns",
     "join_fibre_tables",
+    "measure_columns",
     "table_from_columns",
 ]
 
@@ -158,12 +165,6 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "",
         "A fibre pixel lies within tissue_margin_um of non-tissue (False without a mask).",
     ),
-    "membrane_ring_mean": _C(
-        "float64", "counts", "Mean membrane signal in the band of ring_width_um inside the outline."
-    ),
-    "membrane_interior_mean": _C("float64", "counts", "Mean membrane signal inside the band."),
-    "mito_interior_mean": _C("float64", "counts", "Mean mitochondrial signal inside the band."),
-    "mito_interior_median": _C("float64", "counts", "Median mitochondrial signal inside the band."),
     "mito_interior_std": _C(
         "float64", "counts", "Standard deviation of the mito signal inside the band."
     ),
@@ -214,17 +215,56 @@ CURATE_COLUMNS: dict[str, Column] = {
     "overridden": _C("bool", "", "The class was set by a user override (confidence 1)."),
 }
 
-def _fibre_columns() -> dict[str, Column]:
-    measured = list(MEASURE_COLUMNS.items())
-    at = [k for k, _ in measured].index("touches_tissue_border") + 1
-    curated = [(k, c) for k, c in CURATE_COLUMNS.items() if k not in MEASURE_COLUMNS]
-    fold = [(k, c) for k, c in curated if k == "fold_fraction"]
-    return dict(measured[:at] + fold + measured[at:] + [(k, c) for k, c in curated if k != "fold_fraction"])
+#: Statistics ``measure`` writes for every image channel, as ``<channel key>_<statistic>``
+#: (:func:`channel_keys`), background-subtracted (the slide's low percentile, the normalisation's ``lo``).
+CHANNEL_STATS: dict[str, tuple[str, str]] = {
+    "interior_mean": ("counts", "mean inside the band of ring_width_um along the outline"),
+    "interior_median": ("counts", "median inside the band of ring_width_um along the outline"),
+    "ring_mean": ("counts", "mean in the band of ring_width_um inside the outline"),
+    "ring_median": ("counts", "median in the band of ring_width_um inside the outline"),
+}
 
 
-#: Columns of the per-fibre table users read (``tables/fibres/<slide>.parquet``), in order: the
-#: measured columns with ``fold_fraction`` beside the other region flags, then curation's.
-FIBRE_COLUMNS: dict[str, Column] = _fibre_columns()
+def channel_keys(channel_names: Sequence[str], roles: Mapping[str, int]) -> list[str]:
+    """Column prefix of each channel: its role (``membrane``, ``mito``, ``myh1``, ...), else its name.
+
+    Names are lower-cased with every run of other characters than letters and
+    digits made ``_``; a key that would repeat an earlier one gets the channel index.
+
+    >>> channel_keys(["DAPI", "Laminin", "MyHC I"], {"membrane": 1, "myh1": 2})
+    ['dapi', 'membrane', 'myh1']
+    """
+    by_index = {i: role for role, i in roles.items()}
+    keys: list[str] = []
+    for i, name in enumerate(channel_names):
+        key = by_index.get(i) or re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or f"channel{i}"
+        keys.append(f"{key}_{i}" if key in keys else key)
+    return keys
+
+
+def channel_columns(keys: Sequence[str]) -> dict[str, Column]:
+    """The per-channel statistic columns of channels ``keys``."""
+    return {
+        f"{k}_{stat}": Column("float64", unit, f"Channel {k}: {meaning}, minus the slide's background.")
+        for k in keys
+        for stat, (unit, meaning) in CHANNEL_STATS.items()
+    }
+
+
+def measure_columns(keys: Sequence[str] = ()) -> dict[str, Column]:
+    """Every column ``measure`` writes for a slide with channels ``keys``, in order."""
+    return {**MEASURE_COLUMNS, **channel_columns(keys)}
+
+
+def fibre_columns(measured: Sequence[str]) -> list[str]:
+    """Column order of the per-fibre table users read, from ``measure``'s columns.
+
+    The measured columns with ``fold_fraction`` beside the other region flags, then curation's.
+    """
+    measured = list(measured)
+    at = measured.index("touches_tissue_border") + 1
+    curated = [k for k in CURATE_COLUMNS if k != "fibre_id"]
+    return measured[:at] + ["fold_fraction"] + measured[at:] + [k for k in curated if k != "fold_fraction"]
 
 
 def _dtype(col: Column) -> np.dtype:
@@ -261,4 +301,4 @@ def join_fibre_tables(measured: pd.DataFrame, curated: pd.DataFrame) -> pd.DataF
         raise ValueError("the measured and curated tables hold different fibres; run curate again")
     both = pd.concat([measured.reset_index(drop=True), curated.drop(columns="fibre_id").reset_index(drop=True)],
                      axis=1)
-    return both[list(FIBRE_COLUMNS)]
+    return both[fibre_columns(measured.columns)]

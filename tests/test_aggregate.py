@@ -11,7 +11,9 @@ from nclsm_scale.aggregate import aggregate_run, aggregate_tables, slide_histogr
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, write_fibre_table
-from nclsm_scale.tables import CURATE_COLUMNS, FIBRE_COLUMNS, MEASURE_COLUMNS
+from nclsm_scale.tables import CURATE_COLUMNS, fibre_columns, measure_columns
+
+MEASURED = measure_columns(["membrane", "mito"])
 
 
 def _table(classes, areas, ferets, mito, reasons=None) -> pd.DataFrame:
@@ -31,9 +33,9 @@ META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 1.0, "level": 0,
 def _write_stage_tables(layout: RunLayout, name: str, t: pd.DataFrame) -> None:
     """Write ``t``'s columns as measure's and curate's tables of slide ``name`` (other columns zero)."""
     full = pd.DataFrame({k: t[k] if k in t else np.zeros(len(t), c.dtype if c.dtype != "str" else object)
-                         for k, c in FIBRE_COLUMNS.items()})
+                         for k, c in {**MEASURED, **CURATE_COLUMNS}.items()})
     meta = {**META, "slide_name": name, "slide_id": name}
-    write_fibre_table(full[list(MEASURE_COLUMNS)], layout.measure_table(name), meta)
+    write_fibre_table(full[list(MEASURED)], layout.measure_table(name), meta)
     write_fibre_table(full[list(CURATE_COLUMNS)], layout.curate_table(name), {})
 
 
@@ -94,7 +96,7 @@ def test_archive_table_joins_manifest_and_pools_groups(tmp_path) -> None:
     again = aggregate_run(tmp_path, AggregateConfig())  # the saved manifest is reused
     assert again.slides["subject"].tolist() == ["P1", "P1", "P2"]
     joined = pd.read_parquet(layout.fibre_table("B"))  # what users read: every column, in declared order
-    assert list(joined.columns) == list(FIBRE_COLUMNS) and joined["curation_class"].tolist() == ["AM", "FAM"]
+    assert list(joined.columns) == fibre_columns(MEASURED) and joined["curation_class"].tolist() == ["AM", "FAM"]
     only = aggregate_run(tmp_path, AggregateConfig(), slides=["C", "A"])
     assert only.slides["slide"].tolist() == ["A", "C"]
 

@@ -167,7 +167,7 @@ def curate_slide(
     reg_level = slide.region_level(cfg.segment)
     reg_px = slide.pixel_size_um(reg_level)
     tissue, folds = write_folds(slide, reg_level, cfg, client)
-    table = measured[list(MEASURE_COLUMNS)].copy()
+    table = measured.copy()
     table["fold_fraction"] = _fold_fraction(
         slide, level, reg_level, reg_px / slide.pixel_size_um(level), folds, table, cfg.grid.block_px, client
     )

@@ -33,10 +33,21 @@ logger = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _CHANNEL_AXES = set("CSIQ")  # tifffile axis codes that become the c axis
-_ROLE_WORDS = {
-    "membrane": ("membrane", "dystrophin", "laminin", "wga", "spectrin", "caveolin", "cav3", "dys"),
-    "mito": ("mito", "vdac", "porin", "tom20", "cox", "sdh", "ndufb8", "mtco1"),
+#: Channel roles and the names (regular expressions on the lower-cased name, separators read as
+#: spaces) that give them. ``myh1`` is MyHC I (slow; gene MYH7), ``myh2a`` MyHC IIa (gene MYH2),
+#: ``myh2x`` MyHC IIx (gene MYH1). A channel named exactly ``myh1`` is MyHC I, unless another
+#: channel is named ``myh7``: then the names are gene names and ``myh1`` is IIx (``_GENE_ROLES``).
+#: A role's own name always matches; the first channel that matches a role takes it.
+_ROLE_PATTERNS = {
+    "membrane": r"membrane|dystrophin|laminin|wga|spectrin|caveolin|cav3|\bdys\b",
+    "mito": r"mito|vdac|porin|tom20|\bcox|\bsdh|ndufb8|mtco1",
+    "myh2a": r"\b(myh2a|myh ?2a|myhc ?(2a|iia)|mhc ?(2a|iia)|type ?iia|sc ?71|myh2)\b",
+    "myh2x": r"\b(myh2x|myh ?2x|myhc ?(2x|iix)|mhc ?(2x|iix)|type ?iix|6h1)\b",
+    "myh1": r"\b(myh1|myhc ?(1|i)|mhc ?(1|i)|type ?i|slow|ba ?d5|myh7)\b",
+    "dapi": r"\b(dapi|hoechst|nuclei|nucleus|dna)\b",
 }
+#: Roles of channels named by the myosin heavy-chain genes (when one is named ``myh7``).
+_GENE_ROLES = {"myh7": "myh1", "myh2": "myh2a", "myh1": "myh2x"}
 _UNIT_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3,
             "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6, "Å": 1e-4}
 
@@ -62,18 +73,33 @@ class SourceInfo:
 
 
 def assign_roles(channel_names: Sequence[str]) -> dict[str, int]:
-    """Map roles to channel indices by name: first channel whose name contains a role's word.
+    """Map roles to channel indices by name (see ``_ROLE_PATTERNS``): each role takes the first match.
+
+    A channel named exactly as a role takes that role first; then the patterns
+    decide, in the order listed; a channel has at most one role.
 
     >>> assign_roles(["DAPI", "Laminin", "VDAC1"])
-    {'membrane': 1, 'mito': 2}
+    {'dapi': 0, 'membrane': 1, 'mito': 2}
+    >>> assign_roles(["MyHC I", "MyHC IIa", "MyHC IIx", "WGA"])
+    {'membrane': 3, 'myh1': 0, 'myh2a': 1, 'myh2x': 2}
+    >>> assign_roles(["MYH7", "MYH2", "MYH1", "laminin"])
+    {'membrane': 3, 'myh1': 0, 'myh2a': 1, 'myh2x': 2}
     """
+    names = [re.sub(r"[-_.,/]+", " ", n.lower()).strip() for n in channel_names]
     roles: dict[str, int] = {}
-    for role, words in _ROLE_WORDS.items():
-        for i, name in enumerate(channel_names):
-            if any(w in name.lower() for w in words) and i not in roles.values():
+    if "myh7" in names:
+        roles.update({role: names.index(gene) for gene, role in _GENE_ROLES.items() if gene in names})
+    for role in _ROLE_PATTERNS:
+        if role not in roles and role in names and names.index(role) not in roles.values():
+            roles[role] = names.index(role)
+    for role, pattern in _ROLE_PATTERNS.items():
+        if role in roles:
+            continue
+        for i, name in enumerate(names):
+            if i not in roles.values() and re.search(pattern, name):
                 roles[role] = i
                 break
-    return roles
+    return dict(sorted(roles.items()))
 
 
 def source_fingerprint(path: str | Path) -> dict[str, Any]:

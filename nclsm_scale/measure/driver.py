@@ -36,10 +36,10 @@ from nclsm_scale.config import MeasureConfig, RunConfig
 from nclsm_scale.errors import HaloViolationError, SlideReadError, StageError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.layout import RunLayout, write_fibre_table
-from nclsm_scale.measure.fibres import COLUMNS, context_px, measure_block
+from nclsm_scale.measure.fibres import context_px, measure_block
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.slide import open_slide
-from nclsm_scale.tables import empty_table
+from nclsm_scale.tables import channel_keys, empty_table, measure_columns
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -80,6 +80,7 @@ class MeasureJob:
     shape_yx: tuple[int, int]
     pixel_size_um: float
     roles: dict[str, int]
+    channel_names: tuple[str, ...]
     background: tuple[float, ...]
     cfg: MeasureConfig
 
@@ -95,7 +96,7 @@ def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
         labels = slide.read_labels("fibres", job.level, y0, x0, y1, x1)
         owned = owned_ids(labels, (halo, halo, halo + b.shape[0], halo + b.shape[1]))
         if owned.size == 0:
-            return empty_table(COLUMNS), attempt
+            return empty_table(measure_columns(channel_keys(job.channel_names, job.roles))), attempt
         tissue = None
         if job.regions_level is not None:
             tissue = slide.read_labels_lowres("regions", job.regions_level, job.regions_scale, y0, x0, y1, x1) > 0
@@ -108,6 +109,7 @@ def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
                 slide_shape_yx=job.shape_yx,
                 pixel_size_um=job.pixel_size_um,
                 channel_roles=job.roles,
+                channel_names=job.channel_names,
                 cfg=job.cfg,
                 tissue_mask=tissue,
                 background=list(job.background),
@@ -164,7 +166,7 @@ def measure_slide(
     halo_px = g.halo_px(px) + context_px(px, cfg.measure)
     jobs = [
         (MeasureJob(slide.path, level, reg_level, reg_scale, b, halo_px, g.escalation_limit, shape,
-                    px, dict(slide.roles), tuple(norm.lo), cfg.measure),)
+                    px, dict(slide.roles), slide.channel_names, tuple(norm.lo), cfg.measure),)
         for b in BlockGrid(shape, g.block_px).blocks()
     ]
     parts = fan_out(client, measure_task, jobs, desc="measure", retries=g.retries)

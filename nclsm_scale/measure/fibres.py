@@ -23,6 +23,7 @@ from nclsm_scale.errors import HaloViolationError, ValidationError
 from nclsm_scale.measure.intensity import (
     SMOOTH_TRUNCATE,
     band_masks,
+    channel_medians,
     channel_stats,
     dark_blobs,
     interior_median_noise,
@@ -30,17 +31,11 @@ from nclsm_scale.measure.intensity import (
     ridge_strength,
 )
 from nclsm_scale.measure.shape import Geometry, geometry, label_runs, perimeters
-from nclsm_scale.tables import MEASURE_COLUMNS, Column, empty_table, table_from_columns
+from nclsm_scale.tables import channel_keys, empty_table, measure_columns, table_from_columns
 
-__all__ = ["COLUMNS", "ROLES", "context_px", "measure_block", "measure_fibres"]
+__all__ = ["context_px", "measure_block", "measure_fibres"]
 
 log = logging.getLogger(__name__)
-
-#: Channel roles the intensity features use.
-ROLES = ("membrane", "mito")
-
-#: Every column ``measure`` writes, in order (declared in :mod:`nclsm_scale.tables`).
-COLUMNS: dict[str, Column] = MEASURE_COLUMNS
 
 
 def _ring_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
@@ -101,6 +96,7 @@ def measure_fibres(
     *,
     pixel_size_um: float,
     channel_roles: Mapping[str, int] | None = None,
+    channel_names: Sequence[str] | None = None,
     tissue_mask: np.ndarray | None = None,
     origin_yx: tuple[int, int] = (0, 0),
     slide_shape_yx: tuple[int, int] | None = None,
@@ -108,7 +104,7 @@ def measure_fibres(
     background: Sequence[float] | None = None,
     cfg: MeasureConfig | None = None,
 ) -> pd.DataFrame:
-    """Measure fibres of a label window; one row per fibre (columns: :data:`COLUMNS`).
+    """Measure fibres of a label window; one row per fibre (:func:`nclsm_scale.tables.measure_columns`).
 
     Parameters
     ----------
@@ -120,7 +116,12 @@ def measure_fibres(
     pixel_size_um : float
         Isotropic pixel size.
     channel_roles : mapping role -> channel index
-        Roles ``membrane`` and ``mito`` (either may be absent: its columns are NaN).
+        ``membrane`` (interior ridges) and ``mito`` (interior texture, dark blobs) add their
+        features; either may be absent (their columns are NaN).
+    channel_names : sequence of str, optional
+        Names of the image's channels; every channel gets the statistics of
+        :data:`~nclsm_scale.tables.CHANNEL_STATS`, under its role or its name
+        (:func:`~nclsm_scale.tables.channel_keys`). Default ``channel0``, ``channel1``, ...
     tissue_mask : ndarray, (Y, X) bool, optional
         Tissue mask on the same grid (for ``touches_tissue_border``).
     origin_yx : (int, int)
@@ -146,18 +147,19 @@ def measure_fibres(
             f"image must be (C, {labels.shape[0]}, {labels.shape[1]}), got {image.shape}"
         )
     roles = dict(channel_roles or {})
-    unknown = set(roles) - set(ROLES)
-    if unknown:
-        raise ValidationError(
-            f"unknown channel roles {sorted(unknown)}; allowed: {', '.join(ROLES)}"
-        )
-    if image is not None and any(not 0 <= c < image.shape[0] for c in roles.values()):
-        raise ValidationError(f"channel_roles {roles} out of range for {image.shape[0]} channels")
+    n_channels = 0 if image is None else image.shape[0]
+    if any(not 0 <= c < n_channels for c in roles.values()) and image is not None:
+        raise ValidationError(f"channel_roles {roles} out of range for {n_channels} channels")
+    names = list(channel_names) if channel_names is not None else [f"channel{i}" for i in range(n_channels)]
+    if len(names) != n_channels:
+        raise ValidationError(f"{len(names)} channel names for an image of {n_channels} channels")
+    keys = channel_keys(names, roles)
+    columns = measure_columns(keys)
     keep = None if ids is None else np.unique(np.fromiter(ids, np.int64)).astype(np.uint32)
     comp, fibre_ids = _compact(labels, keep)
     n = fibre_ids.size
     if n == 0:
-        return empty_table(COLUMNS)
+        return empty_table(columns)
     runs = label_runs(comp)
     if runs.ids.size != n:
         raise ValidationError("some requested fibre IDs have no pixels in the label window")
@@ -176,8 +178,8 @@ def measure_fibres(
         comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
         (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
     )
-    cols.update(_intensities(comp, border, image, roles, geo.bbox, background, cfg, px, n))
-    return table_from_columns(cols, COLUMNS)
+    cols.update(_intensities(comp, border, image, roles, keys, geo.bbox, background, cfg, px, n))
+    return table_from_columns(cols, columns)
 
 
 def _shape_columns(
@@ -263,31 +265,29 @@ def _intensities(
     border: np.ndarray,
     image: np.ndarray | None,
     roles: dict[str, int],
+    keys: list[str],
     bbox: np.ndarray,
     background: Sequence[float] | None,
     cfg: MeasureConfig,
     px: float,
     n: int,
 ) -> dict[str, np.ndarray]:
-    names = (
-        "membrane_ring_mean",
-        "membrane_interior_mean",
-        "mito_interior_mean",
-        "mito_interior_median",
-        "mito_interior_std",
-        "dark_fraction",
-        "interior_membrane_fraction",
-    )
-    out: dict[str, np.ndarray] = {k: np.full(n, np.nan) for k in names}
+    """Per-channel band and interior statistics, plus the membrane ridge and mito texture features."""
+    out: dict[str, np.ndarray] = {
+        k: np.full(n, np.nan) for k in ("mito_interior_std", "dark_fraction", "interior_membrane_fraction")
+    }
     out["dark_blobs"] = np.zeros(n, np.int64)
-    if image is None or not roles:
+    if image is None:
         return out
     ring, interior = band_masks(comp, border, _ring_px(cfg, px))
     bg = list(background) if background is not None else [0.0] * image.shape[0]
+    for c, key in enumerate(keys):
+        out[f"{key}_interior_mean"] = channel_stats(comp, interior, image[c], n, bg[c])[1]
+        out[f"{key}_ring_mean"] = channel_stats(comp, ring, image[c], n, bg[c])[1]
+        out[f"{key}_interior_median"] = channel_medians(comp, interior, image[c], n, bg[c])
+        out[f"{key}_ring_median"] = channel_medians(comp, ring, image[c], n, bg[c])
     if "membrane" in roles:
         c = roles["membrane"]
-        out["membrane_ring_mean"] = channel_stats(comp, ring, image[c], n, bg[c])[1]
-        out["membrane_interior_mean"] = channel_stats(comp, interior, image[c], n, bg[c])[1]
         _, deep = band_masks(comp, border, max(1, int(round(cfg.ridge_exclusion_um / px))))
         out["interior_membrane_fraction"] = interior_ridge_fraction(
             comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), bbox,
@@ -295,11 +295,8 @@ def _intensities(
         )
     if "mito" in roles:
         c = roles["mito"]
-        _, out["mito_interior_mean"], out["mito_interior_std"] = channel_stats(
-            comp, interior, image[c], n, bg[c]
-        )
+        out["mito_interior_std"] = channel_stats(comp, interior, image[c], n, bg[c])[2]
         med, noise = interior_median_noise(comp, interior, image[c], bbox, bg[c])
-        out["mito_interior_median"] = med
         out["dark_fraction"], out["dark_blobs"] = dark_blobs(
             comp,
             interior,
@@ -324,6 +321,7 @@ def measure_block(
     slide_shape_yx: tuple[int, int],
     pixel_size_um: float,
     channel_roles: Mapping[str, int] | None = None,
+    channel_names: Sequence[str] | None = None,
     cfg: MeasureConfig | None = None,
     tissue_mask: np.ndarray | None = None,
     background: Sequence[float] | None = None,
@@ -332,13 +330,15 @@ def measure_block(
 
     Raises :class:`~nclsm_scale.errors.HaloViolationError` when an owned fibre,
     grown by :func:`context_px`, leaves the window anywhere but at the slide
-    edge: its row could then depend on the cut. ``tissue_mask`` and
-    ``background`` are as in :func:`measure_fibres`.
+    edge: its row could then depend on the cut. The other arguments are as in
+    :func:`measure_fibres`.
     """
     cfg = cfg or MeasureConfig()
     ids = np.unique(np.fromiter(owned_ids, np.int64))
     if ids.size == 0:
-        return empty_table(COLUMNS)
+        n_channels = 0 if image is None else image.shape[0]
+        names = list(channel_names) if channel_names is not None else [f"channel{i}" for i in range(n_channels)]
+        return empty_table(measure_columns(channel_keys(names, dict(channel_roles or {}))))
     labels = np.asarray(labels)
     oy, ox = origin_yx
     h, w = labels.shape
@@ -370,6 +370,7 @@ def measure_block(
         image,
         pixel_size_um=pixel_size_um,
         channel_roles=channel_roles,
+        channel_names=channel_names,
         origin_yx=origin_yx,
         slide_shape_yx=slide_shape_yx,
         ids=ids,

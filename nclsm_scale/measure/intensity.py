@@ -15,6 +15,7 @@ from scipy import ndimage
 
 __all__ = [
     "band_masks",
+    "channel_medians",
     "channel_stats",
     "dark_blobs",
     "interior_median_noise",
@@ -57,6 +58,28 @@ def channel_stats(
         mean = s1 / cnt
         std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
     return cnt, mean, std
+
+
+def channel_medians(comp: np.ndarray, mask: np.ndarray, channel: np.ndarray, n: int, background: float) -> np.ndarray:
+    """Per-fibre median of ``channel - background`` over ``mask`` pixels (NaN where a fibre has none).
+
+    One sort of all masked pixels by (fibre, value); each fibre's median is the
+    middle of its run (the mean of the two middle values for an even count, as
+    :func:`numpy.median`).
+    """
+    idx = np.flatnonzero(mask)
+    fib = comp.ravel()[idx].astype(np.int64) - 1
+    v = channel.ravel()[idx].astype(np.float64)
+    order = np.lexsort((v, fib))
+    v = v[order]
+    cnt = np.bincount(fib, minlength=n)
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    out = np.full(n, np.nan)
+    has = cnt > 0
+    lo = v[(start + (cnt - 1) // 2)[has]]
+    hi = v[(start + cnt // 2)[has]]
+    out[has] = (lo + hi) / 2.0 - background
+    return out
 
 
 def interior_median_noise(

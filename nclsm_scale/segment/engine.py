@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["INPUT_ROLES", "EngineMaps", "engine_source"]
 
-#: Image channels the network reads, in order, by role.
+#: Image channels the network reads, in order, by role; only the membrane is required, a slide
+#: without a mito channel gives the network zeros there (it is trained with that channel dropped).
 INPUT_ROLES = ("membrane", "mito")
 
 
@@ -38,7 +39,7 @@ class EngineMaps:
         slide_path: str,
         level: int,
         shape_yx: tuple[int, int],
-        channel_index: list[int],
+        channel_index: list[int | None],
         norm: NormStats,
         engine: Any = None,
         stride_px: int = 1,
@@ -59,8 +60,12 @@ class EngineMaps:
         return {**self.__dict__, "_given": None, "_slide": None}
 
     def _read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        block = self._slide.read(self.level, y0, x0, y1, x1)[self.channel_index]
-        return apply_norm(block, self.norm, self.channel_index)
+        """Normalised network input of a region: one plane per input role, zeros for a missing channel."""
+        present = [c for c in self.channel_index if c is not None]
+        block = apply_norm(self._slide.read(self.level, y0, x0, y1, x1)[present], self.norm, present)
+        out = np.zeros((len(self.channel_index), y1 - y0, x1 - x0), np.float32)
+        out[[i for i, c in enumerate(self.channel_index) if c is not None]] = block
+        return out
 
     def _engine(self) -> Any:
         """The engine (the worker's unless one was given), with the slide opened."""
@@ -106,16 +111,15 @@ def engine_source(
     """
     from nclsm_scale.model.worker import register_model
 
-    missing = [r for r in INPUT_ROLES if r not in slide.roles]
-    if missing:
+    if "membrane" not in slide.roles:
         raise SlideReadError(
-            f"{slide.path}: no channel has the role(s) {missing} (roles: {slide.roles}); convert it "
-            "again naming the membrane and mito channels, or pass stored maps with --maps."
+            f"{slide.path}: no channel has the role 'membrane' (channels {list(slide.channel_names)}); convert "
+            "it again naming the membrane channel (--channels), or pass stored maps with --maps."
         )
     norm = slide_norm(slide)
     register_model(client, model_cfg)
     _, ny, nx = slide.levels[level].shape
-    idx = [slide.roles[r] for r in INPUT_ROLES]
+    idx = [slide.roles.get(r) for r in INPUT_ROLES]
     stride_px = client.submit(_worker_stride_px, pure=False).result()
     source = EngineMaps(slide.path, level, (ny, nx), idx, norm, stride_px=stride_px)
     ident = json.dumps({"model": model_cfg.model_dump(), "norm": norm.model_dump(), "inputs": idx},

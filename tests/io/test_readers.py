@@ -213,3 +213,17 @@ def test_svs_like_file(tmp_path, write_svs, compression):
     whole = _tifffile_cyx(path)
     np.testing.assert_array_equal(read_region(info, 0, 0, 700, 900), whole)
     np.testing.assert_array_equal(read_region(info, 200, 300, 600, 700), whole[:, 200:600, 300:700])
+
+
+@pytest.mark.parametrize(("names", "roles"), [
+    (["dystrophin", "VDAC"], {"membrane": 0, "mito": 1}),
+    (["DAPI", "Laminin", "VDAC1"], {"dapi": 0, "membrane": 1, "mito": 2}),
+    (["MyHC I", "MyHC IIa", "MyHC IIx", "WGA"], {"myh1": 0, "myh2a": 1, "myh2x": 2, "membrane": 3}),
+    (["myh1", "myh2a", "myh2x", "membrane"], {"myh1": 0, "myh2a": 1, "myh2x": 2, "membrane": 3}),
+    (["BA-D5", "SC-71", "6H1", "laminin", "Hoechst"], {"myh1": 0, "myh2a": 1, "myh2x": 2, "membrane": 3, "dapi": 4}),
+    (["MYH7", "MYH2", "MYH1", "dystrophin"], {"myh1": 0, "myh2a": 1, "myh2x": 2, "membrane": 3}),
+    (["Type I", "Type IIa", "caveolin-3"], {"myh1": 0, "myh2a": 1, "membrane": 2}),
+    (["channel0", "channel1"], {}),
+])
+def test_channel_names_give_roles(names, roles):
+    assert assign_roles(names) == roles

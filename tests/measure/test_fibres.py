@@ -8,10 +8,13 @@ import pytest
 
 from nclsm_scale.config import MeasureConfig
 from nclsm_scale.errors import HaloViolationError, ValidationError
-from nclsm_scale.measure import COLUMNS, context_px, measure_block, measure_fibres
-from nclsm_scale.tables import MEASURE_COLUMNS
+from nclsm_scale.measure import context_px, measure_block, measure_fibres
+from nclsm_scale.measure.intensity import band_masks
+from nclsm_scale.measure.shape import perimeters
+from nclsm_scale.tables import MEASURE_COLUMNS, measure_columns
 
 ROLES = {"membrane": 0, "mito": 1}
+COLUMNS = measure_columns(["membrane", "mito"])
 
 
 def _full(section, tissue):
@@ -20,6 +23,7 @@ def _full(section, tissue):
         section.image,
         pixel_size_um=1.0,
         channel_roles=ROLES,
+        channel_names=["dystrophin", "VDAC"],
         tissue_mask=tissue,
         background=[100.0, 100.0],
     )
@@ -129,16 +133,32 @@ def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_dark_blobs(sec
     assert (t.dark_fraction[fam] > t.dark_fraction[am].max()).mean() > 0.5
 
 
+def test_every_channel_gets_its_statistics_under_its_role_or_name(section):
+    image = np.concatenate([section.image, section.image[1:] // 2])  # a third channel, without a role
+    t = measure_fibres(section.fibres, image, pixel_size_um=1.0, channel_roles={"membrane": 0},
+                       channel_names=["dystrophin", "VDAC", "MyHC x"], background=[0.0, 0.0, 0.0])
+    assert list(t.columns) == list(measure_columns(["membrane", "vdac", "myhc_x"]))
+    comp, _ = section.fibres, None
+    _, _, border = perimeters(comp, int(comp.max()))
+    ring, interior = band_masks(comp, border, 2)
+    for i in (1, 17, 40):
+        assert t.loc[i - 1, "vdac_interior_median"] == np.median(image[1][interior & (comp == i)])
+        assert t.loc[i - 1, "myhc_x_ring_mean"] == pytest.approx(image[2][ring & (comp == i)].mean())
+    assert t["mito_interior_std"].isna().all() and t["interior_membrane_fraction"].notna().any()
+
+
 def test_without_image_intensities_are_nan(section):
     t = measure_fibres(section.fibres, None, pixel_size_um=1.0)
-    assert t.mito_interior_mean.isna().all() and (t.dark_blobs == 0).all()
+    assert "mito_interior_mean" not in t and t.dark_fraction.isna().all() and (t.dark_blobs == 0).all()
 
 
 def test_invalid_inputs_raise_clear_errors(section):
     with pytest.raises(ValidationError, match="2-D integer"):
         measure_fibres(section.fibres.astype(float), None, pixel_size_um=1.0)
-    with pytest.raises(ValidationError, match="unknown channel roles"):
-        measure_fibres(section.fibres, section.image, pixel_size_um=1.0, channel_roles={"dapi": 0})
+    with pytest.raises(ValidationError, match="out of range"):
+        measure_fibres(section.fibres, section.image, pixel_size_um=1.0, channel_roles={"dapi": 2})
+    with pytest.raises(ValidationError, match="3 channel names for an image of 2 channels"):
+        measure_fibres(section.fibres, section.image, pixel_size_um=1.0, channel_names=["a", "b", "c"])
     with pytest.raises(ValidationError, match="not in the label window"):
         measure_fibres(section.fibres, None, pixel_size_um=1.0, ids=[10**6])
     assert measure_fibres(np.zeros((5, 5), np.uint32), None, pixel_size_um=1.0).empty

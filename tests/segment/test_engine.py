@@ -92,3 +92,34 @@ def test_engine_source_reports_the_workers_window_stride(engine_setup, client) -
     path, model, _, _ = engine_setup
     source, _ = engine_source(open_slide(path), 0, model, client)
     assert source.stride_px == load_engine(model).stride_px == 256 - 2 * 32
+
+
+def test_a_membrane_only_slide_gives_the_network_zeros_for_mito(engine_setup, tmp_path, client) -> None:
+    """Membrane plus fibre-type channels, no mito: segmentation needs only the membrane."""
+    from nclsm_scale.errors import SlideReadError
+    from nclsm_scale.io.ome_zarr import create_image
+    from nclsm_scale.io.readers import assign_roles
+
+    path, model, _, _ = engine_setup
+    image = np.asarray(open_slide(path).array(0)[...])
+    only = tmp_path / "M.ome.zarr"
+    (arr,) = create_image(only, (2, 448, 512), image.dtype, pixel_size_um=1.0, channel_names=["MyHC I", "laminin"],
+                          chunk_px=256, min_level_px=512, roles=assign_roles(["MyHC I", "laminin"]))
+    arr[...] = image[::-1]  # membrane second, a MyHC channel first
+    slide = open_slide(only)
+    assert slide.roles == {"membrane": 1, "myh1": 0}
+    source, _ = engine_source(slide, 0, model, client)
+    assert source.channel_index == [1, None]
+    local = EngineMaps(slide.path, 0, (448, 512), source.channel_index, slide_norm(slide), engine=load_engine(model),
+                       stride_px=source.stride_px)
+    assert local.maps(0, 0, 448, 512).shape == (3, 448, 512)
+    block = local._read(10, 20, 74, 100)
+    norm = slide_norm(slide)
+    expected = (image[0, 10:74, 20:100].astype(np.float32) - norm.lo[1]) / np.float32(norm.hi[1] - norm.lo[1])
+    assert np.allclose(block[0], expected) and not block[1].any()
+    nameless = tmp_path / "N.ome.zarr"
+    (arr,) = create_image(nameless, (2, 448, 512), image.dtype, pixel_size_um=1.0, channel_names=["a", "b"],
+                          chunk_px=256, min_level_px=512)
+    arr[...] = image
+    with pytest.raises(SlideReadError, match="no channel has the role 'membrane'"):
+        engine_source(open_slide(nameless), 0, model, client)
