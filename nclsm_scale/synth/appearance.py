@@ -143,7 +143,7 @@ class Appearance:
             width_variation=pick("width-variation", (0.0, 0.6)),
             # ring centre in band widths inside the label outline: outlines drawn just inside
             # the membrane (NCL-SM) put it outside (< 0), outlines on the membrane near 0.5
-            ring_offset=pick("ring-offset", (-0.6, 0.8)),
+            ring_offset=pick("ring-offset", (-0.6, 1.2)),
             ring_unevenness=pick("ring-uneven", (0.1, 0.6)),
             ring_breaks=pick("ring-breaks", (0.0, 0.35)),
             oblique_broadening=pick("oblique", (1.3, 2.2)),
@@ -162,14 +162,15 @@ class Appearance:
             type_contrast=pick("type-contrast", cfg.type_contrast_range),
             mito_spread=pick("mito-spread", cfg.mito_spread_range),
             subsarcolemmal=pick("ssl", (0.1, 0.9)),
-            core_dimming=pick("core", (0.0, 0.6)),
+            core_dimming=pick("core", (0.0, 0.7)),
             rim_depth_px=pick("rim", (4.0, 12.0)) / px,
             grain_px=pick("grain", (0.6, 2.0)) / px,
-            # texture amplitudes stay bounded (sum < 0.8): ordinary texture never reaches the
-            # near-black, steep-rimmed holes of freeze artefacts
-            grain_amp=pick("grain-amp", (0.1, 0.35)),
-            mottle_px=pick("mottle", (3.0, 10.0)) / px,
-            mottle_amp=pick("mottle-amp", (0.0, 0.25)),
+            # log-normal texture with bounded exponents (grain <= 0.68, mottle <= 0.5): it varies
+            # smoothly between ~0.3 and ~3 times the mean, never reaching the near-black,
+            # steep-rimmed holes of freeze artefacts (<= 0.08 of the mean)
+            grain_amp=pick("grain-amp", (0.15, 0.45)),
+            mottle_px=pick("mottle", (3.0, 15.0)) / px,
+            mottle_amp=pick("mottle-amp", (0.05, 0.5)),
             myhc_background=pick("myhc-bg", cfg.myhc_background_range),
             myhc_spread=pick("myhc-spread", (0.08, 0.25)),
             speckle_spacing_px=pick("speckle", (8.0, 25.0)) / px,
@@ -370,10 +371,8 @@ def render_layer(
     ss = _bump(e_in / f32(2.5 / app.pixel_size_um)) * fb.ssl[inv]
     rim = f32(1.0) - np.minimum(e_in / f32(app.rim_depth_px), f32(1.0))
     profile = f32(1.0) - fb.dim[inv] * (f32(1.0) - rim * rim * (f32(3.0) - f32(2.0) * rim))
-    texture = (
-        f32(1.0)
-        + fb.grain[inv] * (f32(2.0) * tex["grain"] - f32(1.0))
-        + fb.mottle[inv] * (f32(2.0) * tex["mottle"] - f32(1.0))
+    texture = exp_approx(
+        fb.grain[inv] * (f32(2.0) * tex["grain"] - f32(1.0)) + fb.mottle[inv] * (f32(2.0) * tex["mottle"] - f32(1.0))
     )
     mito = np.where(is_fibre, fb.mito[inv] * (profile + ss) * texture, inter * tex["grain"])
 
@@ -421,8 +420,10 @@ def _myhc(
     pos = np.where(hybrid, 0.5 + 0.5 * uniform_k(hk, 0), 1.0) * spread
     neg = app.myhc_background * (0.7 + 0.6 * uniform_k(hk, 1))
     level = np.where(fb.present, np.where(positive, pos, neg), 0.0).astype(f32)
-    texture = f32(1.0) + f32(0.5) * fb.grain[inv] * (f32(2.0) * tex["grain"] - f32(1.0))
-    texture += f32(0.1 + app.mottle_amp) * (f32(2.0) * tex["mottle"] - f32(1.0))
+    texture = exp_approx(
+        f32(0.8) * fb.grain[inv] * (f32(2.0) * tex["grain"] - f32(1.0))
+        + f32(0.2 + 1.2 * app.mottle_amp) * (f32(2.0) * tex["mottle"] - f32(1.0))
+    )
     return np.where(is_fibre, level[inv] * texture, f32(0.0))
 
 

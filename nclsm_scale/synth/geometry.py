@@ -278,10 +278,10 @@ class SlidePlan:
         """Whether fibre seeds dropped out of the section: near a fascicle outline, or at random.
 
         Seeds within 0.35-0.6 spacings (hashed) of the waved fascicle outline drop, so
-        the outline runs between whole fibres (or cuts a little off the next ones). Elsewhere the chance is ``3 n^2`` times the
-        slide's dropout fraction, ``n`` a value noise at the seed (mean of ``n^2`` about
-        1/3): missing fibres come in groups, leaving interstitial spaces of one to
-        several fibres as real sections do.
+        the outline runs between whole fibres (or cuts a little off the next ones).
+        Elsewhere the chance is ``3 n^2`` times the slide's dropout fraction, ``n`` a
+        value noise at the seed (mean of ``n^2`` about 1/3): missing fibres come in
+        groups, leaving interstitial spaces of one to several fibres as real sections do.
         """
         sy, sx = lat.to_y(seeds["uy"], seeds["ux"])
         _, _, fe = evaluate(self.fascicles, sy, sx, self._fascicle_cap)
