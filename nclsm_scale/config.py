@@ -157,9 +157,10 @@ class SynthConfig(_Section):
         (0.08, 0.3), description="Per-fibre log-normal spread of mito level within a type."
     )
     myhc_background_range: tuple[float, float] = Field(
-        (0.02, 0.4),
+        (0.02, 0.3),
         description="MyHC channel level in fibres of other types, relative to positive fibres (weak "
-        "antibodies such as some anti-IIx clones cross-react up to ~40 %).",
+        "antibodies such as some anti-IIx clones cross-react up to ~30 %; keep it under 0.35 so that "
+        "types stay separable).",
     )
     connective_membrane_range: tuple[float, float] = Field(
         (0.0, 1.0),

@@ -242,9 +242,9 @@ class SlidePlan:
         return np.where(hi < r, r - np.sqrt(a * a + b * b), lo)
 
     def _tissue_around(self, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
-        """Whether the tissue outline test holds one fibre spacing around seeds (six directions)."""
+        """Whether the tissue outline test holds 0.7 fibre spacings around seeds (six directions)."""
         ok = self.tissue_at(sy, sx)
-        r = self.spacing_px
+        r = 0.7 * self.spacing_px
         for k in range(6):
             a = math.pi * k / 3.0
             ok &= self.tissue_at(sy + r * math.sin(a), sx + r * math.cos(a))

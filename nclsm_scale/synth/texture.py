@@ -209,24 +209,31 @@ def freeze_damage(app: Appearance, y: np.ndarray, x: np.ndarray, fh: np.ndarray)
     hole layers (tiny ~2 um, medium ~5 um and large ~12 um spacing, times the
     slide's ``vacuole_scale``) and of a crack network, so FAM fibres range from a
     fine "Swiss cheese" to a few large holes to a shattered look. Holes are
-    flat-bottomed with steep rims, unlike the smooth, shallow mito texture.
+    flat-bottomed with steep rims, unlike the smooth, shallow mito texture. The
+    medium or the large layer is always dense, and spacings never drop below what
+    the slide's PSF resolves, so every FAM fibre shows its damage at the rendered
+    resolution (ground truth and image agree).
     """
     px = app.pixel_size_um
     depth = np.zeros(y.shape, np.float64)
-    # (spacing um, radius share of the spacing, salt); the tiny layer keeps >= 1.5 px spacing
-    layers = ((2.0, (0.2, 0.42), "hole-tiny"), (5.0, (0.18, 0.4), "hole-mid"), (12.0, (0.15, 0.38), "hole-big"))
+    # (spacing um, radius share of the spacing, salt)
+    layers = ((2.0, (0.25, 0.45), "hole-tiny"), (5.0, (0.2, 0.4), "hole-mid"), (12.0, (0.15, 0.38), "hole-big"))
     style = uniform_k(fh, 11)
+    dominant = 1.0 + np.floor(2.0 * uniform_k(fh, 16))
+    resolved = 1.5 + 2.5 * app.blur_sigma_px  # smallest hole spacing (px) whose holes show (radius >= sigma)
     for k, (spacing_um, radius, name) in enumerate(layers):
-        spacing = max(spacing_um * app.vacuole_scale / px, 1.5 * (k + 1))
-        # each layer is absent from about a third of FAM fibres, dense in others
-        p = np.clip(1.4 * uniform_k(fh, 12 + k) - 0.4, 0.0, 0.9)
+        spacing = max(spacing_um * app.vacuole_scale / px, resolved * (k + 1))
+        # the dominant layer is dense; each other layer is absent from about 40 % of FAM
+        # fibres and sparse to dense in the rest
+        u = uniform_k(fh, 12 + k)
+        p = np.where(dominant == k, 0.45 + 0.45 * u, np.clip(1.4 * u - 0.55, 0.0, 0.8))
         sel = np.flatnonzero(p > 0.0)
         if len(sel):
             hole = blobs(y[sel], x[sel], spacing, salt(app.seed, name), radius, p[sel], sharp=True)
             depth[sel] = np.maximum(depth[sel], hole)
     # a crack network in ~45 % of FAM fibres, cell size 5-15 um in four steps
     level = np.floor(4.0 * uniform_k(fh, 15))
-    width = max(0.5 / px, 0.8)
+    width = max(0.5 / px, 0.8, 1.2 * app.blur_sigma_px)
     for lv in range(4):
         sel = np.flatnonzero((style < 0.45) & (level == lv))
         if len(sel):
