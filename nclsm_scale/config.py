@@ -52,11 +52,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Stain = Literal["membrane", "mito", "myh1", "myh2a", "myh2x", "dapi"]
+FibreType = Literal["I", "IIa", "IIx", "I/IIa", "IIa/IIx"]
+
+
 class SynthConfig(_Section):
     """Synthetic muscle sections with exact ground truth (``nclsm-scale synth``).
 
-    Geometry fields are fixed values; appearance fields ending in ``_range`` are
-    (low, high) bounds from which each slide draws its own value from the seed.
+    Most geometry fields are fixed values; fields ending in ``_range`` are (low, high)
+    bounds from which each slide draws its own value from the seed, so that a set of
+    slides covers the looks of real sections (stains, scanners, labs, artefacts).
     """
 
     size_px: tuple[int, int] = Field((4096, 4096), description="Slide size (y, x) in pixels.")
@@ -86,7 +91,21 @@ class SynthConfig(_Section):
         900.0, gt=0.0, description="Typical fascicle diameter (at least 5 fibre diameters)."
     )
     perimysium_um: float = Field(
-        15.0, ge=0.0, le=200.0, description="Typical gap between fascicles (pairs vary 0.4-3 x)."
+        15.0, ge=0.0, le=200.0, description="Typical gap between fascicles (pairs vary, see below)."
+    )
+    perimysium_factor_range: tuple[float, float] = Field(
+        (0.3, 4.0),
+        description="Per fascicle pair, the gap is perimysium_um times a factor from this range "
+        "(skewed low: most pairs are close, a few lie 60-100 um apart with the fibres that drop "
+        "out along fascicle outlines, as in real sections).",
+    )
+    dropout_fraction_range: tuple[float, float] = Field(
+        (0.0, 0.08),
+        description="Share of fibres missing from the section (clustered): their space is dark "
+        "interstitium, never labelled.",
+    )
+    outline_wave_um_range: tuple[float, float] = Field(
+        (0.0, 1.0), description="Amplitude of fine, wavy fibre outlines (a fine domain warp; labels follow it)."
     )
     warp_fraction: float = Field(
         0.08, ge=0.0, le=0.15, description="Domain-warp amplitude as a share of the fibre spacing."
@@ -118,13 +137,63 @@ class SynthConfig(_Section):
         (0.35, 1.0), description="Gaussian PSF sigma (um) range."
     )
     membrane_width_um_range: tuple[float, float] = Field(
-        (0.6, 1.4), description="Sarcolemma (dystrophin) ring width range."
+        (0.5, 2.5), description="Membrane band width range (thin sarcolemma to thick basement-membrane bands)."
     )
-    type1_fraction_range: tuple[float, float] = Field(
-        (0.3, 0.6), description="Share of mito-bright (type I) fibres."
+    stains: list[Stain] = Field(
+        ["membrane", "mito"],
+        description="Channels to render, in order: membrane (required), mito, myh1 (MyHC I), myh2a (MyHC IIa), "
+        "myh2x (MyHC IIx), dapi (nuclei).",
+    )
+    fibre_type_shares: dict[FibreType, float] = Field(
+        {"I": 0.45, "IIa": 0.35, "IIx": 0.1, "I/IIa": 0.05, "IIa/IIx": 0.05},
+        description="Expected shares of ground-truth fibre types (human vastus lateralis-like; renormalised).",
+    )
+    type_share_jitter: float = Field(
+        0.6, ge=0.0, le=3.0,
+        description="Each slide scales every type share by exp(u), u uniform in +-this, then renormalises.",
     )
     type_contrast_range: tuple[float, float] = Field(
-        (1.3, 2.6), description="Mito level ratio type I / type II."
+        (1.2, 3.0), description="Mito level ratio type I / type IIx (IIa lies between)."
+    )
+    mito_spread_range: tuple[float, float] = Field(
+        (0.08, 0.3), description="Per-fibre log-normal spread of mito level within a type."
+    )
+    myhc_background_range: tuple[float, float] = Field(
+        (0.02, 0.3),
+        description="MyHC channel level in fibres of other types, relative to positive fibres (weak "
+        "antibodies such as some anti-IIx clones cross-react up to ~30 %; keep it under 0.35 so that "
+        "types stay separable).",
+    )
+    connective_membrane_range: tuple[float, float] = Field(
+        (0.0, 1.0),
+        description="Membrane-channel brightness of endomysium and perimysium relative to the membrane "
+        "(0: dark, as dystrophin; 1: as bright, as laminin or WGA).",
+    )
+    interstitium_range: tuple[float, float] = Field(
+        (0.0, 0.12), description="Non-membrane channel level of stained interstitium (0 = black)."
+    )
+    unstained_share_range: tuple[float, float] = Field(
+        (0.0, 0.7), description="Share of interstitium left unstained (black patches, gaps, tears)."
+    )
+    vessel_spacing_um_range: tuple[float, float] = Field(
+        (120.0, 320.0),
+        description="Spacing of candidate sites for blood vessels and nerves; a site is used only where "
+        "the perimysium has room.",
+    )
+    vessel_diameter_um_range: tuple[float, float] = Field(
+        (10.0, 60.0), description="Outer diameter of arterioles and venules."
+    )
+    nerve_diameter_um_range: tuple[float, float] = Field(
+        (20.0, 90.0), description="Diameter of intramuscular nerve bundles."
+    )
+    nerve_share_range: tuple[float, float] = Field(
+        (0.05, 0.3), description="Share of vessel/nerve sites that hold a nerve bundle."
+    )
+    defocus_share_range: tuple[float, float] = Field(
+        (0.0, 0.3), description="Share of the slide that is out of focus."
+    )
+    defocus_sigma_um_range: tuple[float, float] = Field(
+        (0.8, 2.5), description="Extra blur (Gaussian sigma) in out-of-focus regions."
     )
     signal_range: tuple[float, float] = Field(
         (1500.0, 20000.0), description="Peak signal (counts) range of the brighter channel."
@@ -146,6 +215,10 @@ class SynthConfig(_Section):
             raise ValueError(f"ntm_aspect_range must lie within [1, 4], got {self.ntm_aspect_range}")
         if min(self.size_px) < 1:
             raise ValueError(f"size_px must be positive, got {self.size_px}")
+        if "membrane" not in self.stains or len(set(self.stains)) != len(self.stains):
+            raise ValueError(f"stains must list membrane and no stain twice, got {self.stains}")
+        if sum(self.fibre_type_shares.values()) <= 0 or min(self.fibre_type_shares.values()) < 0:
+            raise ValueError(f"fibre_type_shares must be >= 0 with a positive sum, got {self.fibre_type_shares}")
         return self
 
 

@@ -1,22 +1,31 @@
-"""Training batches: random crops with geometric and stain augmentation.
+"""Training batches: random crops with geometric, stain and export augmentation.
 
 A batch is a pure function of (pool, seed, step): the generator of step ``k`` is
 ``numpy.random.default_rng([seed, k])``, so training is reproducible and a resumed
-run sees exactly the batches an uninterrupted one would.
+run sees exactly the batches an uninterrupted one would. Export augmentation
+(:func:`export_artefacts`) mimics published and exported images: resampled, 8-bit
+RGB composites, JPEG-compressed.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from nclsm_scale.model.targets import fibre_targets
 
-__all__ = ["Pool", "make_batch"]
+__all__ = ["Pool", "export_artefacts", "jpeg", "make_batch", "quantise_8bit", "resample_down_up"]
+
+#: Chance that a patch goes through export artefacts, and of each step within.
+EXPORT_P = 0.5
+RESAMPLE_P = 0.5
+JPEG_P = 0.6
 
 
 @dataclass
@@ -95,6 +104,70 @@ def _stain(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return x
 
 
+def quantise_8bit(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """8-bit codes ``(c, p, p)`` uint8 of a ``(1, c, p, p)`` patch with an exporter's display range.
+
+    Per channel the range runs from a low quantile (0-5 %) to a high one (98-100 %)
+    times 0.8-1.1 (exporters often saturate highlights). Returns the codes and each
+    channel's (lo, hi), which map codes back to the patch's scale.
+    """
+    v = x[0].detach().numpy().astype(np.float64)
+    c = v.shape[0]
+    lo = np.array([np.quantile(v[k], rng.uniform(0.0, 0.05)) for k in range(c)])
+    hi = np.array([np.quantile(v[k], rng.uniform(0.98, 1.0)) for k in range(c)]) * rng.uniform(0.8, 1.1, c)
+    hi = np.maximum(hi, lo + 1e-3)
+    codes = np.rint((v - lo[:, None, None]) / (hi - lo)[:, None, None] * 255.0)
+    return np.clip(codes, 0, 255).astype(np.uint8), lo, hi
+
+
+def _from_codes(codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
+    v = codes.astype(np.float32) / np.float32(255.0) * (hi - lo)[:, None, None].astype(np.float32)
+    return torch.from_numpy(v + lo[:, None, None].astype(np.float32))[None]
+
+
+def jpeg(codes: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
+    """JPEG round trip of 8-bit channels ``(c, p, p)``, composed as RGB (R = channel 0, ...).
+
+    Channels beyond three go through further RGB images. ``subsampling`` is PIL's (0 =
+    4:4:4, 2 = 4:2:0: colour detail at half resolution, as most exporters write).
+    """
+    out = np.empty_like(codes)
+    for k in range(0, codes.shape[0], 3):
+        part = codes[k : k + 3]
+        rgb = np.zeros((*codes.shape[1:], 3), np.uint8)
+        rgb[..., : part.shape[0]] = np.moveaxis(part, 0, -1)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=subsampling)
+        buf.seek(0)
+        back = np.asarray(Image.open(buf).convert("RGB"))
+        out[k : k + 3] = np.moveaxis(back[..., : part.shape[0]], -1, 0)
+    return out
+
+
+def resample_down_up(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Shrink a ``(n, c, p, p)`` patch by ``factor`` (area average) and enlarge it back (bilinear)."""
+    p = x.shape[-1]
+    small = max(1, int(round(p / factor)))
+    down = F.interpolate(x, size=(small, small), mode="area")
+    return F.interpolate(down, size=(p, p), mode="bilinear", align_corners=False)
+
+
+def export_artefacts(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Artefacts of exported images on a ``(1, c, p, p)`` patch, in the exporter's order.
+
+    Half of the patches are shrunk and re-enlarged (factor 1.3-4, log-uniform: figures
+    and downsampled exports), then every patch is quantised to 8 bits with a display
+    range (:func:`quantise_8bit`) and 60 % are JPEG-compressed at quality 30-95 (4:2:0
+    chroma subsampling in two thirds of them).
+    """
+    if rng.random() < RESAMPLE_P:
+        x = resample_down_up(x, float(np.exp(rng.uniform(np.log(1.3), np.log(4.0)))))
+    codes, lo, hi = quantise_8bit(x, rng)
+    if rng.random() < JPEG_P:
+        codes = jpeg(codes, int(rng.integers(30, 96)), 2 if rng.random() < 2.0 / 3.0 else 0)
+    return _from_codes(codes, lo, hi)
+
+
 def make_batch(
     pools: list[Pool],
     rng: np.random.Generator,
@@ -110,7 +183,8 @@ def make_batch(
     Each patch is centred on a random fibre pixel (85 %) or a random pixel, zoomed
     by a log-uniform factor in ``[scale_min, scale_max]`` (fibres look that much
     larger), rotated by a random angle and mirrored at random (bilinear
-    resampling of image and targets alike), then stained (see :func:`_stain`).
+    resampling of image and targets alike), then stained (see :func:`_stain`) and,
+    for half of the patches, given export artefacts (:func:`export_artefacts`).
     """
     images, targets = [], []
     for _ in range(batch_size):
@@ -139,6 +213,8 @@ def make_batch(
             torch.from_numpy(both)[None], grid, mode="bilinear", align_corners=False
         )
         img = _stain(warped[:, :2], rng) if augment else warped[:, :2]
+        if augment and rng.random() < EXPORT_P:
+            img = export_artefacts(img, rng)
         images.append(img)
         targets.append(warped[:, 2:])
     return torch.cat(images), torch.cat(targets).clamp(0, 1)

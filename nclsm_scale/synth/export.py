@@ -11,9 +11,9 @@ import zarr
 
 from nclsm_scale.config import SynthConfig
 from nclsm_scale.errors import ConfigError, SlideReadError, SlideWriteError
-from nclsm_scale.synth.appearance import CHANNEL_NAMES
 from nclsm_scale.synth.from_mask import render_from_mask
 from nclsm_scale.synth.generate import SyntheticSection
+from nclsm_scale.synth.stains import STAIN_COLOURS
 from nclsm_scale.synth.write import (
     build_levels,
     level_shapes,
@@ -49,7 +49,7 @@ def write_arrays(
         arr[...] = data
         build_levels(root, name, shapes, cfg.chunk_px, "image" if name == "image" else "labels")
     try:
-        write_tiff(paths["image"], root, "image", cfg, len(shapes), list(CHANNEL_NAMES), uuid_tag)
+        write_tiff(paths["image"], root, "image", cfg, len(shapes), list(section.channel_names), uuid_tag)
         write_tiff(paths["fibres"], root, "fibres", cfg, len(shapes), ["fibres"], uuid_tag)
         write_tiff(paths["regions"], root, "regions", cfg, len(shapes), ["regions"], uuid_tag)
         section.table.to_csv(paths["csv"], index=False)
@@ -73,18 +73,27 @@ def read_mask(path: Path) -> np.ndarray:
     return labels
 
 
-def write_preview(image_path: Path, png: Path, max_px: int = PREVIEW_MAX_PX) -> Path:
-    """RGB PNG (R membrane, G mito) of the largest pyramid level no bigger than ``max_px``."""
+def composite(image: np.ndarray, stains: list[str] | tuple[str, ...]) -> np.ndarray:
+    """False-colour RGB uint8 of a ``(C, Y, X)`` image, each stain in its :data:`STAIN_COLOURS`."""
+    acc = np.zeros((*image.shape[-2:], 3), np.float32)
+    for c, stain in enumerate(stains):
+        lo, hi = np.percentile(image[c], [0.5, 99.8])
+        v = np.clip((image[c].astype(np.float32) - lo) / max(hi - lo, 1.0), 0.0, 1.0)
+        acc += v[..., None] * np.asarray(STAIN_COLOURS[stain], np.float32)
+    return (np.clip(acc, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_preview(
+    image_path: Path, png: Path, stains: list[str] | tuple[str, ...], max_px: int = PREVIEW_MAX_PX
+) -> Path:
+    """False-colour PNG (:func:`composite`) of the largest pyramid level no bigger than ``max_px``."""
     from PIL import Image
 
     with tifffile.TiffFile(image_path) as tif:
         levels = tif.series[0].levels
         level = next((lv for lv in levels if max(lv.shape[-2:]) <= max_px), levels[-1])
         data = level.asarray()
-    rgb = np.zeros((*data.shape[-2:], 3), np.uint8)
-    for c in range(2):
-        lo, hi = np.percentile(data[c], [0.5, 99.8])
-        rgb[..., c] = np.clip((data[c].astype(np.float32) - lo) / max(hi - lo, 1.0) * 255.0, 0, 255)
+    rgb = composite(data, stains)
     try:
         Image.fromarray(rgb).save(png)
     except OSError as exc:
@@ -114,10 +123,11 @@ def synthesize(
             seed=cfg.seed,
             mask_pixel_size_um=mask_pixel_size_um,
             pixel_size_um=cfg.pixel_size_um,
+            stains=cfg.stains,
         )
         written = write_arrays(out, section, cfg, f"mask:{from_mask.name}:{mask_pixel_size_um}")
     else:
         written = write_section(out, cfg, progress=progress)
     if preview is not None:
-        written["preview"] = write_preview(written["image"], preview)
+        written["preview"] = write_preview(written["image"], preview, cfg.stains)
     return written

@@ -4,12 +4,16 @@ The mask is resampled to the output pixel size (labels by mode of up to 4 x 4
 samples per output pixel when shrinking, nearest when enlarging), the signed
 distance to each fibre's boundary comes from a Euclidean distance transform,
 and the image is drawn with the same appearance model as procedural sections
-(per-fibre levels and FAM vacuoles from a hash of the source label id).
+(per-fibre levels, types and FAM damage from a hash of the source label id).
+Tissue is every pixel within 15 um of a fibre plus the gaps that closing the
+fibre mask by 50 um fills (perimysium between fascicles); vessels and nerves
+are placed there where they clear every fibre.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,14 +23,7 @@ from skimage.segmentation import find_boundaries
 
 from nclsm_scale.config import SynthConfig
 from nclsm_scale.errors import ValidationError
-from nclsm_scale.synth.appearance import (
-    Appearance,
-    finish,
-    is_fam,
-    is_type1,
-    render_layer,
-    textures,
-)
+from nclsm_scale.synth.appearance import Appearance, finish, is_fam, render_layer
 from nclsm_scale.synth.generate import (
     GT_CLASSES,
     TABLE_COLUMNS,
@@ -36,8 +33,12 @@ from nclsm_scale.synth.generate import (
     window_stats,
 )
 from nclsm_scale.synth.geometry import CAP_UM
+from nclsm_scale.synth.stains import channel_names, fibre_types, type_names
+from nclsm_scale.synth.structures import nuclei, render_sites, sites_in_window
+from nclsm_scale.synth.texture import textures
 
 TISSUE_MARGIN_UM = 15.0
+CLOSING_UM = 50.0  # gaps up to ~100 um between fascicles are perimysium, not background
 
 
 def resample_labels(labels: np.ndarray, scale: float) -> np.ndarray:
@@ -81,12 +82,35 @@ def signed_edge_px(labels: np.ndarray) -> np.ndarray:
     return np.where(fg, inside, -outside)
 
 
+def tissue_from_mask(fibres: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    """Tissue around a fibre mask: within 15 um of a fibre, or in a gap a 50 um closing fills."""
+    outside = ndimage.distance_transform_edt(~fibres) * pixel_size_um
+    dilated = outside <= CLOSING_UM
+    closed = ndimage.distance_transform_edt(dilated) * pixel_size_um > CLOSING_UM
+    return (outside < TISSUE_MARGIN_UM) | closed
+
+
+def _lookup(arrays: tuple[np.ndarray, ...], p: int, fill: tuple) -> Callable[..., tuple[np.ndarray, ...]]:
+    """Point lookup (nearest pixel) in arrays padded by ``p``; ``fill`` outside them."""
+    h, w = arrays[0].shape
+
+    def at(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        iy = np.floor(np.asarray(y) + 0.5).astype(np.int64) + p
+        ix = np.floor(np.asarray(x) + 0.5).astype(np.int64) + p
+        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+        iy, ix = np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)
+        return tuple(np.where(ok, a[iy, ix], f) for a, f in zip(arrays, fill, strict=True))
+
+    return at
+
+
 def render_from_mask(
     labels: np.ndarray,
     *,
     seed: int,
     mask_pixel_size_um: float,
     pixel_size_um: float,
+    stains: Sequence[str] = ("membrane", "mito"),
     **appearance: Any,
 ) -> SyntheticSection:
     """Render an image whose fibres are the instances of ``labels``.
@@ -99,6 +123,8 @@ def render_from_mask(
         Appearance seed (per-slide draws as in :class:`~nclsm_scale.config.SynthConfig`).
     mask_pixel_size_um, pixel_size_um : float
         Pixel size of the mask and of the output (the mask is resampled).
+    stains : sequence of str
+        Channels to render (see ``SynthConfig.stains``).
     **appearance
         Overrides of :class:`~nclsm_scale.synth.appearance.Appearance` fields
         (e.g. ``blur_sigma_px=1.0, fam_fraction=0.0``).
@@ -107,8 +133,8 @@ def render_from_mask(
     -------
     SyntheticSection
         Dense labels 1..N in source-label order; ``table.source_label`` holds the
-        input ids; ``gt_class`` is FAM (vacuoles drawn), DEBRIS (< 150 um^2) or AM;
-        regions: 1 within 15 um of a fibre, else 0.
+        input ids; ``gt_class`` is FAM (freeze damage drawn), DEBRIS (< 150 um^2) or AM;
+        ``gt_type`` the rendered fibre type; regions: 1 tissue (see the module), else 0.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
@@ -117,22 +143,31 @@ def render_from_mask(
         )
     if mask_pixel_size_um <= 0 or pixel_size_um <= 0:
         raise ValidationError("mask_pixel_size_um and pixel_size_um must be positive.")
-    cfg = SynthConfig(seed=seed, pixel_size_um=pixel_size_um, size_px=(1, 1))
+    cfg = SynthConfig(seed=seed, pixel_size_um=pixel_size_um, size_px=(1, 1), stains=list(stains))
     app = Appearance.draw(cfg, **appearance)
     src = resample_labels(labels, mask_pixel_size_um / pixel_size_um).astype(np.uint64)
     h, w = src.shape
     edge = np.clip(signed_edge_px(src), -1e9, CAP_UM / pixel_size_um)
-    tissue = edge > -TISSUE_MARGIN_UM / pixel_size_um
+    tissue = tissue_from_mask(src > 0, pixel_size_um)
     p = app.pad_px
     key_p = np.pad(src, p, mode="edge")
     edge_p = np.pad(edge, p, mode="edge")
     tissue_p = np.pad(tissue, p, mode="edge")
     yy = np.broadcast_to(np.arange(-p, h + p, dtype=np.float64)[:, None], key_p.shape)
     xx = np.broadcast_to(np.arange(-p, w + p, dtype=np.float64)[None, :], key_p.shape)
-    signal = render_layer(
-        app, key_p, edge_p, tissue_p, textures(app, -p, -p, h + 2 * p, w + 2 * p), yy, xx
-    )
-    image = finish(app, signal, 0, 0, (h, w))
+    sample = _lookup((key_p, edge_p, tissue_p), p, (np.uint64(0), -1e9, False))
+
+    def free(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        key, _, tis = sample(y, x)
+        return tis & (key == 0)
+
+    hp, wp = h + 2 * p, w + 2 * p
+    extra = render_sites(app, sites_in_window(app, -p, -p, hp, wp, free, {}), -p, -p, hp, wp)
+    if "dapi" in app.stains:
+        extra["nuclei"] = nuclei(app, -p, -p, hp, wp, sample)
+    tex = textures(app, -p, -p, hp, wp)
+    signal = render_layer(app, key_p, edge_p, tissue_p, tex, yy, xx, extra=extra)
+    image = finish(app, signal, 0, 0, (h, w), tex["focus"])
     stats = merge_stats([window_stats(src, np.zeros((h, w), bool), 0, 0)])
     source = stats.index.to_numpy(np.uint64)
     fibres = np.searchsorted(source, src).astype(np.uint32) + np.uint32(1)
@@ -145,7 +180,7 @@ def render_from_mask(
     )
     table = pd.DataFrame(cols)[TABLE_COLUMNS]
     table["freeze_artefact"] = fam
-    table["fibre_type"] = np.where(is_type1(source, seed, app.type1_fraction), "I", "II")
+    table["gt_type"] = type_names(fibre_types(source, seed, app.type_shares))
     table["source_label"] = source.astype(np.int64)
     regions = tissue.astype(np.uint8)
-    return SyntheticSection(image, fibres, regions, table, pixel_size_um)
+    return SyntheticSection(image, fibres, regions, table, pixel_size_um, channel_names(app.stains))

@@ -17,16 +17,11 @@ import pandas as pd
 from scipy import ndimage
 
 from nclsm_scale.config import SynthConfig
-from nclsm_scale.synth.appearance import (
-    CHANNEL_NAMES,
-    Appearance,
-    finish,
-    is_fam,
-    is_type1,
-    render_layer,
-    textures,
-)
+from nclsm_scale.synth.appearance import Appearance, finish, is_fam, render_layer
 from nclsm_scale.synth.geometry import TILE_PX, SlidePlan, is_oblique
+from nclsm_scale.synth.stains import channel_names, fibre_types, type_names
+from nclsm_scale.synth.structures import nuclei, render_sites, sites_in_window
+from nclsm_scale.synth.texture import textures
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +49,8 @@ class SyntheticSection:
 
     Attributes
     ----------
-    image : ndarray, (2, Y, X) uint16
-        Channel 0 membrane (dystrophin), channel 1 mitochondrial mass (VDAC).
+    image : ndarray, (C, Y, X) uint16
+        One channel per stain of ``SynthConfig.stains`` (default: membrane, mito).
     fibres : ndarray, (Y, X) uint32
         Fibre instance labels, dense IDs 1..N (0 = no fibre).
     regions : ndarray, (Y, X) uint8
@@ -65,7 +60,7 @@ class SyntheticSection:
     pixel_size_um : float
         Physical pixel size.
     channel_names : tuple of str
-        Names of the two channels.
+        OME names of the channels (see :data:`~nclsm_scale.synth.stains.CHANNEL_NAMES`).
     """
 
     image: np.ndarray
@@ -73,7 +68,7 @@ class SyntheticSection:
     regions: np.ndarray
     table: pd.DataFrame
     pixel_size_um: float
-    channel_names: tuple[str, str] = CHANNEL_NAMES
+    channel_names: tuple[str, ...] = channel_names(("membrane", "mito"))
 
 
 @dataclass
@@ -119,7 +114,11 @@ def render_window(plan: SlidePlan, app: Appearance, y0: int, x0: int, h: int, w:
     xx = np.broadcast_to(np.arange(ex0, ex0 + ew, dtype=np.float64)[None, :], (eh, ew))
     tex = textures(app, ey0, ex0, eh, ew)
     oblique = functools.partial(is_oblique, cfg=plan.cfg)
-    signal = render_layer(app, key, edge, tissue, tex, yy, xx, oblique)
+    sites = sites_in_window(app, ey0, ex0, eh, ew, plan.free_at, plan.sites)
+    extra = render_sites(app, sites, ey0, ex0, eh, ew)
+    if "dapi" in app.stains:
+        extra["nuclei"] = nuclei(app, ey0, ex0, eh, ew, plan.sample)
+    signal = render_layer(app, key, edge, tissue, tex, yy, xx, oblique, extra)
     in_fold, sy, sx, fold_weight = plan.fold_coords(yy[:, :1], xx[:1, :])
     fold_tissue = np.zeros_like(tissue)
     if in_fold.any():
@@ -130,7 +129,7 @@ def render_window(plan: SlidePlan, app: Appearance, y0: int, x0: int, h: int, w:
             app, fkey[idx], fedge[idx], fold_tissue[idx], sub, yy[idx], xx[idx], oblique
         )
         signal[:, idx[0], idx[1]] += np.float32(app.fold_gain) * fold_weight[idx] * layer
-    image = finish(app, signal, y0, x0, plan.cfg.size_px)
+    image = finish(app, signal, y0, x0, plan.cfg.size_px, tex["focus"])
     core = np.s_[p : p + h, p : p + w]
     regions = tissue[core].astype(np.uint8)
     fold_region = in_fold[core] & (tissue[core] | fold_tissue[core])
@@ -202,7 +201,8 @@ def build_table(stats: pd.DataFrame, cfg: SynthConfig, app: Appearance) -> pd.Da
     ``debris_max_um2``), FR (fold share >= ``fr_min_fold_fraction``), FAM, NTM, AM.
     Other columns: ``area_px, area_um2, centroid_y_px, centroid_x_px,
     bbox_{y0,x0,y1,x1}_px`` (end exclusive), ``touches_image_border,
-    fold_fraction, oblique, freeze_artefact, fibre_type`` (I or II), ``seed_key``.
+    fold_fraction, oblique, freeze_artefact, gt_type`` (I, IIa, IIx, I/IIa or
+    IIa/IIx: the type rendered in the mito and MyHC channels), ``seed_key``.
     """
     keys = stats.index.to_numpy(np.uint64)
     cols = geometry_columns(stats, cfg.size_px, cfg.pixel_size_um)
@@ -215,12 +215,10 @@ def build_table(stats: pd.DataFrame, cfg: SynthConfig, app: Appearance) -> pd.Da
     cols.update(
         oblique=oblique,
         freeze_artefact=fam,
-        fibre_type=np.where(is_type1(keys, cfg.seed, app.type1_fraction), "I", "II"),
+        gt_type=type_names(fibre_types(keys, cfg.seed, app.type_shares)),
         seed_key=keys,
     )
-    return pd.DataFrame(cols)[
-        TABLE_COLUMNS + ["oblique", "freeze_artefact", "fibre_type", "seed_key"]
-    ]
+    return pd.DataFrame(cols)[TABLE_COLUMNS + ["oblique", "freeze_artefact", "gt_type", "seed_key"]]
 
 
 def keys_to_ids(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -246,7 +244,7 @@ def generate_section(cfg: SynthConfig) -> SyntheticSection:
     plan = SlidePlan(cfg)
     app = Appearance.draw(cfg)
     h, w = cfg.size_px
-    image = np.empty((2, h, w), np.uint16)
+    image = np.empty((len(cfg.stains), h, w), np.uint16)
     keys = np.empty((h, w), np.uint64)
     regions = np.empty((h, w), np.uint8)
     parts = []
@@ -260,4 +258,4 @@ def generate_section(cfg: SynthConfig) -> SyntheticSection:
     stats = merge_stats(parts)
     table = build_table(stats, cfg, app)
     fibres = keys_to_ids(keys, stats.index.to_numpy(np.uint64))
-    return SyntheticSection(image, fibres, regions, table, cfg.pixel_size_um)
+    return SyntheticSection(image, fibres, regions, table, cfg.pixel_size_um, channel_names(cfg.stains))

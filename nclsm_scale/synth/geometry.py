@@ -8,12 +8,13 @@ key (fascicle cell and fibre cell packed); dense IDs are assigned later.
 Rules that keep every fibre whole: a fibre exists only if its seed lies in its
 own fascicle, inside the tissue outline and outside holes (decided per seed);
 holes and the tissue edge therefore follow fibre boundaries, as in real
-sections where whole fibres drop out.
+sections where whole fibres drop out. Dropped-out fibres (decided per seed as
+well) leave their cell as unlabelled interstitium. A fine second domain warp
+makes outlines wavy; labels follow it, so the ground truth stays exact.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from nclsm_scale.synth.lattice import MIN_GAP_PX, Lattice, evaluate
 from nclsm_scale.synth.noise import (
     hash_ints,
     salt,
+    slide_uniform,
+    uniform,
     uniform_k,
     value_noise_grid,
     value_noise_points,
@@ -45,11 +48,6 @@ def _unit(a: float, b: float) -> tuple[float, float]:
     y, x = 2.0 * a - 1.0, 2.0 * b - 1.0
     n = math.sqrt(y * y + x * x)
     return (y / n, x / n) if n > 1e-6 else (1.0, 0.0)
-
-
-@functools.lru_cache(maxsize=1024)
-def _draw(seed: int, name: str, k: int) -> float:
-    return float(uniform_k(np.array([salt(seed, name)], np.uint64), k)[0])
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,13 @@ class SlidePlan:
     jitter: float = field(init=False)
     weight_spread: float = field(init=False)
     folds: list[Fold] = field(init=False)
+    dropout_fraction: float = field(init=False)
+    wave_px: float = field(init=False)
+    wave_length_px: float = field(init=False)
+    sites: dict = field(default_factory=dict, init=False, repr=False)  # vessel/nerve fits, memoised
     _fibre_lattices: dict[int, Lattice] = field(default_factory=dict, init=False, repr=False)
     _membership: dict[int, bool] = field(default_factory=dict, init=False, repr=False)
+    _dropped: dict[int, tuple[bool, bool]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -114,17 +117,31 @@ class SlidePlan:
             key_prefix=0,
             weight_fn=lambda h: 0.5 * (uniform_k(h, 1) - 0.5),
             gap_px=cfg.perimysium_um / px,
-            gap_range=(0.4, 3.0),
+            gap_range=cfg.perimysium_factor_range,
         )
         self.folds = [self._fold(k) for k in range(cfg.folds)]
+        lo, hi = cfg.dropout_fraction_range
+        self.dropout_fraction = lo + (hi - lo) * self._draw("dropout")
+        # Crenated outlines: wavelengths of 4-12 um (at least 3 px, so coarse pixels see a smooth
+        # outline); the amplitude stays below a tenth of the wavelength, so the warp's slope
+        # (<= 3 amplitude / wavelength for value noise) keeps it one-to-one and fibres whole.
+        self.wave_length_px = max((4.0 + 8.0 * self._draw("wave", 0)) / px, 3.0)
+        lo, hi = cfg.outline_wave_um_range
+        self.wave_px = min((lo + (hi - lo) * self._draw("wave", 1)) / px, 0.1 * self.wave_length_px)
+        # Fascicle outlines wave at the fibre scale (slope <= 0.3, so a clipped fibre stays
+        # whole) and fibres whose seed lies near them drop out: fascicles end on whole-fibre,
+        # jagged outlines as in real sections, not on straight cuts through fibres.
+        self.border_wave_px = 0.2 * self.spacing_px
         # fascicle distances (already net of half the perimysium gap) matter up to the fibre cap
+        # at pixels and up to half a spacing (plus the wave) at seeds
         self._fascicle_cap = min(
-            0.5 * self.fascicles.gap_max_px + self.cap_px + 1.0, self.fascicles.max_cap_px()
+            0.5 * self.fascicles.gap_max_px + max(self.cap_px, 0.5 * self.spacing_px) + self.border_wave_px + 1.0,
+            self.fascicles.max_cap_px(),
         )
 
     # --- per-slide draws -------------------------------------------------
     def _draw(self, name: str, k: int = 0) -> float:
-        return _draw(self.cfg.seed, name, k)
+        return slide_uniform(self.cfg.seed, name, k)
 
     def _fold(self, k: int) -> Fold:
         h, w = self.cfg.size_px
@@ -210,23 +227,81 @@ class SlidePlan:
         holes = value_noise_points(y, x, hole_px, salt(self.cfg.seed, "holes"))
         return inside & (holes < 1.0 - 0.75 * math.sqrt(self.cfg.hole_fraction))
 
+    def _warp_terms(self) -> list[tuple[float, float, str]]:
+        """(amplitude px, wavelength px, salt name) of the coarse and the fine warp."""
+        terms = [(self.cfg.warp_fraction * self.spacing_px, 0.7 * self.spacing_px, "warp")]
+        if self.wave_px > 0.0:
+            terms.append((self.wave_px, self.wave_length_px, "wave"))
+        return terms
+
+    def _clip(self, e: np.ndarray, fe: np.ndarray) -> np.ndarray:
+        """Fibre edge distance clipped by the fascicle edge, the corner where they meet rounded."""
+        lo, hi = np.minimum(e, fe), np.maximum(e, fe)
+        r = self.corner_px
+        a, b = r - np.minimum(lo, r), r - hi
+        return np.where(hi < r, r - np.sqrt(a * a + b * b), lo)
+
+    def _tissue_around(self, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+        """Whether the tissue outline test holds 0.7 fibre spacings around seeds (six directions)."""
+        ok = self.tissue_at(sy, sx)
+        r = 0.7 * self.spacing_px
+        for k in range(6):
+            a = math.pi * k / 3.0
+            ok &= self.tissue_at(sy + r * math.sin(a), sx + r * math.cos(a))
+        return ok
+
     def warp_grid(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Warped coordinates of a pixel window (float64, absolute)."""
-        amp = self.cfg.warp_fraction * self.spacing_px
-        lam = 0.7 * self.spacing_px
-        wy = value_noise_grid(y0, x0, h, w, lam, salt(self.cfg.seed, "warpy"), np.float64)
-        wx = value_noise_grid(y0, x0, h, w, lam, salt(self.cfg.seed, "warpx"), np.float64)
-        ys = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
-        xs = np.arange(x0, x0 + w, dtype=np.float64)[None, :]
-        return ys + amp * (2.0 * wy - 1.0), xs + amp * (2.0 * wx - 1.0)
+        ys = np.broadcast_to(np.arange(y0, y0 + h, dtype=np.float64)[:, None], (h, w))
+        xs = np.broadcast_to(np.arange(x0, x0 + w, dtype=np.float64)[None, :], (h, w))
+        for amp, lam, name in self._warp_terms():
+            wy = value_noise_grid(y0, x0, h, w, lam, salt(self.cfg.seed, f"{name}y"), np.float64)
+            wx = value_noise_grid(y0, x0, h, w, lam, salt(self.cfg.seed, f"{name}x"), np.float64)
+            ys, xs = ys + amp * (2.0 * wy - 1.0), xs + amp * (2.0 * wx - 1.0)
+        return ys, xs
 
     def warp_points(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Warped coordinates of arbitrary points (same field as :meth:`warp_grid`)."""
-        amp = self.cfg.warp_fraction * self.spacing_px
-        lam = 0.7 * self.spacing_px
-        wy = value_noise_points(y, x, lam, salt(self.cfg.seed, "warpy"))
-        wx = value_noise_points(y, x, lam, salt(self.cfg.seed, "warpx"))
-        return y + amp * (2.0 * wy - 1.0), x + amp * (2.0 * wx - 1.0)
+        wy_, wx_ = y, x
+        for amp, lam, name in self._warp_terms():
+            wy = value_noise_points(y, x, lam, salt(self.cfg.seed, f"{name}y"))
+            wx = value_noise_points(y, x, lam, salt(self.cfg.seed, f"{name}x"))
+            wy_, wx_ = wy_ + amp * (2.0 * wy - 1.0), wx_ + amp * (2.0 * wx - 1.0)
+        return wy_, wx_
+
+    def border_wave(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Offset (px) added to fascicle-edge distances at warped points."""
+        n = value_noise_points(y, x, 2.0 * self.spacing_px, salt(self.cfg.seed, "border"))
+        return self.border_wave_px * (2.0 * n - 1.0)
+
+    def dropped(self, seeds: dict[str, np.ndarray], lat: Lattice) -> np.ndarray:
+        """Whether fibre seeds dropped out of the section: near a fascicle outline, or at random.
+
+        Seeds within 0.35-0.6 spacings (hashed) of the waved fascicle outline drop, so
+        the outline runs between whole fibres (or cuts a little off the next ones).
+        Elsewhere the chance is ``3 n^2`` times the slide's dropout fraction, ``n`` a
+        value noise at the seed (mean of ``n^2`` about 1/3): missing fibres come in
+        groups, leaving interstitial spaces of one to several fibres as real sections do.
+        """
+        sy, sx = lat.to_y(seeds["uy"], seeds["ux"])
+        _, _, fe = evaluate(self.fascicles, sy, sx, self._fascicle_cap)
+        fe = fe + self.border_wave(sy, sx)
+        near = fe < self.spacing_px * (0.35 + 0.25 * uniform_k(seeds["hash"], 7))
+        if self.dropout_fraction <= 0.0:
+            return near
+        n = value_noise_points(sy, sx, 3.0 * self.spacing_px, salt(self.cfg.seed, "dropout-cluster"))
+        u = uniform(hash_ints(salt(self.cfg.seed, "dropout"), seeds["key"]))
+        return near | (u < self.dropout_fraction * 3.0 * n * n)
+
+    def sample(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fibre key, edge (px) and tissue flag at pixel positions (1-D, not yet warped)."""
+        wy, wx = self.warp_points(np.asarray(y, np.float64), np.asarray(x, np.float64))
+        return self.evaluate_points(wy, wx)
+
+    def free_at(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Whether pixel positions (1-D) are tissue but no fibre: room for vessels and nerves."""
+        key, _, tissue = self.sample(y, x)
+        return tissue & (key == 0)
 
     def fold_coords(
         self, y: np.ndarray, x: np.ndarray
@@ -293,10 +368,18 @@ class SlidePlan:
                 continue
             sy, sx = lat.to_y(seeds["uy"], seeds["ux"])
             in_tissue = self.tissue_at(sy, sx)
-            e = np.minimum(e, f_edge[sel])
+            e = self._clip(e, f_edge[sel] + self.border_wave(y[sel], x[sel]))
             v = in_tissue[owner]
-            is_fibre = v & (e > 0.0)
+            dropped, outer = self._dropped_seeds(seeds, lat)
+            gone = dropped[owner]
+            v &= ~outer[owner]  # a dropped cell on the tissue outline is background, not interstitium
+            is_fibre = v & (e > 0.0) & ~gone
             key[sel] = np.where(is_fibre, seeds["key"][owner], np.uint64(0))
+            # in a dropped cell (and its share of the gaps) the nearest fibre lies about one gap
+            # beyond the cell's own outline; farther out (perimysium) e already is negative enough
+            g = lat.gap_px
+            e_gone = np.maximum(np.where(e > -0.5 * g, -(e + g), e), -self.cap_px)
+            e = np.where(gone, e_gone, e)
             edge[sel] = np.where(v, e, -self.cap_px)
             tissue[sel] = v
         return key, edge, tissue
@@ -318,11 +401,29 @@ class SlidePlan:
                 cache[keys[n]] = known[n] = v
         return np.array(known, bool)
 
+    def _dropped_seeds(self, seeds: dict[str, np.ndarray], lat: Lattice) -> tuple[np.ndarray, np.ndarray]:
+        """(dropped, dropped on the tissue outline) per seed, memoised per chunk like membership."""
+        cache = self._dropped
+        keys = seeds["key"].tolist()
+        missing = [n for n, k in enumerate(keys) if k not in cache]
+        if missing:
+            sub = {k: v[missing] for k, v in seeds.items()}
+            drop = self.dropped(sub, lat)
+            outer = np.zeros(len(missing), bool)
+            if drop.any():
+                sy, sx = lat.to_y(sub["uy"][drop], sub["ux"][drop])
+                outer[drop] = ~self._tissue_around(sy, sx)
+            for n, d, o in zip(missing, drop.tolist(), outer.tolist(), strict=True):
+                cache[keys[n]] = (d, o)
+        pairs = np.array([cache[k] for k in keys], bool).reshape(len(keys), 2)
+        return pairs[:, 0], pairs[:, 1]
+
     def evaluate_grid(
         self, y0: int, x0: int, h: int, w: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`evaluate_points` on every pixel of a window, tile by tile."""
         self._membership.clear()
+        self._dropped.clear()
         wy, wx = self.warp_grid(y0, x0, h, w)
         key = np.zeros((h, w), np.uint64)
         edge = np.zeros((h, w), np.float64)

@@ -67,6 +67,24 @@ def uniform_k(h: np.ndarray, k: int) -> np.ndarray:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def slide_uniform(seed: int, name: str, k: int = 0) -> float:
+    """Return the ``k``-th uniform in [0, 1) of the per-slide stream ``name`` (one draw, cached)."""
+    return float(uniform_k(np.array([salt(seed, name)], np.uint64), k)[0])
+
+
+def exp_approx(x: np.ndarray) -> np.ndarray:
+    """``exp(x)`` as ``(1 + x/64)^64`` by six squarings: exact operations only.
+
+    Relative error below 1 % for ``|x| <= 1`` (it is used for log-normal spreads,
+    where only the shape matters); ``x`` must exceed -64.
+    """
+    y = 1.0 + np.asarray(x) / 64.0
+    for _ in range(6):
+        y = y * y
+    return y
+
+
 def normal_approx(h: np.ndarray) -> np.ndarray:
     """Approximately standard normal float32 from a hash (Irwin-Hall, four 16-bit uniforms)."""
     h = np.asarray(h, dtype=np.uint64)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nclsm_scale.config import SynthConfig
 from nclsm_scale.errors import SlideWriteError
-from nclsm_scale.synth.appearance import CHANNEL_NAMES, Appearance
+from nclsm_scale.synth.appearance import Appearance
 from nclsm_scale.synth.generate import (
     build_table,
     iter_windows,
@@ -33,6 +33,7 @@ from nclsm_scale.synth.generate import (
     window_stats,
 )
 from nclsm_scale.synth.geometry import SlidePlan
+from nclsm_scale.synth.stains import channel_names
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False)
         h, w = cfg.size_px
         img = root.create_array(  # noisy pixels barely compress: store them raw (faster)
             "image/0",
-            shape=(2, h, w),
+            shape=(len(cfg.stains), h, w),
             chunks=(1, t, t),
             dtype=np.uint16,
             fill_value=0,
@@ -228,7 +229,7 @@ def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False)
         for name, kind in (("image", "image"), ("fibres", "labels"), ("regions", "labels")):
             build_levels(root, name, shapes, cfg.chunk_px, kind)
         log.info("writing %d pyramid levels to %s", len(shapes), paths["image"])
-        write_tiff(paths["image"], root, "image", cfg, len(shapes), list(CHANNEL_NAMES))
+        write_tiff(paths["image"], root, "image", cfg, len(shapes), list(channel_names(cfg.stains)))
         write_tiff(paths["fibres"], root, "fibres", cfg, len(shapes), ["fibres"])
         write_tiff(paths["regions"], root, "regions", cfg, len(shapes), ["regions"])
         table = build_table(stats, cfg, app)

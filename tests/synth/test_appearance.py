@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from nclsm_scale.config import SynthConfig
-from nclsm_scale.synth.appearance import Appearance, is_fam, render_layer, textures
+from nclsm_scale.synth.appearance import Appearance, is_fam, render_layer
+from nclsm_scale.synth.texture import textures
 
 
 def test_draws_vary_within_ranges() -> None:

@@ -42,7 +42,8 @@ def test_render_from_s60_crop(s60_crop: np.ndarray) -> None:
     )
     rim = fg & ~inner
     assert sec.image[0][rim].mean() > 1.5 * sec.image[0][inner].mean()
-    assert sec.image[1][fg].mean() > 2.0 * sec.image[1][~fg & (sec.regions == 0)].mean()
+    # the crop is all tissue (gaps between fibres are interstitium): compare with non-fibre pixels
+    assert sec.image[1][fg].mean() > 1.5 * sec.image[1][~fg].mean()
 
 
 def test_same_pixel_size_keeps_labels(s60_crop: np.ndarray) -> None:
