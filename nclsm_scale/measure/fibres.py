@@ -175,7 +175,7 @@ def measure_fibres(
         (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
     )
     cols["touches_tissue_border"] = _near_nontissue(
-        comp, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
+        comp, labels != 0, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
         (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
     )
     cols.update(_intensities(comp, border, image, roles, keys, geo.bbox, background, cfg, px, n))
@@ -228,6 +228,7 @@ def _shape_columns(
 
 def _near_nontissue(
     comp: np.ndarray,
+    occupied: np.ndarray,
     tissue: np.ndarray | None,
     bbox: np.ndarray,
     margin_px: int,
@@ -236,9 +237,10 @@ def _near_nontissue(
 ) -> np.ndarray:
     """Whether each fibre's outer ring lies outside tissue for at least ``min_fraction`` of its pixels.
 
-    The outer ring of a fibre is the non-fibre pixels within ``margin_px`` (Euclidean)
-    of it; a fibre inside the tissue, even next to the endomysium gap, has its ring
-    in tissue. A fibre without ring pixels (wholly surrounded by other fibres) is inside.
+    The outer ring of a fibre is the pixels of no fibre (``occupied`` False: any
+    fibre of the window, measured here or not, so the ring never depends on which
+    fibres a block owns) within ``margin_px`` (Euclidean) of it; a fibre inside the
+    tissue, even next to the endomysium gap, has its ring in tissue. A fibre without ring pixels (wholly surrounded by other fibres) is inside.
     Only ring pixels within ``inside`` (the slide's part of the window, ``y0, x0, y1, x1``)
     count, so the result does not depend on how the window is padded.
     """
@@ -254,7 +256,7 @@ def _near_nontissue(
     out = np.zeros(n, bool)
     for i, (y0, x0, y1, x1) in enumerate(bbox):
         sl = np.s_[max(y0 - r, 0) : min(y1 + r, h), max(x0 - r, 0) : min(x1 + r, w)]
-        ring = ndimage.binary_dilation(comp[sl] == i + 1, disk) & (comp[sl] == 0) & valid[sl]
+        ring = ndimage.binary_dilation(comp[sl] == i + 1, disk) & ~occupied[sl] & valid[sl]
         total = np.count_nonzero(ring)
         out[i] = total > 0 and np.count_nonzero(ring & outside[sl]) >= min_fraction * total
     return out

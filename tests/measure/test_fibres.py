@@ -167,3 +167,14 @@ def test_invalid_inputs_raise_clear_errors(section):
 def test_context_grows_with_smoothing_and_margin():
     assert context_px(1.0) >= 3
     assert context_px(0.25, MeasureConfig(tissue_margin_um=10.0)) == 40
+
+
+def test_a_fibres_row_does_not_depend_on_which_other_fibres_are_measured(section, tissue):
+    """A block measures only the fibres it owns; their rows must equal those of a whole-window measurement."""
+    full = _full(section, tissue).set_index("fibre_id")
+    ids = full.index.to_numpy()
+    for subset in (ids[::2], ids[1::3], ids[full["touches_tissue_border"].to_numpy()]):
+        part = measure_fibres(section.fibres, section.image, pixel_size_um=1.0, channel_roles=ROLES,
+                              channel_names=["dystrophin", "VDAC"], tissue_mask=tissue, background=[100.0, 100.0],
+                              ids=subset)
+        pd.testing.assert_frame_equal(part.set_index("fibre_id"), full.loc[subset], check_exact=True)
