@@ -23,10 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from nclsm_scale.errors import SlideReadError
 
-__all__ = ["InstanceMetrics", "contingency", "evaluate_instances", "read_labels"]
+__all__ = [
+    "InstanceMetrics", "class_scores", "contingency", "evaluate_instances", "matched_pairs", "read_labels",
+]
 
 THRESHOLDS = (0.5, 0.75, 0.9)
 
@@ -129,6 +132,43 @@ def evaluate_instances(
         merges=int((per_pred >= 2).sum()),
         merged_gt=int(per_pred[per_pred >= 2].sum()),
     )
+
+
+def matched_pairs(
+    pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one-to-one matching at ``threshold``: GT ids, predicted ids and their IoUs."""
+    gi, pi, inter, garea, parea = contingency(gt, pred)
+    ga = np.array([garea[int(v)] for v in gi], dtype=np.float64)
+    pa = np.array([parea[int(v)] for v in pi], dtype=np.float64)
+    iou = inter / (ga + pa - inter) if inter.size else np.zeros(0)
+    matched = _match(gi, pi, iou, threshold)
+    return gi[matched], pi[matched], iou[matched]
+
+
+def class_scores(
+    pred: np.ndarray, gt: np.ndarray, pred_flags: pd.DataFrame, gt_flags: pd.DataFrame, threshold: float = 0.5
+) -> dict[str, dict[str, float]]:
+    """Precision and recall of per-fibre flags (a class, a reason) over fibres matched at ``threshold``.
+
+    ``pred_flags`` and ``gt_flags`` are boolean tables indexed by predicted and GT
+    id, with the columns to score (those present in both). A predicted fibre flagged
+    but matched to no GT fibre, or to one without the flag, is a false positive; a
+    flagged GT fibre without a flagged match (or without any match) a false negative.
+    """
+    g_ids, p_ids, _ = matched_pairs(pred, gt, threshold)
+    match = pd.Series(g_ids, index=p_ids)
+    out: dict[str, dict[str, float]] = {}
+    for col in [c for c in pred_flags.columns if c in gt_flags.columns]:
+        called = pred_flags.index[pred_flags[col].to_numpy(bool)]
+        true = set(gt_flags.index[gt_flags[col].to_numpy(bool)].tolist())
+        hits = sum(1 for p in called if p in match.index and int(match[p]) in true)
+        out[col] = {
+            "precision": hits / len(called) if len(called) else float("nan"),
+            "recall": hits / len(true) if true else float("nan"),
+            "n_called": float(len(called)), "n_true": float(len(true)), "tp": float(hits),
+        }
+    return out
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -24,6 +24,9 @@ __all__ = ["Pool", "export_artefacts", "jpeg", "make_batch", "quantise_8bit", "r
 
 #: Chance that a patch goes through export artefacts, and of each step within.
 EXPORT_P = 0.5
+#: Share of training patches without their mito channel (zeros): membrane-only slides (membrane plus
+#: fibre-type channels, the commonest real layout) must segment as well as membrane + mito ones.
+MITO_DROP_P = 0.35
 RESAMPLE_P = 0.5
 JPEG_P = 0.6
 
@@ -183,8 +186,10 @@ def make_batch(
     Each patch is centred on a random fibre pixel (85 %) or a random pixel, zoomed
     by a log-uniform factor in ``[scale_min, scale_max]`` (fibres look that much
     larger), rotated by a random angle and mirrored at random (bilinear
-    resampling of image and targets alike), then stained (see :func:`_stain`) and,
-    for half of the patches, given export artefacts (:func:`export_artefacts`).
+    resampling of image and targets alike), then stained (see :func:`_stain`),
+    for half of the patches given export artefacts (:func:`export_artefacts`), and
+    for :data:`MITO_DROP_P` of them stripped of the mito channel (all zeros, as the
+    engine feeds a slide without one).
     """
     images, targets = [], []
     for _ in range(batch_size):
@@ -215,6 +220,9 @@ def make_batch(
         img = _stain(warped[:, :2], rng) if augment else warped[:, :2]
         if augment and rng.random() < EXPORT_P:
             img = export_artefacts(img, rng)
+        if augment and rng.random() < MITO_DROP_P:  # a membrane-only slide: zeros where the mito channel would be
+            img = img.clone()
+            img[:, 1] = 0.0
         images.append(img)
         targets.append(warped[:, 2:])
     return torch.cat(images), torch.cat(targets).clamp(0, 1)
