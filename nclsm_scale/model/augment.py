@@ -107,7 +107,7 @@ def _stain(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return x
 
 
-def quantise_8bit(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def quantise_8bit(x: torch.Tensor, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """8-bit codes ``(c, p, p)`` uint8 of a ``(1, c, p, p)`` patch with an exporter's display range.
 
     Per channel the range runs from a low quantile (0-5 %) to a high one (98-100 %)

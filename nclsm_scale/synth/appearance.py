@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,7 +129,7 @@ class Appearance:
             return slide_uniform(seed, f"look-on-{name}") < share
 
         peak = pick("signal", cfg.signal_range)
-        values = dict(
+        values: dict[str, Any] = dict(
             seed=seed,
             pixel_size_um=px,
             stains=tuple(cfg.stains),
@@ -315,7 +316,7 @@ def _membrane(app: Appearance, fb: _Fibres, inv: np.ndarray, e: np.ndarray, tex:
 
 
 def _interstitium(
-    app: Appearance, e: np.ndarray, tex: dict, occupancy: np.ndarray | float
+    app: Appearance, e: np.ndarray, tex: dict, occupancy: np.ndarray | np.float32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Connective-tissue fields of non-fibre pixels: (membrane-channel ECM, stained share)."""
     endo = f32(1.0) - _step((-e - f32(app.endomysium_px)) / f32(0.5 * app.endomysium_px + 1.0))
@@ -448,7 +449,8 @@ def _freeze(
     keep = f32(1.0) - f32(0.92) * depth
     rim = f32(0.25) * depth * (f32(1.0) - depth) * fb.ring_gain[inv[idx]]
     for k, stain in enumerate(app.stains):
-        out[(k, *idx)] = out[(k, *idx)] * keep + (rim if stain == "membrane" else f32(0.0))
+        plane = out[k]  # a view: writing its damaged pixels writes ``out``
+        plane[idx] = plane[idx] * keep + (rim if stain == "membrane" else f32(0.0))
 
 
 def shading(app: Appearance, y0: int, x0: int, h: int, w: int, size_px: tuple[int, int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def read_mask(path: Path) -> np.ndarray:
     return labels
 
 
-def composite(image: np.ndarray, stains: list[str] | tuple[str, ...]) -> np.ndarray:
+def composite(image: np.ndarray, stains: Sequence[str]) -> np.ndarray:
     """False-colour RGB uint8 of a ``(C, Y, X)`` image, each stain in its :data:`STAIN_COLOURS`."""
     acc = np.zeros((*image.shape[-2:], 3), np.float32)
     for c, stain in enumerate(stains):
@@ -84,7 +85,7 @@ def composite(image: np.ndarray, stains: list[str] | tuple[str, ...]) -> np.ndar
 
 
 def write_preview(
-    image_path: Path, png: Path, stains: list[str] | tuple[str, ...], max_px: int = PREVIEW_MAX_PX
+    image_path: Path, png: Path, stains: Sequence[str], max_px: int = PREVIEW_MAX_PX
 ) -> Path:
     """False-colour PNG (:func:`composite`) of the largest pyramid level no bigger than ``max_px``."""
     from PIL import Image

@@ -13,10 +13,11 @@ are placed there where they clear every fibre.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
@@ -34,7 +35,7 @@ from nclsm_scale.synth.generate import (
 )
 from nclsm_scale.synth.geometry import CAP_UM
 from nclsm_scale.synth.stains import channel_names, fibre_types, type_names
-from nclsm_scale.synth.structures import nuclei, render_sites, sites_in_window
+from nclsm_scale.synth.structures import SampleFn, nuclei, render_sites, sites_in_window
 from nclsm_scale.synth.texture import textures
 
 TISSUE_MARGIN_UM = 15.0
@@ -90,16 +91,21 @@ def tissue_from_mask(fibres: np.ndarray, pixel_size_um: float) -> np.ndarray:
     return (outside < TISSUE_MARGIN_UM) | closed
 
 
-def _lookup(arrays: tuple[np.ndarray, ...], p: int, fill: tuple) -> Callable[..., tuple[np.ndarray, ...]]:
-    """Point lookup (nearest pixel) in arrays padded by ``p``; ``fill`` outside them."""
+def _lookup(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+    p: int,
+    fill: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike],
+) -> SampleFn:
+    """Point lookup (nearest pixel) in key, edge and tissue arrays padded by ``p``; ``fill`` outside."""
     h, w = arrays[0].shape
 
-    def at(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    def at(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         iy = np.floor(np.asarray(y) + 0.5).astype(np.int64) + p
         ix = np.floor(np.asarray(x) + 0.5).astype(np.int64) + p
         ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
         iy, ix = np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)
-        return tuple(np.where(ok, a[iy, ix], f) for a, f in zip(arrays, fill, strict=True))
+        key, edge, tissue = (np.where(ok, a[iy, ix], f) for a, f in zip(arrays, fill, strict=True))
+        return key, edge, tissue
 
     return at
 

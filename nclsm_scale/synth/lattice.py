@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 
@@ -126,6 +127,32 @@ def _candidates(
     keep = (d_min - d_owner) < 2.0 * cap_px * lat.stretch_max * reach
     may_own = d_min <= d_owner + 1e-6 * (abs(d_owner) + s * s)
     return {k: v[keep] for k, v in seeds.items()}, may_own[keep]
+
+
+@overload
+def evaluate(
+    lat: Lattice,
+    y: np.ndarray,
+    x: np.ndarray,
+    cap_px: float,
+    *,
+    keep_fn: KeepFn | None = ...,
+    corner_px: float = ...,
+    edges: Literal[True] = ...,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]: ...
+
+
+@overload
+def evaluate(
+    lat: Lattice,
+    y: np.ndarray,
+    x: np.ndarray,
+    cap_px: float,
+    *,
+    keep_fn: KeepFn | None = ...,
+    corner_px: float = ...,
+    edges: Literal[False],
+) -> tuple[dict[str, np.ndarray], np.ndarray, None]: ...
 
 
 def evaluate(

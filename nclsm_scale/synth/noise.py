@@ -36,7 +36,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> _S31)
 
 
-def hash_ints(*parts: np.ndarray | int) -> np.ndarray:
+def hash_ints(*parts: np.ndarray | np.integer | int) -> np.ndarray:
     """Hash several integer arrays (broadcast together) into one ``uint64`` array."""
     h = np.zeros((), dtype=np.uint64)
     for part in parts:

@@ -11,10 +11,11 @@ fibres whose type contains theirs (hybrids in both).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from nclsm_scale.config import SynthConfig
+from nclsm_scale.config import FibreType, SynthConfig
 from nclsm_scale.synth.noise import hash_ints, salt, slide_uniform, uniform_k
 
 #: Channel name written into the OME-TIFF for each stain. The converter maps names to
@@ -37,7 +38,7 @@ STAIN_COLOURS = {
     "myh2x": (0.9, 0.7, 0.0),
     "dapi": (0.0, 0.8, 0.9),
 }
-FIBRE_TYPES = ("I", "IIa", "IIx", "I/IIa", "IIa/IIx")
+FIBRE_TYPES: tuple[FibreType, ...] = ("I", "IIa", "IIx", "I/IIa", "IIa/IIx")
 MYHC_STAINS = ("myh1", "myh2a", "myh2x")
 #: Which fibre types (indices into FIBRE_TYPES) each MyHC channel marks.
 MYHC_POSITIVE = {"myh1": (0, 3), "myh2a": (1, 3, 4), "myh2x": (2, 4)}
@@ -46,7 +47,7 @@ MYHC_POSITIVE = {"myh1": (0, 3), "myh2a": (1, 3, 4), "myh2x": (2, 4)}
 OXIDATIVE_RANK = np.array([0.0, 0.5, 1.0, 0.25, 0.75])
 
 
-def channel_names(stains: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def channel_names(stains: Sequence[str]) -> tuple[str, ...]:
     """OME channel names of a stain list (see :data:`CHANNEL_NAMES`).
 
     >>> channel_names(["membrane", "mito"])

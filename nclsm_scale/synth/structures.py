@@ -127,7 +127,7 @@ def sites_in_window(
         n = len(_SAMPLES)
         for k, (cell, site) in enumerate(zip(todo, cand, strict=True)):
             cache[cell] = site if bool(ok[k * n : (k + 1) * n].all()) else None
-    return [site for c in cells if (site := cache[c]) is not None]
+    return [fit for c in cells if (fit := cache[c]) is not None]
 
 
 def render_sites(app: Appearance, sites: list[Site], y0: int, x0: int, h: int, w: int) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -58,11 +59,12 @@ def output_paths(path: str | Path) -> dict[str, Path]:
 
 def level_shapes(size_px: tuple[int, int], min_level_px: int) -> list[tuple[int, int]]:
     """Pyramid level sizes: halve (rounding up) until the longer edge is <= ``min_level_px``."""
-    shapes = [tuple(size_px)]
+    h, w = size_px
+    shapes = [(h, w)]
     while max(shapes[-1]) > min_level_px:
         h, w = shapes[-1]
         shapes.append(((h + 1) // 2, (w + 1) // 2))
-    return shapes  # type: ignore[return-value]
+    return shapes
 
 
 def _downsample(block: np.ndarray, kind: str) -> np.ndarray:
@@ -76,12 +78,20 @@ def _downsample(block: np.ndarray, kind: str) -> np.ndarray:
     return ((s + 2) // 4).astype(block.dtype)
 
 
+def _array(root: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path`` in ``root``; a group there is an error."""
+    node = root[path]
+    if not isinstance(node, zarr.Array):
+        raise TypeError(f"expected an array at {path!r} in the zarr store, found a group.")
+    return node
+
+
 def build_levels(
     root: zarr.Group, name: str, shapes: list[tuple[int, int]], chunk: int, kind: str
 ) -> None:
     """Add pyramid levels ``name/1..`` to ``root`` from ``name/0``, window by window."""
     for k in range(1, len(shapes)):
-        src = root[f"{name}/{k - 1}"]
+        src = _array(root, f"{name}/{k - 1}")
         lead = src.shape[:-2]
         dst = root.create_array(
             f"{name}/{k}",
@@ -92,7 +102,7 @@ def build_levels(
             compressors=src.compressors or None,
         )
         for y0, x0, h, w in iter_windows(shapes[k], chunk):
-            block = src[..., 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
+            block = np.asarray(src[..., 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)])
             dst[..., y0 : y0 + h, x0 : x0 + w] = _downsample(block, kind)[..., :h, :w]
 
 
@@ -102,7 +112,7 @@ def _tiles(arr: zarr.Array, tile: int) -> Iterator[np.ndarray]:
     h, w = arr.shape[-2:]
     for c in range(planes):
         for y0 in range(0, h, tile):
-            strip = arr[c, y0 : y0 + tile] if arr.ndim == 3 else arr[y0 : y0 + tile]
+            strip = np.asarray(arr[c, y0 : y0 + tile] if arr.ndim == 3 else arr[y0 : y0 + tile])
             for x0 in range(0, w, tile):
                 t = np.zeros((tile, tile), arr.dtype)
                 part = strip[:, x0 : x0 + tile]
@@ -126,7 +136,7 @@ def write_tiff(
     uuid_tag: str = "",
 ) -> None:
     """Write the pyramid ``root[name/0..]`` as a tiled OME-TIFF with SubIFD levels."""
-    level0 = root[f"{name}/0"]
+    level0 = _array(root, f"{name}/0")
     axes = "CYX" if level0.ndim == 3 else "YX"
     px = cfg.pixel_size_um
     metadata = {
@@ -144,9 +154,9 @@ def write_tiff(
     tile = cfg.tile_px
     with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
         for k in range(n_levels):
-            arr = root[f"{name}/{k}"]
+            arr = _array(root, f"{name}/{k}")
             scale = 2**k
-            options = dict(
+            options: dict[str, Any] = dict(
                 shape=arr.shape,
                 dtype=arr.dtype,
                 tile=(tile, tile),
@@ -224,7 +234,7 @@ def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False)
         )
         for y0, x0, ch, cw in windows:
             labels[y0 : y0 + ch, x0 : x0 + cw] = keys_to_ids(
-                keys[y0 : y0 + ch, x0 : x0 + cw], sorted_keys
+                np.asarray(keys[y0 : y0 + ch, x0 : x0 + cw]), sorted_keys
             )
         for name, kind in (("image", "image"), ("fibres", "labels"), ("regions", "labels")):
             build_levels(root, name, shapes, cfg.chunk_px, kind)
