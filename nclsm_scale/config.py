@@ -327,6 +327,11 @@ class SegmentConfig(_Section):
 
     level: int | None = Field(None, ge=0, description="Pyramid level; None = nearest the target.")
     target_pixel_size_um: float = Field(1.0, gt=0.0, description="Preferred segmentation pixel size.")
+    resample_above: float = Field(
+        1.5, ge=1.0,
+        description="A segmentation level coarser than the target by more than this factor is resampled "
+        "to the target for the network (a virtual level); labels stay at the slide's level.",
+    )
     smooth_sigma_um: float = Field(
         2.0, ge=0.0, le=50.0, description="Gaussian smoothing of the distance map before seeding."
     )

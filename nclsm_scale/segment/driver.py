@@ -17,12 +17,34 @@ task reads its block + halo straight from zarr):
    segmentation level (cores align with the label shards/chunks: no write races),
    a done marker per block.
 
+A slide whose segmentation level is coarser than ``segment.target_pixel_size_um`` by
+more than ``segment.resample_above`` is segmented on a **virtual plane**: the level
+resampled to the target (:mod:`~nclsm_scale.segment.resample`). The passes above run
+on that plane (blocks, halos and parameters in its pixels; the network's lattice
+anchored at its origin), and assign writes into ``<work>/virtual`` (chunks = block
+cores) instead of ``labels/fibres``. Two more passes, over the write units (shards,
+else chunks) of ``labels/fibres`` at the level, bring the labels back: each level
+pixel takes the virtual label at its centre (nearest), so a fibre can vanish there;
+
+3. present: the IDs each unit samples, into ``<work>/sampled/<n>.npy``; the client
+   merges them into the sorted table of fibres present at the level (``<work>/kept.npy``);
+4. write-back: each unit's sampled labels renumbered densely 1..N by that table and
+   written (one task per write unit: no write races), a marker per unit.
+
+Stored maps (``segment.maps``, or a ``source`` given) are maps of the level as
+before (then the level is segmented directly, whatever its pixel size), or, for a
+coarse level, maps of its virtual plane (then the virtual path runs on them);
+other shapes are refused.
+
 Then the other label levels are filled, ``labels/regions`` is written and the
 completion marker (``nclsm.segment`` in the ``labels/fibres`` attributes) is set
 last. ``<work>`` is the folder ``<store>.segment`` next to the slide
 (:func:`nclsm_scale.layout.work_dir`); its
-``state.json`` holds a fingerprint of everything the labels depend on, so a rerun
-with the same settings resumes block by block and a finished slide is skipped.
+``state.json`` holds a fingerprint of everything the labels depend on (with a
+virtual plane also its factor, kernel and shapes), so a rerun with the same settings
+resumes block by block and a finished slide is skipped. The completion marker
+records a virtual plane under ``virtual`` (factor, kernel, shapes, pixel size and the
+fibres found on the plane, of which ``n_fibres`` are present at the level).
 """
 
 from __future__ import annotations
@@ -41,17 +63,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nclsm_scale.cluster import fan_out, gpu_task_resources
-from nclsm_scale.config import RunConfig
+from nclsm_scale.config import RunConfig, SegmentConfig
 from nclsm_scale.errors import ConfigError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
-from nclsm_scale.io.ome_zarr import attrs_of, create_labels, write_unit_px
+from nclsm_scale.io.ome_zarr import attrs_of, create_labels, regions, write_unit_px
+from nclsm_scale.io.shards import write_block
 from nclsm_scale.layout import work_dir
 from nclsm_scale.segment.assign import assign_block
 from nclsm_scale.segment.ids import load_table, save_table, seed_table
 from nclsm_scale.segment.levels import StoredLevels
 from nclsm_scale.segment.maps import MapSource, StoredMaps
 from nclsm_scale.segment.regions import tissue_mask
+from nclsm_scale.segment.resample import VirtualPlane
 from nclsm_scale.segment.seeds import SegmentParams, seed_pass
 from nclsm_scale.slide import Slide, open_slide
 from nclsm_scale.tables import REGION_COLORS
@@ -71,7 +95,13 @@ WORK = "segment"
 
 @dataclass
 class SegmentResult:
-    """What ``segment`` did to one slide."""
+    """What ``segment`` did to one slide.
+
+    ``level`` is the level the labels are written at; ``pixel_size_um``, ``block_px``,
+    ``halo_px`` and ``flagged_yx`` refer to the plane segmented: the level, or its
+    virtual plane when ``virtual_factor`` (level pixel size over the plane's) is set.
+    ``n_fibres`` counts the fibres present at the level.
+    """
 
     slide: str
     level: int
@@ -84,6 +114,7 @@ class SegmentResult:
     flagged_yx: list[tuple[int, int]] = field(default_factory=list)
     skipped: bool = False
     seconds: float = 0.0
+    virtual_factor: float | None = None
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
@@ -155,6 +186,41 @@ def maps_task(source: EngineMaps, chunks: list[Block], maps_path: str, done_path
     Path(done_path).write_text("{}")
 
 
+def sample_labels(virtual_path: str, plane: VirtualPlane, region: tuple[int, int, int, int]) -> np.ndarray:
+    """Virtual-plane labels at the centres of the level pixels of ``region`` ``(y0, x0, y1, x1)``, ``(h, w)``.
+
+    Only the sampled rows and columns are kept (an orthogonal selection, chunk by
+    chunk), so memory follows the level's write unit, not its virtual footprint.
+    """
+    import zarr
+
+    y0, x0, y1, x1 = region
+    arr = zarr.open_array(virtual_path, mode="r")
+    return np.asarray(arr.get_orthogonal_selection((0, plane.centres(y0, y1), plane.centres(x0, x1))))
+
+
+def present_task(virtual_path: str, plane: VirtualPlane, region: tuple[int, int, int, int], out: str) -> None:
+    """Pass 3 of one write unit of the level: the sorted virtual IDs its pixels sample, into ``out``."""
+    ids = np.unique(sample_labels(virtual_path, plane, region)).astype(np.int64)
+    tmp = Path(out).with_suffix(".tmp.npy")
+    np.save(tmp, ids[ids > 0])
+    tmp.replace(out)
+
+
+def write_back_task(
+    virtual_path: str, plane: VirtualPlane, region: tuple[int, int, int, int], kept_path: str,
+    label_path: str, done_path: str,
+) -> None:
+    """Pass 4 of one write unit: its sampled labels, renumbered by the kept IDs (1..N), written to the level."""
+    import zarr
+
+    sampled = sample_labels(virtual_path, plane, region)
+    kept = load_table(kept_path)
+    labels = np.where(sampled > 0, np.searchsorted(kept, sampled) + 1, 0).astype(np.uint32)
+    write_block(zarr.open_array(label_path, mode="r+"), labels[None], (0, region[0], region[1]))
+    Path(done_path).write_text("{}")
+
+
 def _fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -174,8 +240,10 @@ class SegmentPlan:
     """Everything the labels of one slide depend on, and where the passes keep their state.
 
     ``source`` gives the maps; ``stored`` is the source the seed and assign passes
-    read (None until the network's maps are stored). ``state`` enters the resume
-    fingerprint: the same fingerprint means the same labels.
+    read (None until the network's maps are stored). ``plane`` is the virtual plane
+    segmented instead of the level (None: the level itself); ``pixel_size_um``,
+    ``shape_yx``, ``block_px`` and ``halo_px`` are those of the plane segmented.
+    ``state`` enters the resume fingerprint: the same fingerprint means the same labels.
     """
 
     slide: Slide
@@ -191,14 +259,25 @@ class SegmentPlan:
     source_id: str
     stored: MapSource | None
     work: Path
+    plane: VirtualPlane | None = None
 
     @property
     def state(self) -> dict[str, Any]:
         """What the labels depend on (recorded in ``<work>/state.json``)."""
-        return {
+        state = {
             "level": self.level, "shape": self.shape_yx, "block_px": self.block_px, "halo_px": self.halo_px,
             "escalation_limit": self.escalation_limit, "params": asdict(self.params), "source": self.source_id,
         }
+        if self.plane is not None:  # only then: a level segmented directly keeps its fingerprint
+            state["virtual"] = self.plane.record
+        return state
+
+    @property
+    def assign_path(self) -> str:
+        """The ``(1, y, x)`` label array assign writes: ``labels/fibres`` at the level, or ``<work>/virtual``."""
+        if self.plane is not None:
+            return str(self.work / "virtual")
+        return f"{self.slide.label_group('fibres')}/{self.slide.levels[self.level].path}"
 
     @property
     def fingerprint(self) -> str:
@@ -218,16 +297,53 @@ class SegmentPlan:
         """Done marker of block ``b`` (pass 2), with its escalations."""
         return self.work / "done" / f"{_name(b)}.json"
 
+    @property
+    def units(self) -> list[tuple[int, int, int, int]]:
+        """Write units ``(y0, x0, y1, x1)`` of ``labels/fibres`` at the level (virtual passes' tasks)."""
+        arr = self.slide.label_array("fibres", self.level)
+        return regions(arr.shape[-2:], write_unit_px(arr))
+
+
+def virtual_plane(seg: SegmentConfig, pixel_size_um: float, shape_yx: tuple[int, int]) -> VirtualPlane | None:
+    """The virtual plane of a level of ``pixel_size_um`` and ``shape_yx``; None when it is segmented directly.
+
+    A level coarser than ``seg.target_pixel_size_um`` by more than ``seg.resample_above``
+    is resampled by ``pixel_size_um / target``. Nearer levels keep their own pixels (with
+    pyramids of 2 x steps the nearest level is at most sqrt(2) coarser, so only slides
+    whose finest level is coarse take the virtual path).
+    """
+    if pixel_size_um <= seg.target_pixel_size_um * seg.resample_above:
+        return None
+    return VirtualPlane(shape_yx, pixel_size_um / seg.target_pixel_size_um)
+
+
+def _given_maps_plane(
+    source: MapSource, plane: VirtualPlane | None, level: int, path: str, shape: tuple[int, int]
+) -> VirtualPlane | None:
+    """The plane given maps cover: the level's (None) or its virtual plane; anything else is refused."""
+    if source.shape_yx == shape:
+        if plane is not None:
+            logger.info("%s: the maps given are of level %d itself; segmenting it directly (no virtual plane)",
+                        path, level)
+        return None
+    if plane is not None and source.shape_yx == plane.shape:
+        return plane
+    virtual = f" or its virtual plane at the target pixel size, {plane.shape} px" if plane is not None else ""
+    raise ConfigError(
+        f"the maps are {source.shape_yx} px but level {level} of {path} is {shape} px{virtual}; "
+        "give maps of the segmentation level (or choose it with --level)"
+    )
+
 
 def plan_segmentation(
     slide_path: str | Path, cfg: RunConfig, client: Client, source: MapSource | None = None
 ) -> SegmentPlan:
-    """Level, block and halo sizes, parameters and map source of a slide's segmentation.
+    """Level, plane, block and halo sizes, parameters and map source of a slide's segmentation.
 
     Raises
     ------
     ConfigError
-        When the level does not exist or the maps do not match it.
+        When the level does not exist or the maps do not match it (nor its virtual plane).
     SlideReadError
         When the slide has no pixel size, or (network maps) no membrane or mito channel.
     """
@@ -236,9 +352,8 @@ def plan_segmentation(
     level = seg.level if seg.level is not None else slide.level_nearest(seg.target_pixel_size_um)
     if level >= len(slide.levels):
         raise ConfigError(f"segment.level={level}: {slide.path} has levels 0..{len(slide.levels) - 1}")
-    px = slide.pixel_size_um(level)
-    shape = (int(slide.levels[level].shape[1]), int(slide.levels[level].shape[2]))
-    img = slide.array(level)
+    level_shape = (int(slide.levels[level].shape[1]), int(slide.levels[level].shape[2]))
+    plane = virtual_plane(seg, slide.pixel_size_um(level), level_shape)
     stored: MapSource | None
     if source is not None:
         source_id, stored = f"source:{getattr(source, 'ident', type(source).__name__)}", source
@@ -248,19 +363,20 @@ def plan_segmentation(
     else:
         from nclsm_scale.segment.engine import engine_source
 
-        source, source_id = engine_source(slide, level, cfg.model, client)
+        source, source_id = engine_source(slide, level, cfg.model, client, plane)
         stored = None
-    if source.shape_yx != shape:
-        raise ConfigError(
-            f"the maps are {source.shape_yx} px but level {level} of {slide.path} is {shape} px; "
-            "give maps of the segmentation level (or choose it with --level)"
-        )
+    if stored is not None:
+        plane = _given_maps_plane(stored, plane, level, slide.path, level_shape)
+    if plane is None:
+        px, shape = slide.pixel_size_um(level), level_shape
+        block_px = _block_px(cfg.grid.block_px, write_unit_px(slide.array(level)))
+    else:  # assign writes a work array whose chunks are the cores: any block size will do
+        px, shape, block_px = seg.target_pixel_size_um, plane.shape, cfg.grid.block_px
     return SegmentPlan(
-        slide=slide, level=level, pixel_size_um=px, shape_yx=shape,
-        block_px=_block_px(cfg.grid.block_px, write_unit_px(img)),
+        slide=slide, level=level, pixel_size_um=px, shape_yx=shape, block_px=block_px,
         halo_px=cfg.grid.halo_px(px), escalation_limit=cfg.grid.escalation_limit, retries=cfg.grid.retries,
         params=SegmentParams.from_config(seg, px, source.channels), source=source, source_id=source_id,
-        stored=stored, work=work_dir(slide.path, WORK),
+        stored=stored, work=work_dir(slide.path, WORK), plane=plane,
     )
 
 
@@ -269,12 +385,14 @@ def _resume(plan: SegmentPlan, overwrite: bool) -> bool:
 
     Returns True when the segmentation starts afresh (new, changed or ``overwrite``).
     """
+    import zarr
+
     work, state_file = plan.work, plan.work / "state.json"
     fresh = overwrite or not state_file.is_file() or json.loads(state_file.read_text()).get(
         "fingerprint") != plan.fingerprint
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
-        for sub in ("seeds", "done", "maps_done"):
+        for sub in ("seeds", "done", "maps_done", "sampled", "written"):
             (work / sub).mkdir(parents=True)
         create_labels(plan.slide.path, "fibres", dtype=np.uint32)
         _atomic_json(state_file, {"fingerprint": plan.fingerprint, **plan.state})
@@ -282,6 +400,11 @@ def _resume(plan: SegmentPlan, overwrite: bool) -> bool:
         StoredLevels.create(str(work / "levels"), plan.shape_yx, plan.block_px)
         for done_seeds in (work / "seeds").glob("*.npy"):
             done_seeds.unlink()
+    if plan.plane is not None and not (work / "virtual").exists():  # likewise: assign all blocks again
+        zarr.create_array(plan.assign_path, shape=(1, *plan.shape_yx), chunks=(1, plan.block_px, plan.block_px),
+                          dtype="uint32", fill_value=0, overwrite=True)
+        for done_block in (work / "done").glob("*.json"):
+            done_block.unlink()
     return fresh
 
 
@@ -301,11 +424,10 @@ def _seed_pass(plan: SegmentPlan, maps: MapSource, client: Client) -> Path:
 def _assign_pass(plan: SegmentPlan, table_path: Path, client: Client) -> tuple[int, list[tuple[int, int]]]:
     """Pass 2 over the blocks not done: labels written; all blocks' escalations and flagged places returned."""
     levels = StoredLevels(str(plan.work / "levels"))
-    label_path = f"{plan.slide.label_group('fibres')}/{plan.slide.levels[plan.level].path}"
     todo = [b for b in plan.blocks if not plan.done_file(b).is_file()]
     fan_out(client, assign_task,
             [(levels, b, plan.params, plan.shape_yx, plan.halo_px, plan.escalation_limit, str(table_path),
-              label_path, str(plan.done_file(b))) for b in todo],
+              plan.assign_path, str(plan.done_file(b))) for b in todo],
             desc="segment: assign", retries=plan.retries)
     escalations, flagged = 0, list[tuple[int, int]]()
     for b in plan.blocks:
@@ -313,6 +435,24 @@ def _assign_pass(plan: SegmentPlan, table_path: Path, client: Client) -> tuple[i
         escalations += info["escalations"]
         flagged.extend(tuple(v) for v in info["flagged_yx"])
     return escalations, flagged
+
+
+def _write_back(plan: SegmentPlan, plane: VirtualPlane, client: Client) -> int:
+    """Passes 3 and 4: the virtual labels sampled into ``labels/fibres`` at the level; the fibres there counted."""
+    units = plan.units
+    sampled = [plan.work / "sampled" / f"{n}.npy" for n in range(len(units))]
+    fan_out(client, present_task,
+            [(plan.assign_path, plane, u, str(f)) for u, f in zip(units, sampled, strict=True) if not f.is_file()],
+            desc="segment: present", retries=plan.retries)
+    kept_path = plan.work / "kept.npy"
+    save_table(kept_path, np.unique(np.concatenate([np.load(f) for f in sampled])))
+    written = [plan.work / "written" / str(n) for n in range(len(units))]
+    label_path = f"{plan.slide.label_group('fibres')}/{plan.slide.levels[plan.level].path}"
+    fan_out(client, write_back_task,
+            [(plan.assign_path, plane, u, str(kept_path), label_path, str(w))
+             for u, w in zip(units, written, strict=True) if not w.is_file()],
+            desc="segment: write back", retries=plan.retries)
+    return int(load_table(kept_path).size)
 
 
 def segment_slide(
@@ -330,8 +470,9 @@ def segment_slide(
     client : distributed.Client
         Where the block tasks run.
     source : MapSource, optional
-        Maps of the segmentation level to use as they are (picklable, region
-        independent); its ``ident`` attribute, if any, enters the resume fingerprint.
+        Maps of the segmentation level (or of its virtual plane) to use as they are
+        (picklable, region independent); its ``ident`` attribute, if any, enters the
+        resume fingerprint.
 
     Raises
     ------
@@ -340,8 +481,9 @@ def segment_slide(
     """
     t0 = time.perf_counter()
     plan = plan_segmentation(slide_path, cfg, client, source)
+    plane = plan.plane
     result = SegmentResult(plan.slide.path, plan.level, plan.pixel_size_um, plan.block_px, plan.halo_px,
-                           len(plan.blocks), 0, 0)
+                           len(plan.blocks), 0, 0, virtual_factor=plane.factor if plane is not None else None)
     done = plan.slide.label_attrs("fibres").get("segment", {})
     if done.get("fingerprint") == plan.fingerprint and not cfg.segment.overwrite:
         logger.info("%s: already segmented with these settings; nothing to do", plan.slide.path)
@@ -349,20 +491,31 @@ def segment_slide(
         result.skipped = True
         return result
     fresh = _resume(plan, cfg.segment.overwrite)
-    logger.info("%s: level %d (%.3g um/px, %s px), %d blocks of %d px, halo %d px", plan.slide.path,
-                plan.level, plan.pixel_size_um, plan.shape_yx, len(plan.blocks), plan.block_px, plan.halo_px)
+    if plane is not None:
+        logger.info("%s: level %d (%.3g um/px, %s px) is coarser than the target: segmenting its virtual plane "
+                    "resampled x%.4g", plan.slide.path, plan.level, plan.slide.pixel_size_um(plan.level),
+                    plane.source_shape, plane.factor)
+    logger.info("%s: %s (%.3g um/px, %s px), %d blocks of %d px, halo %d px", plan.slide.path,
+                "virtual plane" if plane is not None else f"level {plan.level}", plan.pixel_size_um,
+                plan.shape_yx, len(plan.blocks), plan.block_px, plan.halo_px)
     maps = plan.stored
     if maps is None:
         maps = _store_engine_maps(plan, cfg.model.batch_size, client, fresh, gpu_task_resources(cfg.cluster, client))
     table_path = _seed_pass(plan, maps, client)
     result.escalations, result.flagged_yx = _assign_pass(plan, table_path, client)
+    n_plane = int(load_table(table_path).size)
+    result.n_fibres = _write_back(plan, plane, client) if plane is not None else n_plane
     fill_label_pyramid(plan.slide.path, "fibres", plan.level, run=partial(fan_out, client, desc="segment: labels"))
     _write_regions(plan.slide, cfg, client)
-    result.n_fibres = int(load_table(table_path).size)
-    for big in ("maps", "levels"):  # network maps (if any) and levels: large, no longer needed
+    for big in ("maps", "levels", "virtual"):  # network maps, levels, virtual labels: large, no longer needed
         shutil.rmtree(plan.work / big, ignore_errors=True)
-    _set_completion(plan.slide, {"fingerprint": plan.fingerprint, "n_fibres": result.n_fibres,
-                                 "escalations": result.escalations, "level": plan.level})
+    info = {"fingerprint": plan.fingerprint, "n_fibres": result.n_fibres, "escalations": result.escalations,
+            "level": plan.level}
+    if plane is not None:
+        info["virtual"] = {**plane.record, "pixel_size_um": plan.pixel_size_um, "n_fibres": n_plane}
+        logger.info("%s: %d of the %d fibres of the virtual plane are present at level %d",
+                    plan.slide.path, result.n_fibres, n_plane, plan.level)
+    _set_completion(plan.slide, info)
     result.seconds = time.perf_counter() - t0
     logger.info("%s: %d fibres, %d escalation(s), %.1f s",
                 plan.slide.path, result.n_fibres, result.escalations, result.seconds)

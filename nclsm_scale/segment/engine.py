@@ -7,6 +7,11 @@ anchored at the slide origin, so maps of any region are bit-identical to those o
 the whole slide; outside the slide the maps are zero. A region whose edges lie on
 that lattice (multiples of :attr:`EngineMaps.stride_px`) costs exactly its own
 windows; any other region also pays for the windows its edges cut.
+
+With a :class:`~nclsm_scale.segment.resample.VirtualPlane` the network reads the
+level resampled to the segmentation pixel size instead; the lattice is then anchored
+at the virtual plane's origin, and a window of the plane equals the crop of the whole
+plane, so the same exactness holds there.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from nclsm_scale.config import ModelConfig
 from nclsm_scale.errors import SlideReadError
 from nclsm_scale.normalise import NormStats, apply_norm, slide_norm
+from nclsm_scale.segment.resample import VirtualPlane
 from nclsm_scale.slide import Slide, open_slide
 
 if TYPE_CHECKING:
@@ -32,7 +38,11 @@ INPUT_ROLES = ("membrane", "mito")
 
 
 class EngineMaps:
-    """Network maps of a slide level; ``engine=None`` uses the worker's engine."""
+    """Network maps of a slide level, or of its virtual plane; ``engine=None`` uses the worker's engine.
+
+    ``shape_yx`` is the size of the plane the maps cover: the level's, or ``plane.shape``
+    when ``plane`` resamples the level.
+    """
 
     def __init__(
         self,
@@ -43,6 +53,7 @@ class EngineMaps:
         norm: NormStats,
         engine: Any = None,
         stride_px: int = 1,
+        plane: VirtualPlane | None = None,
     ) -> None:
         from nclsm_scale.model.infer import MAP_CHANNELS
 
@@ -53,19 +64,26 @@ class EngineMaps:
         self.norm = norm
         self.channels = MAP_CHANNELS
         self.stride_px = int(stride_px)
+        self.plane = plane
         self._given = engine
         self._slide: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_given": None, "_slide": None}
 
-    def _read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-        """Normalised network input of a region: one plane per input role, zeros for a missing channel."""
+    def _read_level(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """Normalised level pixels of a region: one plane per input role, zeros for a missing channel."""
         present = [c for c in self.channel_index if c is not None]
         block = apply_norm(self._slide.read(self.level, y0, x0, y1, x1)[present], self.norm, present)
         out = np.zeros((len(self.channel_index), y1 - y0, x1 - x0), np.float32)
         out[[i for i, c in enumerate(self.channel_index) if c is not None]] = block
         return out
+
+    def _read(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """Normalised network input of a region of the plane (resampled when virtual)."""
+        if self.plane is None:
+            return self._read_level(y0, x0, y1, x1)
+        return self.plane.resample(self._read_level, y0, x0, y1, x1)
 
     def _engine(self) -> Any:
         """The engine (the worker's unless one was given), with the slide opened."""
@@ -101,13 +119,14 @@ def _worker_stride_px() -> int:
 
 
 def engine_source(
-    slide: Slide, level: int, model_cfg: ModelConfig, client: Client
+    slide: Slide, level: int, model_cfg: ModelConfig, client: Client, plane: VirtualPlane | None = None
 ) -> tuple[EngineMaps, str]:
-    """The network map source of a slide level, with the model registered on ``client``'s workers.
+    """The network map source of a slide level (or of its virtual ``plane``), with the model registered.
 
     Returns the source and a string identifying everything its maps depend on
-    (model settings and normalisation constants), for resume fingerprints. The
-    source's ``stride_px`` is the engine's window lattice step, asked of a worker.
+    (model settings and normalisation constants; the plane is the caller's to record), for
+    resume fingerprints. The source's ``stride_px`` is the engine's window lattice step, asked
+    of a worker.
     """
     from nclsm_scale.model.worker import register_model
 
@@ -121,7 +140,8 @@ def engine_source(
     _, ny, nx = slide.levels[level].shape
     idx = [slide.roles.get(r) for r in INPUT_ROLES]
     stride_px = client.submit(_worker_stride_px, pure=False).result()
-    source = EngineMaps(slide.path, level, (ny, nx), idx, norm, stride_px=stride_px)
+    shape = plane.shape if plane is not None else (int(ny), int(nx))
+    source = EngineMaps(slide.path, level, shape, idx, norm, stride_px=stride_px, plane=plane)
     ident = json.dumps({"model": model_cfg.model_dump(), "norm": norm.model_dump(), "inputs": idx},
                        sort_keys=True)
     return source, f"engine:{ident}"
