@@ -9,7 +9,8 @@ its annotation:
   default 3.6 um/px). F1 at IoU 0.5 and mean matched IoU against ``labels.tif``;
   precision/recall of the annotators' classes (``classes.csv``: analysable, NTM,
   FAM, FR) over fibres matched at IoU 0.5. "reported" counts only the objects the
-  pipeline reports as fibres (not NF or DEBRIS).
+  pipeline reports as fibres (not NF or DEBRIS). A reliability table of
+  ``confidence`` against the annotators' classes (coarse bins: a few hundred fibres).
 - ``fibersight-human``: membrane (WGA/laminin) plus MyHC I / IIa / IIx, no mito
   channel, 0.922 um/px. F1 against the Cellpose-made reference labels, and the
   fibre types called.
@@ -39,7 +40,7 @@ from _common import RESULTS, emit  # noqa: E402
 
 from nclsm_scale.cluster import open_client  # noqa: E402
 from nclsm_scale.config import RunConfig  # noqa: E402
-from nclsm_scale.evaluate import class_scores, evaluate_instances  # noqa: E402
+from nclsm_scale.evaluate import class_scores, evaluate_instances, matched_pairs  # noqa: E402
 from nclsm_scale.layout import RunLayout, read_fibre_table  # noqa: E402
 from nclsm_scale.overlay import composite_rgb, save_png  # noqa: E402
 from nclsm_scale.run import run_archive  # noqa: E402
@@ -89,10 +90,23 @@ def _panel(rgb: np.ndarray, labels: np.ndarray, colours: dict[int, tuple[int, in
 
 
 def _comparison_png(image_rgb: np.ndarray, pred: np.ndarray, ours: dict[int, tuple[int, int, int]],
-                    gt: np.ndarray, theirs: dict[int, tuple[int, int, int]], path: Path, zoom: int) -> Path:
+                    gt: np.ndarray, theirs: dict[int, tuple[int, int, int]], path: Path, zoom: int,
+                    titles: tuple[str, str, str]) -> Path:
+    """Image, our classes and the reference side by side, ``zoom`` times enlarged, a title over each."""
+    from PIL import Image, ImageDraw
+
     panels = [image_rgb, _panel(image_rgb, pred, ours), _panel(image_rgb, gt, theirs)]
     row = np.concatenate([np.pad(p, ((4, 4), (4, 4), (0, 0)), constant_values=255) for p in panels], axis=1)
-    return save_png(np.repeat(np.repeat(row, zoom, axis=0), zoom, axis=1), path)
+    row = np.repeat(np.repeat(row, zoom, axis=0), zoom, axis=1)
+    canvas = Image.new("RGB", (row.shape[1], row.shape[0] + 22), "white")
+    canvas.paste(Image.fromarray(row), (0, 22))
+    draw = ImageDraw.Draw(canvas)
+    for k, title in enumerate(titles):
+        draw.text((k * row.shape[1] // 3 + 6, 5), title, fill="black")
+    return save_png(np.asarray(canvas), path)
+
+
+_OURS_TITLE = "nclsm-scale: green AM, yellow NTM, blue EDGE, red FR, purple FAM, grey NF"
 
 
 def _our_colours(table: pd.DataFrame) -> dict[int, tuple[int, int, int]]:
@@ -113,10 +127,36 @@ def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
             "mean_matched_iou": round(m.mean_matched_iou, 4)}
 
 
-def figure(data: Path, work: Path, client: Any, pixel_size_um: float) -> dict[str, Any]:
+def reliability(pred: np.ndarray, gt: np.ndarray, table: pd.DataFrame, theirs: pd.DataFrame,
+                bins: tuple[float, ...] = (0.0, 0.8, 0.95, 1.0001)) -> list[dict[str, Any]]:
+    """Per confidence bin: matched fibres, mean confidence, share whose class the annotators share.
+
+    Over fibres matched at IoU 0.5 that we do not call EDGE (the annotators have no
+    such class) and whose annotated class the slide can judge (not in ``not_judged``).
+    """
+    g_ids, p_ids, _ = matched_pairs(pred, gt)
+    ours = table.set_index(table["fibre_id"].astype(np.int64)).loc[p_ids.astype(np.int64)]
+    their_class = np.array([("AM" if r.analysable else "FAM" if r.fam else "NTM" if r.ntm else "FR" if r.fr else "")
+                            for r in theirs.loc[g_ids.astype(np.int64)].itertuples()])
+    cls = ours["curation_class"].astype(str).to_numpy()
+    judged = np.array([c not in nj.split(";") for c, nj in zip(their_class, ours["not_judged"].astype(str),
+                                                                  strict=True)])
+    keep = (cls != "EDGE") & (their_class != "") & judged
+    conf, right = ours["confidence"].to_numpy(np.float64)[keep], (cls == their_class)[keep]
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        sel = (conf >= lo) & (conf < hi)
+        if sel.any():
+            rows.append({"bin": f"[{lo:.2f}, {min(hi, 1.0):.2f}]", "n": int(sel.sum()),
+                         "mean_confidence": round(float(conf[sel].mean()), 3),
+                         "accuracy": round(float(right[sel].mean()), 3)})
+    return rows
+
+
+def figure(data: Path, work: Path, client: Any, pixel_size_um: float, model: dict[str, Any]) -> dict[str, Any]:
     """The NCL-SM figure: fibres and the annotators' classes."""
     folder = data / "ncl-sm-figure-left"
-    cfg = RunConfig.model_validate({"convert": {"pixel_size_um": pixel_size_um}})
+    cfg = RunConfig.model_validate({"convert": {"pixel_size_um": pixel_size_um}, "model": model})
     labels, table, image = _run(folder / "image.png", work / "figure", cfg, client)
     gt = tifffile.imread(folder / "labels.tif").astype(np.uint32)
     classes = pd.read_csv(folder / "classes.csv").set_index("label")
@@ -139,19 +179,23 @@ def figure(data: Path, work: Path, client: Any, pixel_size_um: float) -> dict[st
         "classes_off_border": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))],
                                            theirs[inside]),
         "class_counts": table["curation_class"].value_counts().to_dict(), "not_judged": not_judged,
+        "reliability": reliability(reported, gt, table, theirs),
     }
     rgb = composite_rgb(image, {"membrane": 0, "mito": 1})
     gt_colours = {int(i): GT_RGB["analysable"] if r.analysable else GT_RGB["fam"] if r.fam
                   else GT_RGB["ntm"] if r.ntm else (128, 128, 128) for i, r in theirs.iterrows()}
     out["png"] = str(_comparison_png(rgb, labels, _our_colours(table), gt, gt_colours,
-                                     RESULTS / "real_ncl-sm-figure-left.png", zoom=3))
+                                     RESULTS / "real_ncl-sm-figure-left.png", zoom=3,
+                                     titles=("image (R membrane, G mito)", _OURS_TITLE,
+                                             "annotators: green analysable, yellow NTM, purple FAM")))
     return out
 
 
-def fibersight(data: Path, work: Path, client: Any) -> dict[str, Any]:
+def fibersight(data: Path, work: Path, client: Any, model: dict[str, Any]) -> dict[str, Any]:
     """The FiberSight human section: membrane-only segmentation and fibre types."""
     folder = data / "fibersight-human"
-    cfg = RunConfig.model_validate({"convert": {"channels": ["MyHC I", "MyHC IIa", "MyHC IIx", "membrane"]}})
+    cfg = RunConfig.model_validate({"convert": {"channels": ["MyHC I", "MyHC IIa", "MyHC IIx", "membrane"]},
+                                    "model": model})
     labels, table, image = _run(folder / "skm_hs_cw.tif", work / "fibersight", cfg, client)
     gt = tifffile.imread(folder / "skm_hs_cw_labels.tif").astype(np.uint32)
     out: dict[str, Any] = {"image": "fibersight-human", "all_objects": _scores(labels, gt),
@@ -164,7 +208,9 @@ def fibersight(data: Path, work: Path, client: Any) -> dict[str, Any]:
                     composite_rgb(image[[1]], {"membrane": 0})[..., 0]], axis=-1)
     out["png"] = str(_comparison_png(rgb, labels, _our_colours(table), gt, {int(i): (255, 255, 255) for i in
                                                                             np.unique(gt[gt > 0])},
-                                     RESULTS / "real_fibersight-human.png", zoom=1))
+                                     RESULTS / "real_fibersight-human.png", zoom=1,
+                                     titles=("R membrane, G MyHC I, B MyHC IIa", _OURS_TITLE,
+                                             "reference labels (Cellpose-made)")))
     return out
 
 
@@ -173,12 +219,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--figure-pixel-size", type=float, default=3.6)
+    ap.add_argument("--weights", default=None, help="weights file (default: bundled)")
     args = ap.parse_args()
     cfg = RunConfig.model_validate({"cluster": {"n_workers": args.workers}})
+    model = {"weights": args.weights}
     with tempfile.TemporaryDirectory() as tmp, open_client(cfg.cluster, echo=False) as client:
-        results = [figure(args.data, Path(tmp), client, args.figure_pixel_size),
-                   fibersight(args.data, Path(tmp), client)]
-    emit({"bench": "real_images", "results": results})
+        results = [figure(args.data, Path(tmp), client, args.figure_pixel_size, model),
+                   fibersight(args.data, Path(tmp), client, model)]
+    emit({"bench": "real_images", "weights": args.weights or "bundled", "results": results})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """The fibre tables users read, and per-slide and per-archive statistics from them (``aggregate``).
 
+Fibre types (slides with myosin heavy-chain channels) are summarised over the
+analysable fibres: count, share and CSA per type (:func:`type_summary`), the
+standard readout of muscle labs; ``not_judged`` names the reasons a slide's
+channels or pixel size could not judge for any fibre.
+
 :func:`aggregate_run` joins each slide's ``measure`` and ``curate`` tables into
 ``tables/fibres/<slide>.parquet`` (:func:`nclsm_scale.tables.join_fibre_tables`).
 :func:`slide_stats` turns one slide's table into one row: fibre counts per class
@@ -33,7 +38,7 @@ import pandas as pd
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
-from nclsm_scale.tables import PRIORITY, FibreClass, join_fibre_tables
+from nclsm_scale.tables import FIBRE_TYPES, PRIORITY, TYPE_KEYS, FibreClass, join_fibre_tables
 
 __all__ = [
     "AggregateResult",
@@ -44,6 +49,7 @@ __all__ = [
     "slide_histograms",
     "slide_stats",
     "summarise",
+    "type_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +62,55 @@ HISTOGRAMS = (
     ("feret_min", "feret_min_um", "feret_min_bins_um"),
     ("mito_rel", None, "mito_rel_bins"),
 )
+
+
+def type_summary(fibre_type: pd.Series, area_um2: pd.Series) -> dict[str, float]:
+    """Count, proportion and CSA per fibre type: the standard fibre-type readout.
+
+    Parameters
+    ----------
+    fibre_type : Series of str
+        One of :data:`FIBRE_TYPES` per fibre.
+    area_um2 : Series of float
+        CSA per fibre, same index.
+
+    Returns
+    -------
+    dict of str to float
+        ``n_typed`` (fibres of a callable type) and, per type key ``k`` of
+        :data:`TYPE_KEYS` (``I``, ``IIa``, ``IIx``, ``I_IIa``, ``IIa_IIx``,
+        ``unclassified``): ``type_k_n``; ``type_k_pct``, % of the typed fibres
+        (``type_unclassified_pct``: % of all fibres); ``type_k_csa_um2_mean`` and
+        ``type_k_csa_um2_median`` (NaN without fibres).
+
+    Raises
+    ------
+    ValueError
+        If a value is not one of :data:`FIBRE_TYPES`.
+
+    Examples
+    --------
+    >>> s = type_summary(pd.Series(["I", "I", "IIa", "unclassified"]), pd.Series([4000.0, 5000.0, 6000.0, 100.0]))
+    >>> s["type_I_n"], s["type_I_pct"], s["type_I_csa_um2_mean"], s["type_unclassified_pct"]
+    (2.0, 66.66666666666667, 4500.0, 25.0)
+    """
+    types = fibre_type.astype(object)
+    unknown = sorted(set(types.dropna()) - set(FIBRE_TYPES)) + (["NaN"] if types.isna().any() else [])
+    if unknown:
+        raise ValueError(f"unknown fibre types {unknown}; expected one of {list(FIBRE_TYPES)}.")
+    area = area_um2.reindex(types.index).to_numpy(np.float64)
+    typed = int((types != "unclassified").sum())
+    out: dict[str, float] = {"n_typed": float(typed)}
+    for t, key in TYPE_KEYS.items():
+        a = area[(types == t).to_numpy()]
+        a = a[np.isfinite(a)]
+        n = float((types == t).sum())
+        denominator = len(types) if t == "unclassified" else typed
+        out[f"type_{key}_n"] = n
+        out[f"type_{key}_pct"] = 100.0 * n / denominator if denominator else np.nan
+        out[f"type_{key}_csa_um2_mean"] = float(a.mean()) if a.size else np.nan
+        out[f"type_{key}_csa_um2_median"] = float(np.median(a)) if a.size else np.nan
+    return out
 
 
 def _moments(values: np.ndarray, prefix: str) -> dict[str, float]:
@@ -104,6 +159,12 @@ def summarise(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, float]:
     finite = mito[np.isfinite(mito)]
     for q in (10, 90):
         row[f"mito_p{q}"] = float(np.percentile(finite, q)) if finite.size else np.nan
+    judged_nowhere = table["not_judged"].astype(str).str.split(";") if "not_judged" in table else pd.Series([])
+    row["not_judged"] = ";".join(r.value for r in PRIORITY
+                                 if len(judged_nowhere) and judged_nowhere.map(lambda cs, v=r.value: v in cs).all())
+    typed = am["fibre_type"].astype(str) if "fibre_type" in am else pd.Series([], dtype=str)
+    if len(typed) and (typed != "").all():
+        row.update(type_summary(typed, am["area_um2"]))
     return row
 
 

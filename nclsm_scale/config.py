@@ -506,23 +506,28 @@ class MeasureConfig(_Section):
         description="A fibre touches the tissue border (is cut by it) when at least this share of its outer ring "
         "lies outside tissue.",
     )
-    dark_smooth_um: list[float] = Field(
+    hole_smooth_um: list[float] = Field(
         [0.5, 1.0, 2.0], min_length=1,
-        description="Gaussian sigmas of the mito channel before dark-blob detection; each fibre is read at the finest "
-        "one its pixel noise allows (see dark_noise_z).",
+        description="Gaussian sigmas of the cytoplasm signal (mito, else the brightest myosin channel) before hole "
+        "detection; each fibre is read at the finest one its pixel noise allows (see hole_noise_z).",
     )
-    dark_ratio: float = Field(
-        0.5, gt=0.0, lt=1.0,
-        description="A pixel is dark when its background-subtracted mito signal is below this share of its "
-        "fibre's median.",
+    hole_ratio: float = Field(
+        0.35, gt=0.0, lt=1.0,
+        description="A pixel is in a hole (an ice crystal: empty, near background) when its background-subtracted "
+        "cytoplasm signal is below this share of its fibre's median; ordinary texture stays above it.",
     )
-    dark_noise_z: float = Field(
+    hole_noise_z: float = Field(
         3.0, ge=0.0, le=20.0,
-        description="A smoothing is fine enough for a fibre when the drop to dark_ratio x median is this many smoothed "
+        description="A smoothing is fine enough for a fibre when the drop to hole_ratio x median is this many smoothed "
         "noise deviations deep.",
     )
-    dark_min_blob_um2: float = Field(
-        3.0, ge=0.0, description="Smallest dark blob (freeze-artefact hole) counted."
+    hole_min_um2: float = Field(
+        2.0, ge=0.0, description="Smallest hole counted (at least 3 pixels at any pixel size)."
+    )
+    hole_texture_z: float = Field(
+        1.0, ge=0.0, le=20.0,
+        description="A hole also lies this many robust deviations of the fibre's own texture below its median, "
+        "so mottled texture is not read as holes.",
     )
     ridge_sigma_um: float = Field(
         1.0, gt=0.0, le=10.0,
@@ -543,9 +548,9 @@ class MeasureConfig(_Section):
 
     @model_validator(mode="after")
     def _smoothing_ascending(self) -> MeasureConfig:
-        s = self.dark_smooth_um
+        s = self.hole_smooth_um
         if any(v < 0 or v > 20.0 for v in s) or any(b <= a for a, b in zip(s, s[1:], strict=False)):
-            raise ValueError(f"dark_smooth_um must be ascending sigmas in [0, 20] um, got {s}")
+            raise ValueError(f"hole_smooth_um must be ascending sigmas in [0, 20] um, got {s}")
         return self
 
 
@@ -556,7 +561,7 @@ class CurateConfig(_Section):
     edge_image_border: bool = Field(True, description="Reject fibres cut by the image border (EDGE).")
     edge_tissue_border: bool = Field(True, description="Reject fibres touching non-tissue (EDGE).")
     fr_min_interior_membrane: float = Field(
-        0.02, gt=0.0, le=1.0,
+        0.03, gt=0.0, le=1.0,
         description="Fibres with at least this share of their interior on membrane ridges (interior_membrane_fraction: "
         "a folded second layer's sarcolemma crosses them) are FR.",
     )
@@ -569,29 +574,55 @@ class CurateConfig(_Section):
         0.007, ge=0.0, le=1.0,
         description="Interior membrane share that suffices for FR inside a detected fold.",
     )
-    fam_min_dark_blobs: int = Field(
-        3, ge=1, le=1000, description="FAM needs at least this many internal dark blobs (ice-crystal holes) ..."
+    fr_ridge_max_pixel_size_um: float = Field(
+        1.5, gt=0.0, le=50.0,
+        description="Interior membrane ridges are judged only at pixels this fine or finer (a sarcolemma is ~1 um).",
     )
-    fam_min_dark_blobs_per_mm2: float = Field(
-        500.0, ge=0.0,
-        description="... at a density of at least this many per mm2 of fibre (a nucleus or two are not an artefact).",
+    fam_min_holes: int = Field(
+        3, ge=1, le=1000, description="FAM needs at least this many holes (hole_count) ..."
+    )
+    fam_min_hole_fraction: float = Field(
+        0.01, gt=0.0, le=1.0, description="... covering at least this share of the interior (hole_fraction)."
+    )
+    fam_max_pixel_size_um: float = Field(
+        1.5, gt=0.0, le=50.0,
+        description="FAM is judged only at pixels this fine or finer (ice-crystal holes are a few um across).",
+    )
+    nf_max_cytoplasm: float = Field(
+        0.15, gt=0.0, le=1.0,
+        description="An object whose cytoplasm signal is below this share of the slide's fibres' (their 75th "
+        "percentile) is NF, not a fibre: interstitium, vessel or background cut into a segment.",
     )
     ntm_min_aspect_ratio: float = Field(
+        1.5, gt=1.0, le=20.0,
+        description="NTM needs an ellipse aspect ratio of at least this ...",
+    )
+    ntm_relative_aspect_ratio: float = Field(
+        1.45, gt=1.0, le=20.0,
+        description="... and of at least this many times the slide's transverse reference (25th percentile of whole "
+        "fibres) ...",
+    )
+    ntm_max_reference_aspect_ratio: float = Field(
         1.4, gt=1.0, le=20.0,
-        description="NTM needs the fibre's ellipse aspect ratio along its neighbourhood's direction, "
-        "exp(log(AR) cos(2 dtheta)), >= this ...",
+        description="The transverse reference is at most this: on a slide cut mostly obliquely the rounder quarter "
+        "is oblique too.",
     )
     ntm_min_field_aspect_ratio: float = Field(
+        1.15, gt=1.0, le=20.0,
+        description="... and a neighbourhood coherently elongated by at least this (oblique sectioning is a "
+        "property of the fascicle) ...",
+    )
+    ntm_alone_factor: float = Field(
+        1.25, ge=1.0, le=10.0,
+        description="... unless the fibre's own aspect ratio is this many times the threshold (clearly oblique alone).",
+    )
+    ntm_cut_field_aspect_ratio: float = Field(
         1.4, gt=1.0, le=20.0,
-        description="... and the coherent elongation of the fibres around it (same direction) >= this.",
+        description="A fibre cut by the image border is NTM when its neighbourhood is elongated by at least this.",
     )
     ntm_field_radius_diameters: float = Field(
         2.0, gt=0.0, le=50.0,
         description="Radius of the neighbourhood of the coherent elongation, in the slide's median fibre diameters.",
-    )
-    confidence_band: float = Field(
-        0.25, gt=0.0, le=10.0,
-        description="Relative distance from a threshold (log scale) at which confidence reaches 1.",
     )
     fold_min_ratio: float = Field(
         1.5, gt=1.0, le=10.0,
@@ -773,6 +804,10 @@ def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
 #: Keys that moved to another section: old dotted key -> new dotted key.
 MOVED_KEYS = {
     **{f"segment.{k}": f"grid.{k}" for k in GridConfig.model_fields},
+    "measure.dark_smooth_um": "measure.hole_smooth_um",
+    "measure.dark_ratio": "measure.hole_ratio",
+    "measure.dark_noise_z": "measure.hole_noise_z",
+    "measure.dark_min_blob_um2": "measure.hole_min_um2",
 }
 
 

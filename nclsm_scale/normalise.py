@@ -12,6 +12,7 @@ without clipping.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 if TYPE_CHECKING:
     from nclsm_scale.slide import Slide
 
-__all__ = ["NormStats", "apply_norm", "compute_norm", "compute_slide_norm", "slide_norm"]
+__all__ = ["MYOSIN_ROLES", "NormStats", "apply_norm", "compute_norm", "compute_slide_norm", "cytoplasm_signal",
+           "slide_norm"]
 
 log = logging.getLogger(__name__)
 
+#: Channel roles of the myosin heavy-chain isoforms (fibre-type stains): MyHC I, IIa, IIx.
+MYOSIN_ROLES = ("myh1", "myh2a", "myh2x")
 #: Defaults: low and high percentiles, and the largest side of the level used.
 LO_PERCENTILE = 1.0
 HI_PERCENTILE = 99.5
@@ -131,3 +135,24 @@ def compute_slide_norm(
         stats.hi,
     )
     return stats
+
+
+def cytoplasm_signal(
+    image: np.ndarray, roles: Mapping[str, int], background: Sequence[float], scale: Sequence[float]
+) -> np.ndarray | None:
+    """The cytoplasm signal of a ``(c, y, x)`` window, float32, as a share of each channel's range.
+
+    The mito channel when there is one, else the brightest myosin heavy-chain channel
+    pixel by pixel (every fibre expresses at least one isoform, so the brightest is
+    its cytoplasm; interstitium and holes are dark in all); each channel minus its
+    background and divided by its ``scale``. None without any of them.
+    """
+    def norm(c: int) -> np.ndarray:
+        return (image[c].astype(np.float32) - np.float32(background[c])) / np.float32(scale[c])
+
+    if "mito" in roles:
+        return norm(roles["mito"])
+    myosin = [roles[r] for r in MYOSIN_ROLES if r in roles]
+    if not myosin:
+        return None
+    return np.max(np.stack([norm(c) for c in myosin]), axis=0)

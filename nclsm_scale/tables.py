@@ -29,6 +29,8 @@ __all__ = [
     "CURATE_COLUMNS",
     "Column",
     "CHANNEL_STATS",
+    "FIBRE_TYPES",
+    "TYPE_KEYS",
     "FOLD",
     "FOLD_COLORS",
     "FibreClass",
@@ -69,17 +71,23 @@ class FibreClass(StrEnum):
         return obj
 
     AM = ("AM", None, (46, 204, 64), "analysable")
-    DEBRIS = ("DEBRIS", 0, (170, 170, 170), "too small to be a fibre")
-    EDGE = ("EDGE", 1, (0, 116, 217), "cut by the image or tissue border")
-    FR = ("FR", 2, (255, 65, 54), "in a folded region of the section")
-    FAM = ("FAM", 3, (177, 13, 201), "freeze artefact")
-    NTM = ("NTM", 4, (255, 180, 0), "non-transverse (oblique or longitudinal profile)")
+    NF = ("NF", 0, (90, 90, 90), "not a fibre: interstitium, vessel or background (no fibre cytoplasm)")
+    DEBRIS = ("DEBRIS", 1, (170, 170, 170), "too small to be a fibre")
+    EDGE = ("EDGE", 2, (0, 116, 217), "cut by the image or tissue border")
+    FR = ("FR", 3, (255, 65, 54), "in a folded region of the section")
+    FAM = ("FAM", 4, (177, 13, 201), "freeze artefact")
+    NTM = ("NTM", 5, (255, 180, 0), "non-transverse (oblique or longitudinal profile)")
 
 
 #: Rejection reasons in priority order (the first that applies is the primary class).
 PRIORITY: tuple[FibreClass, ...] = tuple(
     sorted((c for c in FibreClass if c.priority is not None), key=lambda c: c.priority or 0)
 )
+
+#: Fibre types from the myosin heavy-chain channels, in the order tables and plots show them.
+FIBRE_TYPES = ("I", "IIa", "IIx", "I/IIa", "IIa/IIx", "unclassified")
+#: Key of each fibre type in column names (``type_I_IIa_pct``, ...).
+TYPE_KEYS = {t: t.replace("/", "_") for t in FIBRE_TYPES}
 
 #: ``labels/regions`` value of tissue (0 is background).
 TISSUE = 1
@@ -165,17 +173,19 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "",
         "A fibre pixel lies within tissue_margin_um of non-tissue (False without a mask).",
     ),
-    "mito_interior_std": _C(
-        "float64", "counts", "Standard deviation of the mito signal inside the band."
+    "cytoplasm_interior_median": _C(
+        "float64", "",
+        "Median inside the band of the cytoplasm signal: the mito channel, else the brightest myosin heavy-chain "
+        "channel pixel by pixel, each minus its background and divided by its range (the slide's 99.5th minus 1st "
+        "percentile), so 1 is about the slide's brightest fibres. NaN without a mito or myosin channel.",
     ),
-    "dark_fraction": _C(
-        "float64",
-        "",
-        "Share of the interior in dark blobs: smoothed mito - background < dark_ratio x "
-        "(interior median - background), blobs >= dark_min_blob_um2 (freeze-artefact holes); smoothed at the "
-        "finest sigma of dark_smooth_um the fibre's pixel noise allows (dark_noise_z).",
+    "hole_fraction": _C(
+        "float64", "",
+        "Share of the interior in holes (ice crystals of freeze artefacts): smoothed cytoplasm signal below "
+        "hole_ratio x the fibre's interior median, holes >= hole_min_um2; smoothed at the finest sigma of "
+        "hole_smooth_um the fibre's pixel noise allows (hole_noise_z). NaN without a cytoplasm signal.",
     ),
-    "dark_blobs": _C("int64", "", "Number of such dark blobs inside the fibre."),
+    "hole_count": _C("int64", "", "Number of such holes inside the fibre."),
     "interior_membrane_fraction": _C(
         "float64",
         "",
@@ -200,7 +210,18 @@ CURATE_COLUMNS: dict[str, Column] = {
         "float64", "",
         "The fibre's own ellipse aspect ratio along its neighbourhood's direction, exp(log(AR) cos(2 dtheta)).",
     ),
-    "dark_blobs_per_mm2": _C("float64", "1/mm2", "dark_blobs per mm2 of the fibre's area."),
+    "relative_aspect_ratio": _C(
+        "float64", "",
+        "Ellipse aspect ratio over the slide's transverse reference (25th percentile of whole fibres); NTM's feature.",
+    ),
+    "cytoplasm_rel": _C(
+        "float64", "",
+        "cytoplasm_interior_median over the slide's fibres' (their 75th percentile); NF's feature. NaN without one.",
+    ),
+    **{f"score_{c.value}": _C(
+        "float64", "",
+        f"Score of the {c.value} rule: its feature's log ratio to the threshold (>= 0: {c.meaning}); NaN: not judged.",
+    ) for c in FibreClass if c.priority is not None},
     "curation_class": _C(
         "str",
         "",
@@ -210,8 +231,21 @@ CURATE_COLUMNS: dict[str, Column] = {
         "str", "", "All reason codes that apply, ';'-joined in priority order ('' for AM)."
     ),
     "confidence": _C(
-        "float64", "", "Confidence in [0.5, 1] from the margin to the deciding threshold."
+        "float64", "",
+        "Calibrated probability that curation_class is right (curate.calibration): the primary reason's, or for AM "
+        "that no judged reason applies; 1 for a user override.",
     ),
+    "not_judged": _C(
+        "str", "",
+        "Reasons the slide cannot judge, ';'-joined: no cytoplasm channel (NF), no mito channel (FAM) or pixels too "
+        "coarse (FAM; FR then rests on the fold mask alone).",
+    ),
+    "fibre_type": _C(
+        "str", "",
+        "Fibre type from the myosin heavy-chain channels: I, IIa, IIx, I/IIa, IIa/IIx or unclassified; '' on a "
+        "slide without them (curate.types).",
+    ),
+    "type_confidence": _C("float64", "", "Probability of the called fibre type (NaN without myosin channels)."),
     "overridden": _C("bool", "", "The class was set by a user override (confidence 1)."),
 }
 

@@ -61,10 +61,12 @@ def write_section_store():
 
     from nclsm_scale.io.labels import fill_label_pyramid
     from nclsm_scale.io.ome_zarr import create_image, create_labels
+    from nclsm_scale.io.readers import assign_roles
 
     def _write(path: Path, s) -> Path:
-        arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=["dys", "vdac"],
-                              chunk_px=256, shard_px=0, min_level_px=64, roles={"membrane": 0, "mito": 1})
+        names = list(s.channel_names)
+        arrays = create_image(path, s.image.shape, s.image.dtype, pixel_size_um=1.0, channel_names=names,
+                              chunk_px=256, shard_px=0, min_level_px=64, roles=assign_roles(names))
         for level, arr in enumerate(arrays):
             arr[...] = s.image[:, :: 2**level, :: 2**level][:, : arr.shape[1], : arr.shape[2]]
         for name, data, dtype in (("fibres", s.fibres, np.uint32), ("regions", s.regions > 0, np.uint8)):

@@ -32,7 +32,7 @@ META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 1.0, "level": 0,
 
 def _write_stage_tables(layout: RunLayout, name: str, t: pd.DataFrame) -> None:
     """Write ``t``'s columns as measure's and curate's tables of slide ``name`` (other columns zero)."""
-    full = pd.DataFrame({k: t[k] if k in t else np.zeros(len(t), c.dtype if c.dtype != "str" else object)
+    full = pd.DataFrame({k: t[k] if k in t else np.full(len(t), "") if c.dtype == "str" else np.zeros(len(t), c.dtype)
                          for k, c in {**MEASURED, **CURATE_COLUMNS}.items()})
     meta = {**META, "slide_name": name, "slide_id": name}
     write_fibre_table(full[list(MEASURED)], layout.measure_table(name), meta)
@@ -107,3 +107,14 @@ def test_uncurated_tables_and_empty_runs_are_clear_errors(tmp_path) -> None:
         aggregate_tables({"A": (t, META)}, AggregateConfig())
     with pytest.raises(ValidationError, match="no curated slides"):
         aggregate_run(tmp_path, AggregateConfig())
+
+
+def test_fibre_types_and_reasons_not_judged_reach_the_slide_row() -> None:
+    t = _table(["AM", "AM", "AM", "NTM"], [1000, 3000, 5000, 2000], [30, 50, 70, 40], [1, 2, 3, 4])
+    t["fibre_type"] = ["I", "IIa", "IIa", "I"]
+    t["not_judged"] = "FAM"
+    row = slide_stats(t, META, AggregateConfig())
+    assert row["type_I_n"] == 1 and row["type_IIa_pct"] == pytest.approx(200 / 3)  # over analysable fibres
+    assert row["type_IIa_csa_um2_mean"] == 4000.0 and row["not_judged"] == "FAM"
+    untyped = slide_stats(t.assign(fibre_type=""), META, AggregateConfig())
+    assert "type_I_n" not in untyped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -109,3 +110,19 @@ def test_read_labels_from_ome_zarr_label_group(tmp_path):
     arr[0] = _squares()
     assert np.array_equal(read_labels(tmp_path / "s.ome.zarr"), _squares())
     assert np.array_equal(read_labels(tmp_path / "s.ome.zarr" / "labels" / "fibres"), _squares())
+
+
+def test_class_scores_count_flags_over_matched_fibres():
+    from nclsm_scale.evaluate import class_scores, matched_pairs
+
+    gt = np.zeros((20, 20), np.uint32)
+    gt[0:5, 0:5], gt[10:15, 0:5], gt[0:5, 10:15] = 1, 2, 3
+    pred = np.zeros_like(gt)
+    pred[0:5, 0:5], pred[10:15, 0:4], pred[15:20, 15:20] = 7, 8, 9  # 9 matches nothing
+    g, p, iou = matched_pairs(pred, gt)
+    assert g.tolist() == [1, 2] and p.tolist() == [7, 8] and iou.tolist() == [1.0, 0.8]
+    gt_flags = pd.DataFrame({"ntm": [True, True, True], "am": [False, False, False]}, index=[1, 2, 3])
+    pred_flags = pd.DataFrame({"ntm": [True, False, True], "other": [True, True, True]}, index=[7, 8, 9])
+    s = class_scores(pred, gt, pred_flags, gt_flags)
+    assert set(s) == {"ntm"}
+    assert s["ntm"]["tp"] == 1 and s["ntm"]["precision"] == 0.5 and s["ntm"]["recall"] == 1 / 3

@@ -6,8 +6,10 @@
 2. ``fold_fraction``: a Dask pass over the block cores of the segmentation level
    that meet a fold counts each fibre's pixels inside the fold (integer counts,
    so independent of the block size); divided by ``area_px``.
-3. :func:`~nclsm_scale.curate.rules.curate_fibres` with ``cfg.curate``, then the
-   user's overrides: those remembered beside the curate table
+3. :func:`~nclsm_scale.curate.rules.curate_fibres` with ``cfg.curate`` (reasons
+   the slide's channels or pixel size cannot judge are listed, not guessed), fibre
+   types from the myosin channels (:func:`~nclsm_scale.curate.types.slide_fibre_types`),
+   then the user's overrides: those remembered beside the curate table
    (``RunLayout.overrides``), updated by the overrides CSV if given, which are
    remembered in turn.
 
@@ -35,13 +37,15 @@ import pandas as pd
 from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
-from nclsm_scale.curate.folds import detect_folds
+from nclsm_scale.curate.folds import detect_folds, fold_channels
 from nclsm_scale.curate.rules import curate_fibres
+from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
 from nclsm_scale.io.ome_zarr import create_labels
 from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
+from nclsm_scale.normalise import slide_norm
 from nclsm_scale.slide import Slide, open_slide
 from nclsm_scale.tables import CURATE_COLUMNS, FOLD, FOLD_COLORS, MEASURE_COLUMNS
 
@@ -71,8 +75,11 @@ def write_folds(slide: Slide, level: int, cfg: RunConfig, client: Client) -> tup
     _, ny, nx = slide.levels[level].shape
     tissue = np.asarray(slide.label_array("regions", level)[0]) > 0
     c = cfg.curate
+    norm = slide_norm(slide)
+    image = fold_channels(slide.read(level, 0, 0, ny, nx), slide.roles, norm.lo,
+                          [h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)])
     folds = detect_folds(
-        slide.read(level, 0, 0, ny, nx), tissue, pixel_size_um=slide.pixel_size_um(level),
+        image, tissue, pixel_size_um=slide.pixel_size_um(level), background=[0.0] * len(image),
         min_ratio=c.fold_min_ratio, low_ratio=c.fold_low_ratio, smooth_um=c.fold_smooth_um,
         reference_um=c.fold_reference_um, min_area_um2=c.fold_min_area_um2,
     )
@@ -126,6 +133,20 @@ def _fold_fraction(
     return counts / table["area_px"].to_numpy(np.float64)
 
 
+def _with_types(curated: pd.DataFrame) -> pd.DataFrame:
+    """``fibre_type`` and ``type_confidence`` from the myosin channels, fitted on the fibres curation kept whole."""
+    types = slide_fibre_types(curated, fit_mask=~curated["curation_class"].isin(["NF", "DEBRIS", "EDGE"]).to_numpy())
+    out = curated.copy()
+    if types is None:
+        out["fibre_type"], out["type_confidence"] = "", np.nan
+        return out
+    out["fibre_type"] = types.fibre_type.to_numpy()
+    out["type_confidence"] = types.type_confidence.to_numpy()
+    for note in types.notes:
+        logger.info("fibre types: %s", note)
+    return out
+
+
 def curate_slide(
     slide_path: str | Path,
     cfg: RunConfig,
@@ -171,7 +192,8 @@ def curate_slide(
     table["fold_fraction"] = _fold_fraction(
         slide, level, reg_level, reg_px / slide.pixel_size_um(level), folds, table, cfg.grid.block_px, client
     )
-    curated = curate_fibres(table, cfg.curate)
+    curated = curate_fibres(table, cfg.curate, pixel_size_um=float(meta.get("pixel_size_um", np.nan)))
+    curated = _with_types(curated)
     store = layout.overrides(slide.name)
     remembered = ov.load_stored_overrides(store, table)
     if clear_overrides:

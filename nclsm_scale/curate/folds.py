@@ -17,10 +17,14 @@ low-resolution mask onto a window of the segmentation level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["detect_folds", "fold_score"]
+from nclsm_scale.normalise import cytoplasm_signal
+
+__all__ = ["detect_folds", "fold_channels", "fold_score"]
 
 
 def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -32,6 +36,30 @@ def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarr
     s = ndimage.gaussian_filter(np.where(mask, img, 0.0).astype(np.float32), sigma_px, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(w > 1e-3, s / w, np.nan)
+
+
+def fold_channels(
+    image: np.ndarray, roles: Mapping[str, int], background: Sequence[float], scale: Sequence[float]
+) -> np.ndarray:
+    """The channels a fold doubles, background-free: the membrane and the cytoplasm signal.
+
+    A folded second layer brightens the membrane and the fibres' cytoplasm; stains
+    of some fibres only (myosin isoforms) or of sparse structures (nuclei) do not
+    double everywhere, so they are not compared one by one: the cytoplasm is the
+    mito channel or the brightest myosin channel (:func:`~nclsm_scale.normalise.cytoplasm_signal`).
+    A slide with neither role keeps all its channels.
+    """
+    planes = []
+    if "membrane" in roles:
+        c = roles["membrane"]
+        planes.append((image[c].astype(np.float32) - np.float32(background[c])) / np.float32(scale[c]))
+    cyto = cytoplasm_signal(image, roles, background, scale)
+    if cyto is not None:
+        planes.append(cyto)
+    if not planes:
+        return np.stack([(image[c].astype(np.float32) - np.float32(background[c])) / np.float32(scale[c])
+                         for c in range(image.shape[0])])
+    return np.stack(planes)
 
 
 def fold_score(

@@ -1,30 +1,48 @@
-"""Rule-based curation of a slide's fibre table (NCL-SM scheme plus EDGE and DEBRIS).
+"""Curation of a slide's fibre table: AM or rejection reasons (NCL-SM scheme plus NF, EDGE and DEBRIS).
 
-Each rule compares a physically meaningful, per-slide normalised feature with a
-threshold of :class:`~nclsm_scale.config.CurateConfig`:
+Each rule scores one physically meaningful, per-slide normalised feature
+against a threshold of :class:`~nclsm_scale.config.CurateConfig`, as a log
+ratio (``score >= 0``: the reason applies; AND is the smaller score, OR the
+larger). A reason whose evidence the slide cannot give is **not judged**
+(score NaN, listed in ``not_judged``): no cytoplasm channel (mito or myosin),
+or a pixel too coarse to resolve the structure the rule looks for.
 
-- DEBRIS: CSA below ``debris_max_um2``;
-- EDGE: the fibre touches the image border or non-tissue (it is cut);
-- FR: a folded second layer covers it. Its sarcolemma crosses the fibre:
-  ``interior_membrane_fraction`` (share of the interior on membrane ridges as
-  strong as the fibre's own outline, from ``measure``) at least
-  ``fr_min_interior_membrane``; or a weaker share
-  (``fr_min_interior_membrane_in_fold``) inside a detected low-resolution fold
-  (``fold_fraction`` at least ``fr_min_fold_fraction``). Without a membrane
-  channel the fold alone decides;
-- FAM: ice-crystal holes throughout the fibre: at least ``fam_min_dark_blobs``
-  internal dark blobs, and at least ``fam_min_dark_blobs_per_mm2`` of them per
-  mm2 (one or two nuclei are not a freeze artefact);
-- NTM: oblique profile: the fibre is elongated along the direction its
-  neighbours share (ellipse aspect ratio projected on the neighbourhood's
-  orientation) **and** the neighbourhood is coherently elongated (oblique
-  sectioning is a property of the fascicle; an isolated long profile among
-  round ones is not). The neighbourhood radius is a multiple of the slide's
-  median fibre diameter, so the rule carries over between species.
+- NF (not a fibre): interstitium, perimysium, vessels, background cut into a
+  segment have no fibre cytoplasm: the object's cytoplasm signal is below
+  ``nf_max_cytoplasm`` of the slide's fibres (their 75th percentile). Judged
+  with a cytoplasm signal.
+- DEBRIS: CSA below ``debris_max_um2``.
+- EDGE: the fibre touches the image border or non-tissue (it is cut).
+- FR: a folded second layer covers it. Its sarcolemma crosses the fibre
+  (``interior_membrane_fraction`` at least ``fr_min_interior_membrane``), or a
+  weaker share of it (``fr_min_interior_membrane_in_fold``) lies inside a
+  detected low-resolution fold (``fold_fraction`` at least
+  ``fr_min_fold_fraction``). Where the ridges cannot be judged (no membrane
+  channel, pixels coarser than ``fr_ridge_max_pixel_size_um``) the fold alone
+  decides. A fibre wholly in a detected fold without ridges stays AM, with the
+  low confidence calibration gives it.
+- FAM: ice-crystal holes, which are empty (near background), unlike ordinary
+  mitochondrial texture: at least ``fam_min_holes`` holes covering at least
+  ``fam_min_hole_fraction`` of the interior (one or two nuclei are not an
+  artefact). Judged with a mito channel (myosin stains are too mottled) at pixels
+  of at most ``fam_max_pixel_size_um``.
+- NTM: an oblique profile is elongated compared with the slide's transverse
+  fibres: its ellipse aspect ratio is at least ``ntm_relative_aspect_ratio``
+  times the slide's reference (the 25th percentile over whole fibres: the
+  rounder quarter is cut transversely; at most ``ntm_max_reference_aspect_ratio``,
+  as on a slide cut mostly obliquely that quarter is oblique too) and at least
+  ``ntm_min_aspect_ratio``;
+  and either its neighbourhood is elongated too (coherent elongation at least
+  ``ntm_min_field_aspect_ratio``: oblique sectioning is a property of the
+  fascicle) or it is clearly elongated alone (``ntm_alone_factor`` times the
+  threshold). A fibre cut by the image border has no shape of its own: an
+  oblique neighbourhood (field at least ``ntm_cut_field_aspect_ratio``) decides.
 
-A fibre may have several reasons (``reasons``, in :data:`PRIORITY` order); the
-primary class is the first. Confidence grows with the log-distance of the
-deciding feature(s) from their thresholds.
+A fibre may have several reasons (``reasons``, in :data:`~nclsm_scale.tables.PRIORITY`
+order); the primary class is the first. ``confidence`` is the calibrated
+probability that the primary class is right (:mod:`nclsm_scale.curate.calibration`):
+for a rejection, its reason's probability at its score; for AM, the probability
+that none of the judged reasons applies.
 """
 
 from __future__ import annotations
@@ -34,9 +52,10 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from nclsm_scale.config import CurateConfig
+from nclsm_scale.curate.calibration import Calibration
 from nclsm_scale.tables import PRIORITY, FibreClass
 
-__all__ = ["curate_fibres", "field_elongation", "typical_diameter_um"]
+__all__ = ["curate_fibres", "field_elongation", "reason_scores", "typical_diameter_um"]
 
 #: Largest aspect ratio entering the neighbourhood elongation (lines and slivers are capped).
 _MAX_AR = 10.0
@@ -90,97 +109,114 @@ def field_elongation(
     return np.exp(length), np.exp(np.sum(vec * unit, axis=1))
 
 
-def _margin(value: np.ndarray, threshold: float, band: float) -> np.ndarray:
-    """Confidence in [0.5, 1] of a ratio-scale decision from the log-distance to its threshold."""
+def _log_ratio(value: np.ndarray, threshold: float) -> np.ndarray:
+    """``log(value / threshold)`` with values floored at a tiny positive number (NaN stays NaN)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.abs(np.log(np.maximum(value, 1e-12) / threshold)) / np.log1p(band)
-    return np.clip(0.5 + 0.5 * np.nan_to_num(d, nan=0.0, posinf=1.0), 0.5, 1.0)
+        return np.log(np.maximum(value, 1e-12) / max(threshold, 1e-12))
 
 
-def _all_of(conds: list[np.ndarray], margins: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """AND of conditions: (fired, confidence) -- the weakest margin if fired, else the clearest failure."""
-    fired = np.logical_and.reduce(conds)
-    half = np.full(fired.shape, 0.5)
-    on = np.min(np.stack(margins), axis=0)
-    off = np.max(np.stack([np.where(c, half, m) for c, m in zip(conds, margins, strict=True)]), axis=0)
-    return fired, np.where(fired, on, off)
+def _reference_fibres(table: pd.DataFrame, cfg: CurateConfig) -> np.ndarray:
+    """Whole fibres the slide's references come from: not cut by the image border, not debris."""
+    whole = ~table["touches_image_border"].to_numpy(bool)
+    return whole & (table["area_um2"].to_numpy(np.float64) >= cfg.debris_max_um2)
 
 
-def _any_of(rules: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """OR of (fired, confidence) rules: the clearest firing rule if any fired, else the weakest."""
-    fired = np.logical_or.reduce([f for f, _ in rules])
-    half = np.full(fired.shape, 0.5)
-    on = np.max(np.stack([np.where(f, c, half) for f, c in rules]), axis=0)
-    off = np.min(np.stack([c for _, c in rules]), axis=0)
-    return fired, np.where(fired, on, off)
+def _quantile(values: np.ndarray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, q)) if finite.size else float("nan")
 
 
-Decision = tuple[np.ndarray, np.ndarray]
-"""A rule's outcome per fibre: (fired, confidence in [0.5, 1])."""
+def reason_scores(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None) -> pd.DataFrame:
+    """Per fibre and reason, the rule's score (``>= 0``: applies; NaN: not judged), and the features behind it.
+
+    Adds to a copy of ``table`` the derived features ``field_aspect_ratio``,
+    ``aligned_aspect_ratio``, ``relative_aspect_ratio`` and ``cytoplasm_rel`` and
+    one ``score_<reason>`` column per reason of :data:`~nclsm_scale.tables.PRIORITY`.
+    """
+    out = table.copy()
+    n = len(out)
+    ref = _reference_fibres(out, cfg)
+    area = out["area_um2"].to_numpy(np.float64)
+    cut = out["touches_image_border"].to_numpy(bool)  # its outline is not the fibre's shape
+    radius = cfg.ntm_field_radius_diameters * typical_diameter_um(out, cfg.debris_max_um2)
+    field, aligned = field_elongation(out, radius if np.isfinite(radius) else 0.0, use=~cut)
+    ar = np.clip(np.nan_to_num(out["ellipse_aspect_ratio"].to_numpy(np.float64), nan=1.0, posinf=_MAX_AR), 1.0,
+                 _MAX_AR)
+    ar_ref = min(_quantile(ar[ref], 0.25) if ref.any() else 1.0, cfg.ntm_max_reference_aspect_ratio)
+    cyto = out["cytoplasm_interior_median"].to_numpy(np.float64)
+    cyto_ref = _quantile(cyto[ref], 0.75)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cyto_rel = cyto / cyto_ref if np.isfinite(cyto_ref) and cyto_ref > 0 else np.full(n, np.nan)
+    out["field_aspect_ratio"] = field
+    out["aligned_aspect_ratio"] = aligned
+    out["relative_aspect_ratio"] = ar / ar_ref
+    out["cytoplasm_rel"] = cyto_rel
+    fine = pixel_size_um is None or pixel_size_um <= cfg.fam_max_pixel_size_um
+    ntm_threshold = max(cfg.ntm_min_aspect_ratio, cfg.ntm_relative_aspect_ratio * ar_ref)
+
+    edge = np.zeros(n, bool)
+    if cfg.edge_image_border:
+        edge |= cut
+    if cfg.edge_tissue_border:
+        edge |= out["touches_tissue_border"].to_numpy(bool)
+    scores = {
+        FibreClass.NF: _log_ratio(np.full(n, cfg.nf_max_cytoplasm), 1.0) - _log_ratio(cyto_rel, 1.0),
+        FibreClass.DEBRIS: _log_ratio(np.full(n, cfg.debris_max_um2), 1.0) - _log_ratio(area, 1.0),
+        FibreClass.EDGE: np.where(edge, 1.0, -1.0),
+        FibreClass.FR: _fr_score(out, cfg, pixel_size_um),
+        FibreClass.FAM: _fam_score(out, cfg) if fine else np.full(n, np.nan),
+        FibreClass.NTM: _ntm_score(ar, field, cut, ntm_threshold, cfg),
+    }
+    for reason, score in scores.items():
+        out[f"score_{reason.value}"] = score
+    return out
 
 
-def _fr_rule(table: pd.DataFrame, cfg: CurateConfig) -> Decision:
-    """FR: strong interior membrane ridges, or weaker ones (or none measurable) inside a detected fold."""
-    band = cfg.confidence_band
+def _fr_score(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None) -> np.ndarray:
+    """FR: strong interior membrane ridges, or weaker ones (or none judgeable) inside a detected fold."""
     fold = np.nan_to_num(table["fold_fraction"].to_numpy(np.float64), nan=0.0)
     ridges = table["interior_membrane_fraction"].to_numpy(np.float64)
-    has_ridges = np.isfinite(ridges)
-    ridges = np.nan_to_num(ridges, nan=0.0)
-    in_fold = fold >= cfg.fr_min_fold_fraction
-    m_fold = _margin(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction, band)
-    strong = ridges >= cfg.fr_min_interior_membrane
-    weak = (ridges >= cfg.fr_min_interior_membrane_in_fold) | ~has_ridges
-    m_weak = np.where(
-        has_ridges,
-        _margin(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4), band),
-        1.0,
-    )
-    return _any_of([
-        (strong, _margin(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane, band)),
-        _all_of([in_fold, weak], [m_fold, m_weak]),
-    ])
+    if pixel_size_um is not None and pixel_size_um > cfg.fr_ridge_max_pixel_size_um:
+        ridges = np.full_like(ridges, np.nan)  # a sarcolemma line is not resolved
+    in_fold = _log_ratio(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction)
+    strong = _log_ratio(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane)
+    weak = _log_ratio(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4))
+    judged = np.isfinite(ridges)
+    return np.where(judged, np.maximum(strong, np.minimum(in_fold, weak)), in_fold)
 
 
-def _fam_rule(blobs: np.ndarray, density: np.ndarray, cfg: CurateConfig) -> Decision:
-    """FAM: enough internal dark blobs, dense enough per mm2."""
-    band = cfg.confidence_band
-    return _all_of(
-        [blobs >= cfg.fam_min_dark_blobs, density >= cfg.fam_min_dark_blobs_per_mm2],
-        [_margin(blobs + 0.5, cfg.fam_min_dark_blobs, band),
-         _margin(np.maximum(density, 1.0), max(cfg.fam_min_dark_blobs_per_mm2, 1.0), band)],
-    )
+def _fam_score(table: pd.DataFrame, cfg: CurateConfig) -> np.ndarray:
+    """FAM: enough holes, covering enough of the interior (NaN without a mito channel).
+
+    Holes are read in the mito channel only: myosin stains are mottled in ordinary
+    fibres (their dark patches match synthetic freeze damage in size and depth on
+    the real membrane + MyHC image), so a slide without mito cannot judge FAM.
+    """
+    if "mito_interior_median" not in table.columns:
+        return np.full(len(table), np.nan)
+    frac = table["hole_fraction"].to_numpy(np.float64)
+    count = table["hole_count"].to_numpy(np.float64)
+    score = np.minimum(_log_ratio(count + 0.5, cfg.fam_min_holes), _log_ratio(np.maximum(frac, 1e-5),
+                                                                             cfg.fam_min_hole_fraction))
+    return np.where(np.isfinite(frac), score, np.nan)
 
 
-def _ntm_rule(aligned: np.ndarray, field: np.ndarray, cut: np.ndarray, cfg: CurateConfig) -> Decision:
-    """NTM: elongated along a coherently elongated neighbourhood (a cut fibre: the neighbourhood alone)."""
-    band = cfg.confidence_band
-    own = np.where(cut, np.inf, aligned)  # a fibre cut by the image border has no shape of its own
-    return _all_of(
-        [own >= cfg.ntm_min_aspect_ratio, field >= cfg.ntm_min_field_aspect_ratio],
-        [np.where(cut, 1.0, _margin(aligned, cfg.ntm_min_aspect_ratio, band)),
-         _margin(field, cfg.ntm_min_field_aspect_ratio, band)],
-    )
+def _ntm_score(ar: np.ndarray, field: np.ndarray, cut: np.ndarray, threshold: float, cfg: CurateConfig) -> np.ndarray:
+    """NTM: elongated against the slide's transverse fibres, with an elongated neighbourhood or clearly alone."""
+    own = _log_ratio(ar, threshold)
+    support = np.maximum(_log_ratio(field, cfg.ntm_min_field_aspect_ratio),
+                         _log_ratio(ar, cfg.ntm_alone_factor * threshold))
+    return np.where(cut, _log_ratio(field, cfg.ntm_cut_field_aspect_ratio), np.minimum(own, support))
 
 
-def _classify(decided: dict[FibreClass, Decision], n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Primary class (first reason in priority order, else AM), all reasons and confidence per fibre."""
-    primary = np.full(n, FibreClass.AM.value, dtype=object)
-    confidence = np.ones(n)
-    undecided = np.ones(n, bool)
-    for reason in PRIORITY:
-        fired, conf = decided[reason]
-        hit = undecided & fired
-        primary[hit] = reason.value
-        confidence[hit] = conf[hit]
-        undecided &= ~hit
-    am_conf = np.min(np.stack([decided[r][1] for r in PRIORITY]), axis=0)
-    confidence[undecided] = am_conf[undecided]
-    codes = np.stack([np.where(decided[r][0], r.value, "") for r in PRIORITY], axis=1)
-    return primary, [";".join(c for c in row if c) for row in codes], confidence
-
-
-def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.DataFrame:
-    """Add ``curation_class``, ``reasons``, ``confidence`` and the slide-level features the rules use.
+def curate_fibres(
+    table: pd.DataFrame,
+    cfg: CurateConfig | None = None,
+    *,
+    pixel_size_um: float | None = None,
+    calibration: Calibration | None = None,
+) -> pd.DataFrame:
+    """Add ``curation_class``, ``reasons``, ``confidence``, ``not_judged`` and the features the rules use.
 
     Parameters
     ----------
@@ -188,37 +224,45 @@ def curate_fibres(table: pd.DataFrame, cfg: CurateConfig | None = None) -> pd.Da
         One slide's measured fibres (:data:`~nclsm_scale.tables.MEASURE_COLUMNS`) and ``fold_fraction``.
     cfg : CurateConfig, optional
         Thresholds (human defaults).
+    pixel_size_um : float, optional
+        Pixel size the fibres were measured at: reasons whose structures it cannot
+        resolve are not judged. None judges every reason the channels allow.
+    calibration : Calibration, optional
+        Score-to-probability maps; default the bundled ones (:func:`Calibration.bundled`).
 
     Returns
     -------
     DataFrame
-        A copy of ``table`` with ``field_aspect_ratio``, ``aligned_aspect_ratio``,
-        ``dark_blobs_per_mm2``, ``curation_class``, ``reasons`` and ``confidence`` added.
+        A copy of ``table`` with the derived features, ``score_<reason>`` per reason,
+        ``curation_class``, ``reasons``, ``confidence`` and ``not_judged`` added.
     """
     cfg = cfg or CurateConfig()
-    out = table.copy()
+    calibration = calibration or Calibration.bundled()
+    out = reason_scores(table, cfg, pixel_size_um)
     n = len(out)
-    radius = cfg.ntm_field_radius_diameters * typical_diameter_um(out, cfg.debris_max_um2)
-    cut = out["touches_image_border"].to_numpy(bool)  # its outline is not the fibre's shape
-    field, aligned = field_elongation(out, radius if np.isfinite(radius) else 0.0, use=~cut)
-    area = out["area_um2"].to_numpy(np.float64)
-    blobs = out["dark_blobs"].to_numpy(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        density = np.where(area > 0, blobs / area * 1e6, 0.0)
-    out["field_aspect_ratio"] = field
-    out["aligned_aspect_ratio"] = aligned
-    out["dark_blobs_per_mm2"] = density
-    edge = np.zeros(n, bool)
-    if cfg.edge_image_border:
-        edge |= cut
-    if cfg.edge_tissue_border:
-        edge |= out["touches_tissue_border"].to_numpy(bool)
-    decided = {
-        FibreClass.DEBRIS: (area < cfg.debris_max_um2, _margin(area, cfg.debris_max_um2, cfg.confidence_band)),
-        FibreClass.EDGE: (edge, np.ones(n)),
-        FibreClass.FR: _fr_rule(out, cfg),
-        FibreClass.FAM: _fam_rule(blobs, density, cfg),
-        FibreClass.NTM: _ntm_rule(aligned, field, cut, cfg),
-    }
-    out["curation_class"], out["reasons"], out["confidence"] = _classify(decided, n)
+    primary = np.full(n, FibreClass.AM.value, dtype=object)
+    confidence = np.ones(n)
+    undecided = np.ones(n, bool)
+    p_none = np.ones(n)
+    codes, missing = [], []
+    for reason in PRIORITY:
+        score = out[f"score_{reason.value}"].to_numpy(np.float64)
+        judged = np.isfinite(score)
+        fired = judged & (score >= 0)
+        p = calibration.probability(reason.value, score)
+        hit = undecided & fired
+        primary[hit] = reason.value
+        confidence[hit] = p[hit]
+        undecided &= ~hit
+        p_none *= np.where(judged, 1.0 - p, 1.0)
+        codes.append(np.where(fired, reason.value, ""))
+        missing.append(np.where(judged, "", reason.value))
+    confidence[undecided] = p_none[undecided]
+    for cls in np.unique(primary):
+        sel = primary == cls
+        confidence[sel] = calibration.class_probability(str(cls), confidence[sel])
+    out["curation_class"] = primary
+    out["reasons"] = [";".join(c for c in row if c) for row in zip(*codes, strict=True)]
+    out["confidence"] = confidence
+    out["not_judged"] = [";".join(c for c in row if c) for row in zip(*missing, strict=True)]
     return out

@@ -3,8 +3,9 @@
 :func:`call_fibre_types` takes one row per fibre and one column per MyHC channel
 role (:data:`TYPE_ROLES`: ``myh1`` = MyHC I, ``myh2a`` = MyHC IIa, ``myh2x`` =
 MyHC IIx; any subset), the background-subtracted interior means, and calls each
-fibre one of :data:`FIBRE_TYPES`. :func:`type_summary` gives the labs' standard
-readout: count, proportion and CSA per type.
+fibre one of :data:`~nclsm_scale.tables.FIBRE_TYPES`; :func:`slide_fibre_types`
+does it for a slide's fibre table. ``aggregate.type_summary`` gives the labs'
+standard readout: count, proportion and CSA per type.
 
 How a channel's positive / negative threshold adapts to the slide
 ----------------------------------------------------------------
@@ -85,18 +86,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "FIBRE_TYPES",
     "TYPE_ISOFORMS",
-    "TYPE_KEYS",
     "TYPE_ROLES",
     "ChannelFit",
     "FibreTypes",
     "call_fibre_types",
-    "type_summary",
+    "slide_fibre_types",
 ]
 
-#: Fibre types, in the order tables and plots show them.
-FIBRE_TYPES = ("I", "IIa", "IIx", "I/IIa", "IIa/IIx", "unclassified")
 #: Channel role -> the MyHC isoform it stains.
 TYPE_ROLES = {"myh1": "I", "myh2a": "IIa", "myh2x": "IIx"}
 #: Isoforms each callable type expresses (any other positive pattern is unclassified).
@@ -107,8 +104,6 @@ TYPE_ISOFORMS: dict[str, frozenset[str]] = {
     "I/IIa": frozenset({"I", "IIa"}),
     "IIa/IIx": frozenset({"IIa", "IIx"}),
 }
-#: Key of each type in column names (``type_summary``).
-TYPE_KEYS = {t: t.replace("/", "_") for t in FIBRE_TYPES}
 
 #: Fixed weight of the uniform outlier component of every mixture.
 _OUTLIER_WEIGHT = 0.01
@@ -183,7 +178,7 @@ class FibreTypes:
     Attributes
     ----------
     fibre_type : Series of str
-        One of :data:`FIBRE_TYPES` per fibre (the input's index).
+        One of :data:`~nclsm_scale.tables.FIBRE_TYPES` per fibre (the input's index).
     type_confidence : Series of float
         Probability of the called type, in [0, 1].
     positive_probability : DataFrame
@@ -543,50 +538,14 @@ def call_fibre_types(
     )
 
 
-def type_summary(fibre_type: pd.Series, area_um2: pd.Series) -> dict[str, float]:
-    """Count, proportion and CSA per fibre type: the standard fibre-type readout.
+def slide_fibre_types(table: pd.DataFrame, fit_mask: np.ndarray | None = None) -> FibreTypes | None:
+    """Types of a slide's fibres from its ``<role>_interior_mean`` columns; None without a myosin channel.
 
-    Parameters
-    ----------
-    fibre_type : Series of str
-        One of :data:`FIBRE_TYPES` per fibre.
-    area_um2 : Series of float
-        CSA per fibre, same index.
-
-    Returns
-    -------
-    dict of str to float
-        ``n_typed`` (fibres of a callable type) and, per type key ``k`` of
-        :data:`TYPE_KEYS` (``I``, ``IIa``, ``IIx``, ``I_IIa``, ``IIa_IIx``,
-        ``unclassified``): ``type_k_n``; ``type_k_pct``, % of the typed fibres
-        (``type_unclassified_pct``: % of all fibres); ``type_k_csa_um2_mean`` and
-        ``type_k_csa_um2_median`` (NaN without fibres).
-
-    Raises
-    ------
-    ValueError
-        If a value is not one of :data:`FIBRE_TYPES`.
-
-    Examples
-    --------
-    >>> s = type_summary(pd.Series(["I", "I", "IIa", "unclassified"]), pd.Series([4000.0, 5000.0, 6000.0, 100.0]))
-    >>> s["type_I_n"], s["type_I_pct"], s["type_I_csa_um2_mean"], s["type_unclassified_pct"]
-    (2.0, 66.66666666666667, 4500.0, 25.0)
+    ``fit_mask`` marks the fibres the thresholds are fitted on (e.g. whole fibres,
+    not debris or non-fibres); every fibre is typed.
     """
-    types = fibre_type.astype(object)
-    unknown = sorted(set(types.dropna()) - set(FIBRE_TYPES)) + (["NaN"] if types.isna().any() else [])
-    if unknown:
-        raise ValueError(f"unknown fibre types {unknown}; expected one of {list(FIBRE_TYPES)}.")
-    area = area_um2.reindex(types.index).to_numpy(np.float64)
-    typed = int((types != "unclassified").sum())
-    out: dict[str, float] = {"n_typed": float(typed)}
-    for t, key in TYPE_KEYS.items():
-        a = area[(types == t).to_numpy()]
-        a = a[np.isfinite(a)]
-        n = float((types == t).sum())
-        denominator = len(types) if t == "unclassified" else typed
-        out[f"type_{key}_n"] = n
-        out[f"type_{key}_pct"] = 100.0 * n / denominator if denominator else np.nan
-        out[f"type_{key}_csa_um2_mean"] = float(a.mean()) if a.size else np.nan
-        out[f"type_{key}_csa_um2_median"] = float(np.median(a)) if a.size else np.nan
-    return out
+    roles = [r for r in TYPE_ROLES if f"{r}_interior_mean" in table.columns]
+    if not roles:
+        return None
+    intensity = pd.DataFrame({r: table[f"{r}_interior_mean"].to_numpy(np.float64) for r in roles}, index=table.index)
+    return call_fibre_types(intensity, fit_mask=fit_mask)

@@ -82,6 +82,7 @@ class MeasureJob:
     roles: dict[str, int]
     channel_names: tuple[str, ...]
     background: tuple[float, ...]
+    scale: tuple[float, ...]
     cfg: MeasureConfig
 
 
@@ -113,6 +114,7 @@ def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
                 cfg=job.cfg,
                 tissue_mask=tissue,
                 background=list(job.background),
+                scale=list(job.scale),
             )
         except HaloViolationError as exc:
             if attempt == job.escalation_limit:
@@ -166,7 +168,8 @@ def measure_slide(
     halo_px = g.halo_px(px) + context_px(px, cfg.measure)
     jobs = [
         (MeasureJob(slide.path, level, reg_level, reg_scale, b, halo_px, g.escalation_limit, shape,
-                    px, dict(slide.roles), slide.channel_names, tuple(norm.lo), cfg.measure),)
+                    px, dict(slide.roles), slide.channel_names, tuple(norm.lo),
+                    tuple(h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)), cfg.measure),)
         for b in BlockGrid(shape, g.block_px).blocks()
     ]
     parts = fan_out(client, measure_task, jobs, desc="measure", retries=g.retries)

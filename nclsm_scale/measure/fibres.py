@@ -25,12 +25,13 @@ from nclsm_scale.measure.intensity import (
     band_masks,
     channel_medians,
     channel_stats,
-    dark_blobs,
+    holes,
     interior_median_noise,
     interior_ridge_fraction,
     ridge_strength,
 )
 from nclsm_scale.measure.shape import Geometry, geometry, label_runs, perimeters
+from nclsm_scale.normalise import cytoplasm_signal
 from nclsm_scale.tables import channel_keys, empty_table, measure_columns, table_from_columns
 
 __all__ = ["context_px", "measure_block", "measure_fibres"]
@@ -43,7 +44,7 @@ def _ring_px(cfg: MeasureConfig, pixel_size_um: float) -> int:
 
 
 def _smooth_px(cfg: MeasureConfig, pixel_size_um: float) -> list[float]:
-    return [s / pixel_size_um for s in cfg.dark_smooth_um]
+    return [s / pixel_size_um for s in cfg.hole_smooth_um]
 
 
 def _filter_context_px(sigma_px: float) -> int:
@@ -102,6 +103,7 @@ def measure_fibres(
     slide_shape_yx: tuple[int, int] | None = None,
     ids: Iterable[int] | None = None,
     background: Sequence[float] | None = None,
+    scale: Sequence[float] | None = None,
     cfg: MeasureConfig | None = None,
 ) -> pd.DataFrame:
     """Measure fibres of a label window; one row per fibre (:func:`nclsm_scale.tables.measure_columns`).
@@ -116,8 +118,9 @@ def measure_fibres(
     pixel_size_um : float
         Isotropic pixel size.
     channel_roles : mapping role -> channel index
-        ``membrane`` (interior ridges) and ``mito`` (interior texture, dark blobs) add their
-        features; either may be absent (their columns are NaN).
+        ``membrane`` adds interior ridges; ``mito``, else the myosin heavy-chain roles
+        (``myh1``, ``myh2a``, ``myh2x``), give the cytoplasm signal (interior level and
+        holes). Without them those columns are NaN.
     channel_names : sequence of str, optional
         Names of the image's channels; every channel gets the statistics of
         :data:`~nclsm_scale.tables.CHANNEL_STATS`, under its role or its name
@@ -133,6 +136,9 @@ def measure_fibres(
     background : sequence of float, optional
         Per-channel background (camera offset) subtracted from intensities, e.g. the
         global low percentile of the normalisation; 0 if None.
+    scale : sequence of float, optional
+        Per-channel range (the normalisation's ``hi - lo``) the cytoplasm signal is
+        divided by; 1 if None.
     cfg : MeasureConfig, optional
         Band width, tissue margin and dark-blob parameters.
     """
@@ -178,7 +184,7 @@ def measure_fibres(
         comp, labels != 0, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
         (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
     )
-    cols.update(_intensities(comp, border, image, roles, keys, geo.bbox, background, cfg, px, n))
+    cols.update(_intensities(comp, border, image, roles, keys, geo.bbox, background, scale, cfg, px, n))
     return table_from_columns(cols, columns)
 
 
@@ -240,9 +246,10 @@ def _near_nontissue(
     The outer ring of a fibre is the pixels of no fibre (``occupied`` False: any
     fibre of the window, measured here or not, so the ring never depends on which
     fibres a block owns) within ``margin_px`` (Euclidean) of it; a fibre inside the
-    tissue, even next to the endomysium gap, has its ring in tissue. A fibre without ring pixels (wholly surrounded by other fibres) is inside.
-    Only ring pixels within ``inside`` (the slide's part of the window, ``y0, x0, y1, x1``)
-    count, so the result does not depend on how the window is padded.
+    tissue, even next to the endomysium gap, has its ring in tissue. A fibre without
+    ring pixels (wholly surrounded by other fibres) is inside. Only ring pixels
+    within ``inside`` (the slide's part of the window, ``y0, x0, y1, x1``) count, so
+    the result does not depend on how the window is padded.
     """
     n = len(bbox)
     if tissue is None:
@@ -270,15 +277,16 @@ def _intensities(
     keys: list[str],
     bbox: np.ndarray,
     background: Sequence[float] | None,
+    scale: Sequence[float] | None,
     cfg: MeasureConfig,
     px: float,
     n: int,
 ) -> dict[str, np.ndarray]:
-    """Per-channel band and interior statistics, plus the membrane ridge and mito texture features."""
+    """Per-channel band and interior statistics, the membrane ridges, the cytoplasm level and holes."""
     out: dict[str, np.ndarray] = {
-        k: np.full(n, np.nan) for k in ("mito_interior_std", "dark_fraction", "interior_membrane_fraction")
+        k: np.full(n, np.nan) for k in ("cytoplasm_interior_median", "hole_fraction", "interior_membrane_fraction")
     }
-    out["dark_blobs"] = np.zeros(n, np.int64)
+    out["hole_count"] = np.zeros(n, np.int64)
     if image is None:
         return out
     ring, interior = band_masks(comp, border, _ring_px(cfg, px))
@@ -295,21 +303,17 @@ def _intensities(
             comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), bbox,
             ratio=cfg.ridge_ratio, noise_z=cfg.ridge_noise_z,
         )
-    if "mito" in roles:
-        c = roles["mito"]
-        out["mito_interior_std"] = channel_stats(comp, interior, image[c], n, bg[c])[2]
-        med, noise = interior_median_noise(comp, interior, image[c], bbox, bg[c])
-        out["dark_fraction"], out["dark_blobs"] = dark_blobs(
-            comp,
-            interior,
-            image[c],
-            med,
-            noise,
-            background=bg[c],
+    cyto = cytoplasm_signal(image, roles, bg, list(scale) if scale is not None else [1.0] * image.shape[0])
+    if cyto is not None:
+        med, noise = interior_median_noise(comp, interior, cyto, bbox, 0.0)
+        out["cytoplasm_interior_median"] = med
+        out["hole_fraction"], out["hole_count"] = holes(
+            comp, interior, cyto, med, noise,
             smooth_px=_smooth_px(cfg, px),
-            ratio=cfg.dark_ratio,
-            noise_z=cfg.dark_noise_z,
-            min_blob_px=int(round(cfg.dark_min_blob_um2 / px**2)),
+            ratio=cfg.hole_ratio,
+            noise_z=cfg.hole_noise_z,
+            texture_z=cfg.hole_texture_z,
+            min_px=max(3, int(round(cfg.hole_min_um2 / px**2))),
         )
     return out
 
@@ -327,6 +331,7 @@ def measure_block(
     cfg: MeasureConfig | None = None,
     tissue_mask: np.ndarray | None = None,
     background: Sequence[float] | None = None,
+    scale: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Measure the fibres a block owns from its block + halo window.
 
@@ -379,4 +384,5 @@ def measure_block(
         cfg=cfg,
         tissue_mask=tissue_mask,
         background=background,
+        scale=scale,
     )

@@ -1,4 +1,4 @@
-"""Per-fibre intensity features of a window: membrane band, interior statistics, dark blobs, ridges.
+"""Per-fibre intensity features of a window: band and interior statistics, cytoplasm holes, membrane ridges.
 
 Inputs are a compact label image (IDs ``1..n``), its 4-connected border mask
 (:func:`~nclsm_scale.measure.shape.perimeters`) and the fibres' bounding boxes.
@@ -17,14 +17,15 @@ __all__ = [
     "band_masks",
     "channel_medians",
     "channel_stats",
-    "dark_blobs",
+    "group_medians",
+    "holes",
     "interior_median_noise",
     "interior_ridge_fraction",
     "ridge_strength",
     "smoothing_choice",
 ]
 
-#: Gaussian truncation (in sigmas) of the dark-blob smoothing and the ridge filter; sets the context they need.
+#: Gaussian truncation (in sigmas) of the hole smoothing and the ridge filter; sets the context they need.
 SMOOTH_TRUNCATE = 3.0
 
 
@@ -68,17 +69,18 @@ def channel_medians(comp: np.ndarray, mask: np.ndarray, channel: np.ndarray, n: 
     :func:`numpy.median`).
     """
     idx = np.flatnonzero(mask)
-    fib = comp.ravel()[idx].astype(np.int64) - 1
-    v = channel.ravel()[idx].astype(np.float64)
-    order = np.lexsort((v, fib))
-    v = v[order]
-    cnt = np.bincount(fib, minlength=n)
+    return group_medians(comp.ravel()[idx].astype(np.int64) - 1, channel.ravel()[idx], n) - background
+
+
+def group_medians(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` per group ``0..n-1`` (NaN for an empty group), by one sort (as :func:`numpy.median`)."""
+    v = values.astype(np.float64)
+    v = v[np.lexsort((v, group))]
+    cnt = np.bincount(group, minlength=n)
     start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
     out = np.full(n, np.nan)
     has = cnt > 0
-    lo = v[(start + (cnt - 1) // 2)[has]]
-    hi = v[(start + cnt // 2)[has]]
-    out[has] = (lo + hi) / 2.0 - background
+    out[has] = (v[(start + (cnt - 1) // 2)[has]] + v[(start + cnt // 2)[has]]) / 2.0
     return out
 
 
@@ -127,41 +129,51 @@ def smoothing_choice(
     return choice
 
 
-def dark_blobs(
+def holes(
     comp: np.ndarray,
     interior: np.ndarray,
     channel: np.ndarray,
     median: np.ndarray,
     noise: np.ndarray,
     *,
-    background: float,
     smooth_px: Sequence[float],
     ratio: float,
     noise_z: float,
-    min_blob_px: int,
+    texture_z: float,
+    min_px: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-fibre ``(dark_fraction, dark_blob_count)`` of the interior (freeze-artefact holes).
+    """Per-fibre ``(hole_fraction, hole_count)`` of the interior (freeze-artefact holes).
 
-    Each fibre is read at the finest sigma of ``smooth_px`` (ascending) its noise
-    allows (:func:`smoothing_choice`). A pixel is dark when the smoothed,
-    background-subtracted signal is below ``ratio`` times its fibre's interior
-    median; dark 4-connected blobs of at least ``min_blob_px`` pixels are counted
-    and their pixels summed.
+    ``channel`` is background-free (zero where empty). Each fibre is read at the
+    finest sigma of ``smooth_px`` (ascending) its noise allows
+    (:func:`smoothing_choice`). A pixel is in a hole when the smoothed signal is
+    below its fibre's interior median times ``ratio``, and also times ``1 -
+    texture_z x`` the fibre's own texture spread (robust coefficient of variation
+    of its smoothed interior, from the half above the median, which holes leave
+    alone: 1.4826 x the median deviation above the median, over the median). Empty ice-crystal holes lie
+    below both; the dark parts of ordinary texture, however mottled, stay above
+    the second (a fibre whose texture swings that far cannot show holes at all).
+    4-connected holes of at least ``min_px`` pixels are counted and their pixels summed.
     """
     n = median.size
     idx = np.flatnonzero(interior)
     fib = comp.ravel()[idx].astype(np.int64) - 1
-    thr = ratio * np.where(np.isfinite(median), median, -np.inf) + background
     choice = smoothing_choice(median, noise, smooth_px, ratio, noise_z)[fib]
     img = channel.astype(np.float32)
-    dark = np.zeros(comp.shape, bool)
+    smoothed = np.empty(idx.size, np.float32)
     for k, s in enumerate(smooth_px):
         sel = choice == k
-        if not sel.any():
-            continue
-        sm = ndimage.gaussian_filter(img, s, truncate=SMOOTH_TRUNCATE, mode="nearest") if s > 0 else img
-        pix = idx[sel]
-        dark.ravel()[pix[sm.ravel()[pix] < thr[fib[sel]]]] = True
+        if sel.any():
+            sm = ndimage.gaussian_filter(img, s, truncate=SMOOTH_TRUNCATE, mode="nearest") if s > 0 else img
+            smoothed[sel] = sm.ravel()[idx[sel]]
+    level = group_medians(fib, smoothed, n)
+    upper = smoothed > level[fib]  # holes darken only the lower half: read the texture from the upper
+    spread = 1.4826 * group_medians(fib[upper], smoothed[upper] - level[fib[upper]], n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.minimum(ratio, 1.0 - texture_z * spread / level)
+    thr = np.where(np.isfinite(median) & np.isfinite(share), share * median, -np.inf)
+    dark = np.zeros(comp.shape, bool)
+    dark.ravel()[idx[smoothed < thr[fib]]] = True
     blobs, nblob = ndimage.label(dark)
     if nblob == 0:
         return np.zeros(n), np.zeros(n, np.int64)
@@ -170,7 +182,7 @@ def dark_blobs(
     size = np.bincount(bl, minlength=nblob + 1)
     owner = np.zeros(nblob + 1, np.int64)
     owner[bl] = comp.ravel()[bidx].astype(np.int64) - 1
-    big = np.flatnonzero(size >= max(min_blob_px, 1))
+    big = np.flatnonzero(size >= max(min_px, 1))
     big = big[big > 0]
     count = np.bincount(owner[big], minlength=n).astype(np.int64)
     dark_px = np.bincount(owner[big], weights=size[big], minlength=n)

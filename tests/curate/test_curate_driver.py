@@ -124,7 +124,8 @@ def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, capl
     store = layout.overrides("S1")
     assert store == layout.curate_tables / "S1.overrides.csv" and store.is_file()
     # new thresholds, no CSV: the rules change the other fibres, the user's corrections stay
-    strict = RunConfig.model_validate({"grid": {"block_px": 512}, "curate": {"ntm_min_field_aspect_ratio": 20.0}})
+    strict = RunConfig.model_validate({"grid": {"block_px": 512}, "curate": {"ntm_min_aspect_ratio": 20.0,
+                                                                         "ntm_cut_field_aspect_ratio": 20.0}})
     res, slides_table = _curate_and_aggregate(path, strict, client)
     after, meta = read_fibre_table(res.table)
     by_id = after.set_index("fibre_id")
@@ -150,3 +151,27 @@ def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, capl
     assert pd.read_csv(store)["fibre_id"].tolist() == sorted([ids[1], ids[2], extra])
     res = curate_slide(path, _cfg(512), client, clear_overrides=True)
     assert res.n_overridden == 0 and not store.exists()
+
+
+def test_a_slide_with_myosin_stains_gets_fibre_types_and_fam_left_unjudged(tmp_path, client, write_section_store):
+    """Membrane plus MyHC I, IIa and IIx, no mito: types follow the ground truth; FAM needs a mito stain."""
+    s = generate_section(SynthConfig(size_px=(768, 768), pixel_size_um=1.0, seed=11, fam_fraction=0.05,
+                                     stains=["membrane", "myh1", "myh2a", "myh2x"]))
+    path = tmp_path / "run" / "slides" / "T1.ome.zarr"
+    write_section_store(path, s)
+    measure_slide(path, _cfg(512), client)
+    res = curate_slide(path, _cfg(512), client)
+    curated, _ = read_fibre_table(res.table)
+    assert (curated["not_judged"] == "FAM").all() and not (curated["curation_class"] == "FAM").any()
+    whole = curated["curation_class"].isin(["AM", "NTM"]).to_numpy()
+    truth = s.table["gt_type"].astype(str).to_numpy()
+    called = curated["fibre_type"].to_numpy()
+    typed = whole & (called != "unclassified")
+    assert typed.sum() >= 0.9 * whole.sum() and (called[typed] == truth[typed]).mean() >= 0.95
+
+
+def test_a_membrane_and_mito_slide_has_no_fibre_types(measured, client) -> None:
+    path, _ = measured
+    curated, _ = read_fibre_table(curate_slide(path, _cfg(512), client).table)
+    assert (curated["fibre_type"] == "").all() and curated["type_confidence"].isna().all()
+    assert (curated["not_judged"] == "").all()

@@ -10,13 +10,9 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import disk
 
-from nclsm_scale.curate.types import (
-    FIBRE_TYPES,
-    TYPE_ISOFORMS,
-    TYPE_ROLES,
-    call_fibre_types,
-    type_summary,
-)
+from nclsm_scale.aggregate import type_summary
+from nclsm_scale.curate.types import TYPE_ISOFORMS, TYPE_ROLES, call_fibre_types
+from nclsm_scale.tables import FIBRE_TYPES
 
 ROLES = tuple(TYPE_ROLES)
 #: Typical human vastus lateralis, with a few hybrids of each kind.

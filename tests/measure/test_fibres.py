@@ -115,7 +115,7 @@ def test_measure_block_owned_ids_and_halo_violation(section):
         )
 
 
-def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_dark_blobs(section):
+def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_holes(section):
     t = measure_fibres(
         section.fibres,
         section.image,
@@ -125,12 +125,12 @@ def test_membrane_ring_brighter_than_interior_and_fam_fibres_have_dark_blobs(sec
     )
     big = t.area_um2 > 1000
     assert (t.membrane_ring_mean[big] > 2 * t.membrane_interior_mean[big]).mean() > 0.95
-    assert (t.mito_interior_median[big] > 0).all() and (t.mito_interior_std[big] > 0).all()
+    assert (t.mito_interior_median[big] > 0).all() and (t.cytoplasm_interior_median[big] > 0).all()
     fam = section.table.gt_class.astype(str).to_numpy() == "FAM"
     am = section.table.gt_class.astype(str).to_numpy() == "AM"
     assert fam.sum() >= 5
-    assert (t.dark_blobs[fam] >= 1).mean() >= 0.8 and (t.dark_blobs[am] >= 1).mean() <= 0.05
-    assert (t.dark_fraction[fam] > t.dark_fraction[am].max()).mean() > 0.5
+    assert (t.hole_count[fam] >= 3).mean() >= 0.9 and (t.hole_count[am] >= 1).mean() <= 0.02
+    assert (t.hole_fraction[fam] > t.hole_fraction[am].max()).mean() > 0.8
 
 
 def test_every_channel_gets_its_statistics_under_its_role_or_name(section):
@@ -144,12 +144,12 @@ def test_every_channel_gets_its_statistics_under_its_role_or_name(section):
     for i in (1, 17, 40):
         assert t.loc[i - 1, "vdac_interior_median"] == np.median(image[1][interior & (comp == i)])
         assert t.loc[i - 1, "myhc_x_ring_mean"] == pytest.approx(image[2][ring & (comp == i)].mean())
-    assert t["mito_interior_std"].isna().all() and t["interior_membrane_fraction"].notna().any()
+    assert t["cytoplasm_interior_median"].isna().all() and t["interior_membrane_fraction"].notna().any()
 
 
 def test_without_image_intensities_are_nan(section):
     t = measure_fibres(section.fibres, None, pixel_size_um=1.0)
-    assert "mito_interior_mean" not in t and t.dark_fraction.isna().all() and (t.dark_blobs == 0).all()
+    assert "mito_interior_mean" not in t and t.hole_fraction.isna().all() and (t.hole_count == 0).all()
 
 
 def test_invalid_inputs_raise_clear_errors(section):

@@ -23,10 +23,10 @@ def _two_fibres(rng: np.random.Generator, *, crossing: bool, holes: bool, noise:
     mito = np.where(labels > 0, 800.0, 50.0)
     if crossing:  # a second layer's sarcolemma across the first fibre
         membrane[10:70, 38:40] = 700.0
-    if holes:  # ice-crystal holes, 3 px across, every 8 px
-        for y in range(18, 64, 8):
-            for x in range(18, 64, 8):
-                mito[y : y + 3, x : x + 3] = 60.0
+    if holes:  # ice-crystal holes (empty: near background), 4 px across, every 9 px
+        for y in range(17, 62, 9):
+            for x in range(17, 62, 9):
+                mito[y : y + 4, x : x + 4] = 60.0
     image = np.stack([ndimage.gaussian_filter(membrane, 0.7), ndimage.gaussian_filter(mito, 0.7)])
     image = image + rng.normal(0.0, noise, image.shape) + 100.0
     return labels, image
@@ -56,7 +56,7 @@ def test_interior_membrane_fraction_separates_folded_fibres(section):
 def test_holes_are_counted_and_noise_alone_makes_none(rng, noise):
     labels, image = _two_fibres(rng, crossing=False, holes=True, noise=noise)
     t = measure_fibres(labels, image, pixel_size_um=1.0, channel_roles=ROLES, background=[100.0, 100.0])
-    holey, plain = t.dark_blobs.tolist()
+    holey, plain = t.hole_count.tolist()
     assert holey >= 20 and plain == 0
 
 
@@ -78,4 +78,4 @@ def test_noisier_fibres_are_read_at_coarser_smoothing():
 
 def test_smoothing_sigmas_must_ascend():
     with pytest.raises(ValueError, match="ascending"):
-        MeasureConfig(dark_smooth_um=[1.0, 0.5])
+        MeasureConfig(hole_smooth_um=[1.0, 0.5])

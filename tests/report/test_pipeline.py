@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nclsm_scale.layout import read_fibre_table
+from nclsm_scale.tables import FibreClass
 
 
 def test_stages_write_the_run_layout(e2e_run) -> None:
@@ -57,8 +58,7 @@ def test_every_number_in_the_report_comes_from_slides_parquet(e2e_run) -> None:
             assert float(text) == float(f"{float(value):.6g}"), (col, text, value)
             numeric += 1
     assert numeric > 30
-    assert slides.loc["E1", "n_fibres"] == sum(slides.loc["E1", f"n_{c}"] for c in
-                                               ("AM", "NTM", "FAM", "FR", "EDGE", "DEBRIS"))
+    assert slides.loc["E1", "n_fibres"] == sum(slides.loc["E1", f"n_{c.value}"] for c in FibreClass)
     groups = _html_cells(html, "groups")
     assert groups[("P1 / control / vastus lateralis", "n_fibres")] == str(slides.loc["E1", "n_fibres"])
 

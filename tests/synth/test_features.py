@@ -92,7 +92,7 @@ def test_channels_and_types(feat_section: SyntheticSection) -> None:
     s = feat_section
     assert s.image.shape[0] == len(ALL_STAINS)
     assert s.channel_names == channel_names(ALL_STAINS)
-    assert assign_roles(s.channel_names) == {"membrane": 0, "mito": 1}
+    assert assign_roles(s.channel_names) == {"membrane": 0, "mito": 1, "myh1": 2, "myh2a": 3, "myh2x": 4, "dapi": 5}
     assert set(s.table["gt_type"]) <= set(FIBRE_TYPES) and s.table["gt_type"].notna().all()
 
 

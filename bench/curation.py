@@ -1,0 +1,206 @@
+"""Curation against synthetic ground truth: per-reason precision/recall and calibration of the confidence.
+
+Sections are rendered with exact ground-truth classes and every ground-truth fibre
+is measured the way the pipeline measures it (``tests/curate/sections.py``: tissue
+and folds from an 8 um/px view, normalisation from it), so this scores curation
+alone, not segmentation.
+
+- ``--fit``: on the DESIGN sections (the only ones looked at while choosing the
+  rules), fit the score -> probability maps of FR, FAM and NTM by isotonic
+  regression and write them to ``nclsm_scale/curate/calibration.json``.
+- default: on the HELD_OUT sections (seeds never used while designing; sizes,
+  appearances, 0.5 um/px, mouse-sized fibres, membrane + myosin stains without a
+  mito channel), per-reason precision/recall pooled and per section (the worst
+  named), and a reliability table of ``confidence`` (fibres off the image border:
+  the predicted class against the ground truth, by confidence bin), also drawn to
+  ``bench/results/curation_reliability.png``.
+
+The predicted reason compared with the ground-truth class is the first reason
+other than EDGE (the synthetic ground truth has no EDGE class). Fibres whose true
+class the slide cannot judge (FAM without a mito channel) are left out of the
+scores and counted in ``true_but_not_judged``.
+
+    python bench/curation.py [--fit] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests" / "curate"))
+from _common import RESULTS, emit  # noqa: E402
+from sections import judgeable, measure_section, primary_without_edge  # noqa: E402
+
+from nclsm_scale.curate import curate_fibres  # noqa: E402
+from nclsm_scale.curate.calibration import BUNDLED, Calibration, fit_isotonic  # noqa: E402
+
+SCORED = ("NTM", "FR", "FAM")
+CALIBRATED = ("FR", "FAM", "NTM")
+TARGETS = {"NTM": 0.9, "FR": 0.9, "FAM": 0.85}
+MYOSIN = ["membrane", "myh1", "myh2a", "myh2x"]
+
+#: Sections used while designing the rules and to fit the calibration.
+DESIGN: list[dict[str, Any]] = [
+    dict(seed=1), dict(seed=2), dict(seed=3),
+    dict(seed=4, signal_range=(800.0, 3000.0), read_noise_range=(40.0, 60.0)),
+    dict(seed=5, stains=MYOSIN), dict(seed=6, pixel_size_um=0.5, size_px=3072),
+    dict(seed=7, blur_sigma_um_range=(1.0, 1.6)), dict(seed=8, mean_csa_um2=2000.0),
+    dict(seed=9, ntm_fraction=0.8),
+]
+#: Sections never looked at while designing: the acceptance set.
+HELD_OUT: list[dict[str, Any]] = [
+    dict(seed=901), dict(seed=902, size_px=3072), dict(seed=903, size_px=1536),
+    dict(seed=904, signal_range=(600.0, 2000.0), read_noise_range=(40.0, 60.0)),
+    dict(seed=905, read_noise_range=(60.0, 90.0)),
+    dict(seed=906, pixel_size_um=0.5, size_px=3072),
+    dict(seed=907, mean_csa_um2=1800.0, csa_cv=0.35),
+    dict(seed=908, stains=MYOSIN), dict(seed=909, stains=[*MYOSIN, "dapi"]),
+    dict(seed=910, illumination_range=(0.3, 0.45)),
+    dict(seed=911, blur_sigma_um_range=(1.0, 1.6), membrane_width_um_range=(1.2, 2.0)),
+    dict(seed=912, stains=MYOSIN, pixel_size_um=0.5, size_px=3072),
+]
+
+
+def _describe(kw: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def curated_sections(specs: list[dict[str, Any]], calibration: Calibration | None = None) -> list[pd.DataFrame]:
+    """Measure and curate each section; columns of curate plus ``gt`` and ``section``."""
+    out = []
+    for kw in specs:
+        table, gt, px = measure_section(**kw)
+        far = table.attrs["far_from_border"]
+        table.attrs = {}
+        c = curate_fibres(table, pixel_size_um=px, calibration=calibration)
+        c["gt"], c["section"], c["far"] = gt, _describe(kw), far
+        c.attrs["px"] = px
+        out.append(c)
+        print(f"  {_describe(kw)}: {len(c)} fibres", file=sys.stderr, flush=True)
+    return out
+
+
+def scores(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """tp/fp/fn per section and reason, on the fibres whose true class the slide can judge."""
+    rows = []
+    for t in tables:
+        pred, gt = primary_without_edge(t["reasons"]), t["gt"].to_numpy()
+        keep = judgeable(t["gt"], t["not_judged"])
+        for cls in SCORED:
+            rows.append(dict(section=t["section"].iloc[0], cls=cls,
+                             tp=int(((pred == cls) & (gt == cls) & keep).sum()),
+                             fp=int(((pred == cls) & (gt != cls) & keep).sum()),
+                             fn=int(((pred != cls) & (gt == cls) & keep).sum())))
+    return pd.DataFrame(rows)
+
+
+def _scored(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Fibres that calibration is fitted and judged on: off the image border, judgeable, not EDGE."""
+    both = pd.concat(tables, ignore_index=True)
+    keep = np.concatenate([judgeable(t["gt"], t["not_judged"]) for t in tables])
+    return both[~both["touches_image_border"].to_numpy(bool) & keep & (both["curation_class"] != "EDGE")]
+
+
+def fit(tables: list[pd.DataFrame]) -> Calibration:
+    """Both stages of the calibration from the design sections (see nclsm_scale.curate.calibration)."""
+    both = _scored(tables)
+    maps = {r: fit_isotonic(both[f"score_{r}"].to_numpy(np.float64), (both["gt"] == r).to_numpy())
+            for r in CALIBRATED}
+    first = Calibration(maps)
+    again = _scored([curate_fibres(t.drop(columns=["gt", "section", "far"]), pixel_size_um=float(t.attrs["px"]),
+                                   calibration=first).assign(gt=t["gt"].to_numpy())
+                     for t in tables])
+    right = again["curation_class"].astype(str).to_numpy() == again["gt"].astype(str).to_numpy()
+    classes = {}
+    for cls in ("AM", *CALIBRATED):
+        sel = again["curation_class"].to_numpy() == cls
+        if sel.sum() >= 50:
+            classes[cls] = fit_isotonic(again["confidence"].to_numpy(np.float64)[sel], right[sel])
+    return Calibration(maps, classes)
+
+
+def reliability(tables: list[pd.DataFrame], bins: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)):
+    """Per confidence bin: fibres, mean confidence and share whose predicted class is right (off the border)."""
+    both = _scored(tables)
+    right = both["curation_class"].astype(str).to_numpy() == both["gt"].astype(str).to_numpy()
+    conf = both["confidence"].to_numpy(np.float64)
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        sel = (conf >= lo) & (conf < hi)
+        if sel.any():
+            rows.append(dict(bin=f"[{lo:.2f}, {min(hi, 1.0):.2f}]", n=int(sel.sum()),
+                             mean_confidence=round(float(conf[sel].mean()), 3),
+                             accuracy=round(float(right[sel].mean()), 3)))
+    return pd.DataFrame(rows)
+
+
+def reliability_png(table: pd.DataFrame, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfect calibration")
+    ax.plot(table["mean_confidence"], table["accuracy"], "o-", color="#0072B2", label="curation")
+    for _, r in table.iterrows():
+        ax.annotate(str(r["n"]), (r["mean_confidence"], r["accuracy"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set_xlabel("confidence (mean in bin)")
+    ax.set_ylabel("share of fibres whose class is right")
+    ax.set_xlim(0.3, 1.02)
+    ax.set_ylim(0.3, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fit", action="store_true", help="fit the calibration on the design sections and save it")
+    ap.add_argument("--quick", action="store_true", help="the first four held-out sections only")
+    args = ap.parse_args()
+    if args.fit:
+        design = curated_sections(DESIGN)
+        calibration = fit(design)
+        calibration.save(BUNDLED, fitted_on=[_describe(k) for k in DESIGN], reasons=list(CALIBRATED),
+                         bench="bench/curation.py --fit")
+        print(f"calibration written to {BUNDLED}", file=sys.stderr)
+    tables = curated_sections(HELD_OUT[:4] if args.quick else HELD_OUT, Calibration.bundled())
+    s = scores(tables)
+    pooled = s.groupby("cls")[["tp", "fp", "fn"]].sum()
+    result: dict[str, Any] = {"bench": "curation", "sections": [_describe(k) for k in HELD_OUT[: len(tables)]]}
+    for cls in SCORED:
+        tp, fp, fn = pooled.loc[cls]
+        per = s[(s.cls == cls) & (s.tp + s.fn >= 10)].copy()
+        per["precision"] = per.tp / (per.tp + per.fp).clip(lower=1)
+        per["recall"] = per.tp / (per.tp + per.fn).clip(lower=1)
+        worst_p = per.loc[per["precision"].idxmin()] if len(per) else None
+        worst_r = per.loc[per["recall"].idxmin()] if len(per) else None
+        result[cls] = {
+            "precision": round(tp / max(tp + fp, 1), 3), "recall": round(tp / max(tp + fn, 1), 3),
+            "n_true": int(tp + fn), "target": TARGETS[cls],
+            "true_but_not_judged": int(sum(
+                ((t["gt"] == cls).to_numpy() & ~judgeable(t["gt"], t["not_judged"])).sum() for t in tables)),
+            "worst_precision": None if worst_p is None else [round(float(worst_p.precision), 3), worst_p.section],
+            "worst_recall": None if worst_r is None else [round(float(worst_r.recall), 3), worst_r.section],
+        }
+    rel = reliability(tables)
+    result["reliability"] = rel.to_dict("records")
+    result["png"] = str(reliability_png(rel, RESULTS / "curation_reliability.png",
+                                        f"held-out synthetic sections (n={len(tables)})"))
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
