@@ -171,6 +171,15 @@ class RunLayout:
         }
         return outputs[stage]
 
+    def stage_skip(self, name: str, stage: str) -> list[Path]:
+        """Paths inside ``stage_outputs(name, stage)`` that other stages own (the store's ``labels/``)."""
+        return [self.slide(name) / "labels"] if stage == "convert" else []
+
+    def archive_outputs(self) -> list[Path]:
+        """What ``aggregate`` and ``report`` write for the whole archive."""
+        csv = [p.with_suffix(".csv") for p in (self.slides_table, self.groups_table)]
+        return [self.fibres, self.slides_table, self.groups_table, *csv, self.histograms, self.manifest, self.report]
+
     def curated_slides(self) -> list[str]:
         """Names of the slides with a curate table, sorted."""
         return sorted(p.stem for p in self.curate_tables.glob("*.parquet"))

@@ -6,12 +6,17 @@ submitting to one shared client); then aggregate + report for the archive. This
 module and the command line are the only places that know the order of stages.
 Each stage's status lives in ``RUN/state.sqlite``
 (:class:`~nclsm_scale.state.StateStore`) and is marked done only after the stage
-function returned, i.e. its output is complete. A rerun skips stages recorded done
-with the same configuration fingerprint whose outputs
-(:meth:`~nclsm_scale.layout.RunLayout.stage_outputs`) still exist, and redoes the
-rest (the stage functions also skip finished work themselves). A slide that fails
-is recorded with a one-line reason (traceback in ``RUN/logs/run.log``) and the
-others go on. ``RUN/run.json`` holds the resolved
+function returned, i.e. its output is complete, together with the manifest of
+what it wrote (:mod:`nclsm_scale.manifest`: every file's size and sha256). A
+rerun skips a stage only when it is recorded done with the same fingerprint
+(:func:`stage_fingerprints`: the settings and inputs that shape its outputs, and
+its upstream stage's fingerprint) and its outputs match the manifest (sizes; with
+``verify``, checksums). Otherwise the stage's outputs are removed and it runs
+again, and so does every later stage of the slide; a damaged output is named in
+the log and the summary. A stage interrupted or failed under the same
+fingerprint resumes from what it left (the stage functions skip finished work).
+A slide that fails is recorded with a one-line reason (traceback in
+``RUN/logs/run.log``) and the others go on. ``RUN/run.json`` holds the resolved
 config, package versions, the model's sha256, per-slide normalisation constants
 and start/end times. ``RUN/run.lock`` keeps a second run out while one is active.
 
@@ -31,6 +36,7 @@ import datetime
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -45,8 +51,9 @@ from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
 from nclsm_scale.convert import convert_slide
 from nclsm_scale.curate import curate_slide
-from nclsm_scale.errors import NclsmError, StageError, one_line
-from nclsm_scale.layout import RunLayout
+from nclsm_scale.errors import NclsmError, SlideReadError, StageError, one_line
+from nclsm_scale.layout import RunLayout, work_dir
+from nclsm_scale.manifest import Damage, build_manifest, check_manifest, file_sha256, source_identity
 from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.metrics import register_metrics, report_slide
 from nclsm_scale.model.card import weights_record
@@ -64,6 +71,7 @@ from nclsm_scale.storage import (
     join_url,
     local_path,
     redact_options,
+    remote_identity,
     remove_local,
     work_dir_for,
 )
@@ -73,7 +81,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
-    "ARCHIVE_KEY", "STAGES", "RunResult", "SlideJob", "SlideOutcome", "Stage", "config_fingerprint", "run_archive",
+    "ARCHIVE_KEY", "STAGES", "RunResult", "SlideJob", "SlideOutcome", "Stage", "run_archive", "stage_fingerprints",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,7 +134,11 @@ ARCHIVE_KEY = "*archive*"
 
 @dataclass
 class SlideOutcome:
-    """What the run did to one slide: ``status`` done or failed; ``ran`` lists the stages computed now."""
+    """What the run did to one slide: ``status`` done or failed; ``ran`` lists the stages computed now.
+
+    ``damaged`` names the outputs of stages recorded done that did not match their
+    manifest (each stage then ran again).
+    """
 
     name: str
     source: str
@@ -135,6 +147,7 @@ class SlideOutcome:
     error: str = ""
     ran: list[str] = field(default_factory=list)
     fibres: int = 0
+    damaged: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +156,8 @@ class RunResult:
 
     For a remote run, ``remote`` is its URL, ``run_dir`` the local work directory
     staging it and ``sync_error`` what went wrong with the final upload, if anything.
+    ``damaged`` names archive-level outputs (tables, report) that did not match
+    their manifest and were made again.
     """
 
     run_dir: Path
@@ -152,6 +167,7 @@ class RunResult:
     seconds: float = 0.0
     remote: str = ""
     sync_error: str = ""
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[SlideOutcome]:
@@ -171,6 +187,8 @@ class RunResult:
         where = f"{self.remote} (staged in {self.run_dir})" if self.remote else str(self.run_dir)
         lines = [f"{len(self.slides) - len(self.failed)} of {len(self.slides)} slide(s) done, "
                  f"{len(self.failed)} failed ({self.seconds:.0f} s); run directory {where}"]
+        lines += [f"REDONE {s.name}: {d}" for s in self.slides for d in s.damaged]
+        lines += [f"REDONE archive: {d}" for d in self.damaged]
         lines += [f"FAILED {s.name} at {s.stage}: {s.error}" for s in self.failed]
         if self.report_error:
             lines.append(f"FAILED report: {self.report_error}")
@@ -182,12 +200,40 @@ class RunResult:
         return "\n".join(lines)
 
 
-def config_fingerprint(cfg: RunConfig) -> str:
-    """sha256 of the configuration that shapes results (cluster, synth, train, scheduling, storage left out)."""
-    data = cfg.model_dump(mode="json", exclude={"cluster": True, "synth": True, "train": True,
-                                                "archive": {"max_concurrent_slides", "retries", "storage_options",
-                                                            "work_dir", "keep_inputs"}})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+#: Per stage, the config sections whose settings shape its outputs, each with the keys left out.
+#: ``grid`` only cuts the work into blocks (labels and tables are identical for any grid, tested bit
+#: for bit); ``cluster``, ``model.device`` and ``model.batch_size`` say where and how fast it runs;
+#: ``model.weights`` enters as the file's sha256, so a moved copy of the same weights is the same.
+_SHAPED_BY: dict[str, dict[str, set[str]]] = {
+    "convert": {"convert": {"overwrite", "task_px"}},
+    "segment": {"segment": {"overwrite"}, "model": {"weights", "device", "batch_size"}},
+    "measure": {"measure": set()},
+    "curate": {"curate": set()},
+}
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_fingerprints(
+    cfg: RunConfig, inputs: dict[str, Any], fixed: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Each stage's fingerprint: its settings (:data:`_SHAPED_BY`), its ``inputs`` and its upstream's fingerprint.
+
+    ``inputs`` per stage: ``convert`` the source's identity, ``segment`` the weights'
+    sha256, ``curate`` the remembered overrides' sha256 (absent: none). A change in
+    one stage's fingerprint changes every later stage's. ``fixed`` gives stages whose
+    fingerprint is taken as recorded (their inputs cannot be read again).
+    """
+    out: dict[str, str] = {}
+    upstream = ""
+    for stage in STAGES:
+        settings = {section: getattr(cfg, section).model_dump(mode="json", exclude=skip)
+                    for section, skip in _SHAPED_BY[stage].items()}
+        out[stage] = upstream = (fixed or {}).get(stage) or _digest(
+            {"upstream": upstream, "settings": settings, "inputs": inputs.get(stage)})
+    return out
 
 
 def _model_record(cfg: RunConfig) -> dict[str, Any]:
@@ -199,21 +245,88 @@ class _Run:
 
     def __init__(
         self, run_dir: Path, cfg: RunConfig, client: Client, slides: list[ArchiveSlide], progress: RunProgress,
-        sync: RunSync | None = None,
+        sync: RunSync | None = None, verify: bool = False,
     ) -> None:
         self.layout = RunLayout(run_dir)
-        self.cfg, self.client, self.slides, self.sync = cfg, client, slides, sync
+        self.cfg, self.client, self.slides, self.sync, self.verify = cfg, client, slides, sync, verify
         self.state = StateStore(run_dir / "state.sqlite")
-        self.fingerprint = config_fingerprint(cfg)
+        self.weights_sha256 = _model_record(cfg)["sha256"] if cfg.segment.maps is None else None
         self.lock = threading.Lock()
         self.norm: dict[str, Any] = {}
         self.progress = progress
         self.stop = threading.Event()  # set when the run is interrupted
+        self.final: dict[str, str] = {}  # each slide's last stage fingerprint, for the archive's
+        self.damaged: list[str] = []  # damaged archive-level outputs found
 
-    def is_done(self, name: str, stage: str) -> bool:
+    def fingerprints(self, slide: ArchiveSlide) -> dict[str, str]:
+        """The fingerprint of each stage of ``slide`` under this run's settings and inputs.
+
+        A source that can no longer be read (moved away after the run converted it)
+        keeps the fingerprint convert recorded, with a warning.
+
+        Raises
+        ------
+        SlideReadError
+            The source cannot be read and was never converted.
+        """
+        fixed: dict[str, str] = {}
+        try:
+            source = (remote_identity(slide.url, self.cfg.archive.storage_options) if slide.url
+                      else source_identity(slide.path))
+        except (OSError, NclsmError) as exc:
+            rec = self.state.get(slide.name, "convert")
+            if rec is None or rec.status != "done" or rec.fingerprint is None:
+                raise SlideReadError(f"{slide.source}: cannot read it: {one_line(exc)}") from None
+            logger.warning("%s: cannot read %s (%s); keeping its converted store", slide.name, slide.source,
+                           one_line(exc))
+            source, fixed = None, {"convert": rec.fingerprint}
+        overrides = self.layout.overrides(slide.name)
+        inputs = {"convert": source, "segment": self.weights_sha256,
+                  "curate": file_sha256(overrides) if overrides.is_file() else None}
+        fingerprints = stage_fingerprints(self.cfg, inputs, fixed)
+        with self.lock:
+            self.final[slide.name] = fingerprints[list(STAGES)[-1]]
+        return fingerprints
+
+    def _outputs(self, name: str, stage: str) -> tuple[list[Path], list[Path]]:
+        if name == ARCHIVE_KEY:
+            return self.layout.archive_outputs(), []
+        return self.layout.stage_outputs(name, stage), self.layout.stage_skip(name, stage)
+
+    def manifest(self, name: str, stage: str) -> dict[str, Any]:
+        """The manifest of what ``stage`` wrote for slide ``name`` (or the archive) as it is now."""
+        outputs, skip = self._outputs(name, stage)
+        return build_manifest(self.layout.root, [p for p in outputs if p.exists()], skip)
+
+    def why_redo(self, name: str, stage: str, fingerprint: str) -> tuple[str, list[Damage]] | None:
+        """Why ``stage`` must (re)run with its outputs cleared, or None when it is done or may resume.
+
+        Returns None for a stage done under ``fingerprint`` whose outputs match its
+        manifest, and for one that never finished under the same fingerprint (it
+        resumes). Otherwise the reason and the damaged outputs, if that is the reason.
+        """
         rec = self.state.get(name, stage)
-        return (rec is not None and rec.status == "done" and rec.fingerprint == self.fingerprint
-                and (name == ARCHIVE_KEY or all(p.exists() for p in self.layout.stage_outputs(name, stage))))
+        if rec is None or rec.fingerprint is None:
+            return None
+        if rec.fingerprint != fingerprint:
+            return "its settings or inputs changed", []
+        if rec.status != "done":
+            return None
+        manifest = self.state.manifest(name, stage)
+        if manifest is None:
+            return "no record of what it wrote", []
+        damage = check_manifest(self.layout.root, manifest, deep=self.verify)
+        return ("an output is damaged", damage) if damage else None
+
+    def clear(self, name: str, stage: str) -> None:
+        """Remove what ``stage`` wrote for slide ``name`` (and its intermediate state), so it starts afresh."""
+        outputs, _ = self._outputs(name, stage)  # convert's store goes whole: later stages run again too
+        work = [] if name == ARCHIVE_KEY else [work_dir(self.layout.slide(name), stage)]
+        for p in [*outputs, *work]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
 
     @contextlib.contextmanager
     def _staged(self, path: Path, url: str | None, *, missing_ok: bool = False) -> Iterator[None]:
@@ -253,11 +366,15 @@ class _Run:
         progress_token = progress_var.set((self.progress, slide.name))  # for fan_out()
         out = SlideOutcome(slide.name, slide.source, "done")
         try:
-            for i, stage in enumerate(STAGES):
+            fingerprints = self.fingerprints(slide)
+        except NclsmError as exc:
+            out.status, out.stage, out.error = "failed", "convert", one_line(exc)
+            fingerprints = {}
+        try:
+            for i, stage in enumerate(fingerprints):
                 if self.stop.is_set():
                     raise StageError("the run was interrupted")
-                if not self.is_done(slide.name, stage):
-                    self._attempt(slide, stage, out)
+                self._run_stage(slide, stage, fingerprints[stage], out)
                 if out.status == "failed":
                     self.progress.stage_finished(slide.name, len(STAGES) - i)
                     break
@@ -274,14 +391,33 @@ class _Run:
         report_slide(self.client, out, self.state)  # metrics never raise
         return out
 
-    def _attempt(self, slide: ArchiveSlide, stage: str, out: SlideOutcome) -> None:
+    def _run_stage(self, slide: ArchiveSlide, stage: str, fingerprint: str, out: SlideOutcome) -> None:
+        """Run ``stage`` unless it is done and intact, clearing its outputs first when they cannot be resumed."""
+        why = ("an earlier stage ran again", []) if out.ran else self.why_redo(slide.name, stage, fingerprint)
+        rec = self.state.get(slide.name, stage)
+        if why is None and rec is not None and rec.status == "done":
+            return
+        if why is not None:
+            reason, damage = why
+            for d in damage[:5]:
+                out.damaged.append(f"{stage}: {d}")
+            if damage:
+                logger.warning("%s: %s: %d output(s) do not match what it wrote (%s%s); running it again",
+                               slide.name, stage, len(damage), "; ".join(map(str, damage[:5])),
+                               ", ..." if len(damage) > 5 else "")
+            elif rec is not None and rec.status == "done":
+                logger.info("%s: %s: %s; running it again", slide.name, stage, reason)
+            self.clear(slide.name, stage)
+        self._attempt(slide, stage, fingerprint, out)
+
+    def _attempt(self, slide: ArchiveSlide, stage: str, fingerprint: str, out: SlideOutcome) -> None:
         """Run ``stage`` with up to ``archive.retries`` retries of unexpected errors; record it in ``out``."""
         for attempt in range(self.cfg.archive.retries + 1):
-            self.state.start(slide.name, stage, self.fingerprint)
+            self.state.start(slide.name, stage, fingerprint)
             t0 = time.perf_counter()
             try:
                 fibres = self._stage(slide, stage)
-                self.state.finish(slide.name, stage, time.perf_counter() - t0)
+                self.state.finish(slide.name, stage, time.perf_counter() - t0, self.manifest(slide.name, stage))
                 self.push(self._slide_outputs(slide.name))  # a failed upload fails the stage
             except Exception as exc:  # any failure of one slide must leave the others running
                 if self.stop.is_set():  # the client is going away: the stage stays 'running' for the rerun
@@ -318,15 +454,25 @@ class _Run:
         done = [s for s, o in zip(self.slides, outcomes, strict=True) if o.status == "done"]
         if not done:
             return None, ""
-        if not any(o.ran for o in outcomes) and self.is_done(ARCHIVE_KEY, "report") and index.is_file():
+        fingerprint = _digest({
+            "settings": {s: getattr(self.cfg, s).model_dump(mode="json") for s in ("aggregate", "report")},
+            "slides": [[s.name, self.final[s.name], s.meta] for s in done],
+        })
+        why = self.why_redo(ARCHIVE_KEY, "report", fingerprint)
+        rec = self.state.get(ARCHIVE_KEY, "report")
+        if not any(o.ran for o in outcomes) and why is None and rec is not None and rec.status == "done":
             return index, ""
+        if why is not None and why[1]:
+            self.damaged = [f"report: {d}" for d in why[1][:5]]
+            logger.warning("aggregate/report: %d output(s) do not match what it wrote (%s); running it again",
+                           len(why[1]), "; ".join(self.damaged))
         self.state.register(ARCHIVE_KEY, "", ("report",))
-        self.state.start(ARCHIVE_KEY, "report", self.fingerprint)
+        self.state.start(ARCHIVE_KEY, "report", fingerprint)
         t0 = time.perf_counter()
         try:
             aggregate_run(self.layout.root, self.cfg.aggregate, manifest_frame(done), slides=[s.name for s in done])
             path = Path(build_report(self.layout.root, self.cfg, self.client))
-            self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0)
+            self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0, self.manifest(ARCHIVE_KEY, "report"))
             self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
         except Exception as exc:  # the slides' results stay valid; say what went wrong
             logger.error("aggregate/report failed:\n%s", traceback.format_exc())
@@ -354,7 +500,7 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
         "started": _iso(started),
         "ended": _iso(ended) if ended is not None else None,
         "config": _recorded_config(run.cfg),
-        "config_fingerprint": run.fingerprint,
+        "fingerprints": dict(sorted(run.final.items())),
         "versions": package_versions(),
         "model": _model_record(run.cfg),
         "slides": {s.name: {"source": s.source, **s.meta} for s in run.slides},
@@ -366,7 +512,8 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
 
 
 def run_archive(
-    archive: str | Path, run_dir: str | Path, cfg: RunConfig, client: Client, *, progress: bool | None = None
+    archive: str | Path, run_dir: str | Path, cfg: RunConfig, client: Client, *, progress: bool | None = None,
+    verify: bool = False,
 ) -> RunResult:
     """Take every slide of ``archive`` through convert, segment, measure and curate; then aggregate and report.
 
@@ -381,6 +528,9 @@ def run_archive(
         The one client every stage submits to.
     progress : bool, optional
         Show the run's progress bar (slides, block tasks, fibres, ETA); ``None`` only on a terminal.
+    verify : bool
+        Check every finished output against its manifest's checksums before trusting it
+        (default: sizes only).
 
     Raises
     ------
@@ -408,7 +558,7 @@ def run_archive(
             slides = discover(archive, cfg.archive, inputs_dir=root / "inputs")
             bar = RunProgress(len(slides), len(STAGES), disable=None if progress is None else not progress)
             try:
-                run = _Run(root, cfg, client, slides, bar, sync)
+                run = _Run(root, cfg, client, slides, bar, sync, verify)
                 register_metrics(client)  # idempotent; never raises
                 if n := run.state.reset_running():
                     logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
@@ -428,7 +578,8 @@ def run_archive(
                 bar.close()
             report, report_error = run.finish_archive(outcomes)
             _write_run_json(run, started, time.time())
-            result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0, remote)
+            result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0, remote,
+                               damaged=run.damaged)
             logger.info("%s", result.summary())
             if sync is not None:
                 try:

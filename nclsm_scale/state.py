@@ -2,8 +2,10 @@
 
 :class:`StateStore` keeps one row per (slide, stage) in ``RUN/state.sqlite`` with
 its status (``pending``, ``running``, ``done``, ``failed``), start and end time,
-seconds, attempts, the configuration fingerprint it ran with and a one-line
-error. Every call opens its own connection, so threads may share a store.
+seconds, attempts, the stage's fingerprint (settings and inputs it ran with) and a
+one-line error, and for a stage done the manifest of what it wrote
+(:mod:`nclsm_scale.manifest`), stored with its ``done`` status in one transaction.
+Every call opens its own connection, so threads may share a store.
 
 :class:`RunLock` is ``RUN/run.lock`` holding the PID and host of the active run;
 it is created atomically. A lock left by a dead process on this host is taken
@@ -22,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nclsm_scale.errors import StageError
 
@@ -43,6 +46,12 @@ CREATE TABLE IF NOT EXISTS stages (
     attempts INTEGER NOT NULL DEFAULT 0,
     fingerprint TEXT,
     error TEXT,
+    PRIMARY KEY (slide, stage)
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    slide TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    manifest TEXT NOT NULL,
     PRIMARY KEY (slide, stage)
 );
 CREATE TABLE IF NOT EXISTS slides (
@@ -129,20 +138,38 @@ class StateStore:
                 (slide, stage, time.time(), fingerprint),
             )
 
-    def finish(self, slide: str, stage: str, seconds: float) -> None:
-        """Mark a stage ``done`` (call only once its output is complete)."""
-        self._end(slide, stage, "done", seconds, None)
+    def finish(self, slide: str, stage: str, seconds: float, manifest: dict[str, Any] | None = None) -> None:
+        """Mark a stage ``done`` (call only once its output is complete), with the manifest of its outputs."""
+        with self._db() as db:
+            self._end(db, slide, stage, "done", seconds, None)
+            db.execute("DELETE FROM manifests WHERE slide = ? AND stage = ?", (slide, stage))
+            if manifest is not None:
+                db.execute("INSERT INTO manifests (slide, stage, manifest) VALUES (?, ?, ?)",
+                           (slide, stage, json.dumps(manifest, separators=(",", ":"))))
+
+    def manifest(self, slide: str, stage: str) -> dict[str, Any] | None:
+        """The manifest recorded when the stage was last done, or None."""
+        with self._db() as db:
+            row = db.execute("SELECT manifest FROM manifests WHERE slide = ? AND stage = ?", (slide, stage)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def manifests(self, slide: str) -> dict[str, dict[str, Any]]:
+        """Every manifest recorded for ``slide``, by stage."""
+        with self._db() as db:
+            rows = db.execute("SELECT stage, manifest FROM manifests WHERE slide = ?", (slide,)).fetchall()
+        return {stage: json.loads(m) for stage, m in rows}
 
     def fail(self, slide: str, stage: str, seconds: float, error: str) -> None:
         """Mark a stage ``failed`` with a one-line ``error``."""
-        self._end(slide, stage, "failed", seconds, " ".join(error.split()))
-
-    def _end(self, slide: str, stage: str, status: str, seconds: float, error: str | None) -> None:
         with self._db() as db:
-            db.execute(
-                "UPDATE stages SET status = ?, finished = ?, seconds = ?, error = ? WHERE slide = ? AND stage = ?",
-                (status, time.time(), round(seconds, 3), error, slide, stage),
-            )
+            self._end(db, slide, stage, "failed", seconds, " ".join(error.split()))
+
+    @staticmethod
+    def _end(db: sqlite3.Connection, slide: str, stage: str, status: str, seconds: float, error: str | None) -> None:
+        db.execute(
+            "UPDATE stages SET status = ?, finished = ?, seconds = ?, error = ? WHERE slide = ? AND stage = ?",
+            (status, time.time(), round(seconds, 3), error, slide, stage),
+        )
 
     def reset_running(self) -> int:
         """Turn ``running`` rows left by an interrupted run back into ``pending``; return how many."""

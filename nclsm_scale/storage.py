@@ -42,6 +42,7 @@ __all__ = [
     "local_path",
     "read_bytes",
     "redact_options",
+    "remote_identity",
     "remote_parent",
     "remove_local",
     "work_dir_for",
@@ -108,6 +109,23 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any,
         raise ConfigError(f"{url}: cannot open this URL with archive.storage_options "
                           f"{redact_options(options or {})}: {exc}") from None
     return fs, path.rstrip("/")
+
+
+def remote_identity(url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies a remote object's content without downloading it: name, size and ETag or mtime.
+
+    Raises
+    ------
+    SlideReadError
+        The object cannot be listed.
+    """
+    fs, path = filesystem(url, options)
+    try:
+        info = fs.info(path)
+    except Exception as exc:  # botocore and friends raise their own types
+        raise SlideReadError(f"{url}: cannot read it: {one_line(exc)}") from None
+    version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    return {"name": path.rsplit("/", 1)[-1], "size": int(info.get("size") or 0), "version": str(version)}
 
 
 def work_dir_for(url: str, work_dir: str | None) -> Path:

@@ -1,7 +1,11 @@
-"""Check an OME-Zarr store: NGFF validity, pyramid consistency, labels, completeness.
+"""Check an OME-Zarr store: NGFF validity, pyramid consistency, labels, completeness, integrity.
 
 :func:`check_store` returns a list of problems (empty when the store is fine), so
-callers decide how to report them; the ``validate`` command prints them.
+callers decide how to report them; the ``validate`` command prints them. A store
+that belongs to a run (``RUN/slides/<slide>.ome.zarr`` beside ``RUN/state.sqlite``)
+is also checked against the manifests of what each stage wrote: every file present
+with its size, and with ``deep`` its sha256; ``deep`` also decodes every chunk of
+every array (a missing chunk reads as the fill value, so only a manifest shows it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import zarr
 
 from nclsm_scale.errors import NclsmError
 from nclsm_scale.io.ome_zarr import array_at, attrs_of, read_multiscales
+from nclsm_scale.layout import RunLayout
+from nclsm_scale.manifest import check_manifest
+from nclsm_scale.state import StateStore
 
 __all__ = ["check_store"]
 
@@ -96,12 +103,54 @@ def _check_labels(group: zarr.Group, image_shapes: list[tuple[int, ...]], image_
     return problems
 
 
-def check_store(path: str | Path) -> list[str]:
+def _check_run_outputs(path: Path, deep: bool) -> list[str]:
+    """The slide's stage outputs against the manifests of its run, if it belongs to one."""
+    layout = RunLayout.for_slide(path)
+    db = layout.root / "state.sqlite"
+    suffix = ".ome.zarr"
+    if not db.is_file() or not path.name.endswith(suffix) or path.resolve() != layout.slide(
+            path.name[: -len(suffix)]).resolve():
+        return []
+    try:
+        manifests = StateStore(db).manifests(path.name[: -len(suffix)])
+    except Exception as exc:  # sqlite3 raises its own types; the store itself may still be fine
+        return [f"cannot read the run's state {db}: {exc}"]
+    return [f"{stage}: {d}" for stage, m in sorted(manifests.items())
+            for d in check_manifest(layout.root, m, deep=deep)]
+
+
+def _decode_all(group: zarr.Group, ms: dict) -> list[str]:
+    """Read every chunk (by shard where sharded) of the image and label levels; name those that fail."""
+    arrays = [(d["path"], array_at(group, d["path"])) for d in ms["datasets"]]
+    if "labels" in group:
+        labels = zarr.open_group(group.store_path, path="labels", mode="r")
+        for name in attrs_of(labels).get("ome", {}).get("labels", []):
+            if name in labels:
+                lgroup = zarr.open_group(labels.store_path, path=name, mode="r")
+                lms, _ = read_multiscales(lgroup)
+                arrays += [(f"labels/{name}/{d['path']}", array_at(lgroup, d["path"])) for d in lms["datasets"]]
+    problems = []
+    for where, arr in arrays:
+        step = arr.shards or arr.chunks
+        grid = [range(0, n, s) for n, s in zip(arr.shape, step, strict=True)]
+        for start in np.stack(np.meshgrid(*grid, indexing="ij"), -1).reshape(-1, arr.ndim):
+            region = tuple(slice(int(a), int(a) + s) for a, s in zip(start, step, strict=True))
+            try:
+                arr[region]
+            except Exception as exc:  # codecs raise their own types
+                problems.append(f"{where} at {tuple(int(a) for a in start)}: cannot decode: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]}")
+    return problems
+
+
+def check_store(path: str | Path, *, deep: bool = False) -> list[str]:
     """Problems found in the OME-Zarr image at ``path``; empty if it is valid and complete.
 
     Checks: ome-zarr-models validation (0.4 or 0.5 image), pyramid consistency (shapes
     halve, scales double, one dtype), labels (same level count and shapes, integer
-    dtype, ``image-label`` metadata) and the ``nclsm`` completion flag when present.
+    dtype, ``image-label`` metadata), the ``nclsm`` completion flag when present, and
+    for a store in a run its stages' outputs against their manifests. ``deep``: every
+    chunk decoded and every file's checksum compared.
     """
     try:
         group = zarr.open_group(str(path), mode="r")
@@ -117,4 +166,6 @@ def check_store(path: str | Path) -> list[str]:
     nclsm = dict(group.attrs).get("nclsm")
     if isinstance(nclsm, dict) and not nclsm.get("complete", False):
         problems.append("conversion incomplete (nclsm.complete is false); rerun `nclsm-scale convert`")
-    return problems
+    if deep:
+        problems += _decode_all(group, ms)
+    return problems + _check_run_outputs(Path(path), deep)

@@ -280,3 +280,26 @@ def cfg_small():
         "report": {"thumbnail_px": 200},
     })
 
+
+
+def _fibre_chunks(s3) -> list[str]:
+    return sorted(k for k in _tree(s3, f"{BUCKET}/run") if k.startswith("slides/S1.ome.zarr/labels/fibres/0/c/"))
+
+
+def test_a_chunk_lost_from_the_remote_run_is_uploaded_again_or_recomputed(s3, remote_archive, remote_first,
+                                                                          cfg_small, client):
+    """With the work folder intact the final push restores it; from an empty one the stage is redone."""
+    _, work, local, _, table = remote_first
+    cfg = cfg_small.model_copy(update={"archive": cfg_small.archive.model_copy(update={"work_dir": str(work)})})
+    lost = _fibre_chunks(s3)[0]
+    s3.rm(f"{BUCKET}/run/{lost}")
+    result = run_archive(remote_archive, f"s3://{BUCKET}/run", cfg, client, progress=False)
+    assert next(s for s in result.slides if s.name == "S1").ran == [] and lost in _fibre_chunks(s3)
+    s3.rm(f"{BUCKET}/run/{lost}")
+    shutil.rmtree(local)  # a new pod: the run comes from the bucket, without the lost chunk
+    result = run_archive(remote_archive, f"s3://{BUCKET}/run", cfg, client, progress=False)
+    s1 = next(s for s in result.slides if s.name == "S1")
+    assert s1.ran == ["segment", "measure", "curate"] and any(lost in d for d in s1.damaged)
+    assert lost in _fibre_chunks(s3)
+    with s3.open(f"{BUCKET}/run/tables/fibres/S1.parquet", "rb") as fh:
+        pd.testing.assert_frame_equal(pd.read_parquet(fh), table)

@@ -35,6 +35,9 @@ def main(
         Path | None, typer.Option("--performance-report", metavar="HTML",
                                   help="Write Dask's performance report of the run (self-contained HTML) here.")
     ] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Before skipping a finished stage, compare every output file's checksum with what the "
+                         "stage wrote (default: presence and size).")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -61,7 +64,7 @@ def main(
 
                 performance_report.parent.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(dask_performance_report(filename=str(performance_report), mode="inline"))
-            result = run_archive(archive, out, cfg, client)
+            result = run_archive(archive, out, cfg, client, verify=verify)
     typer.echo(result.summary())
     if performance_report is not None:
         typer.echo(f"performance report: {performance_report}")

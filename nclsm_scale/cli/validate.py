@@ -12,17 +12,19 @@ from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
 
 def main(
     paths: Annotated[list[Path], typer.Argument(help="OME-Zarr stores (.ome.zarr folders).")],
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="Also decode every chunk and compare every file's checksum with its run's manifest.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Validate OME-Zarr images (NGFF, pyramid, labels, completeness); exit 1 if any is invalid."""
+    """Validate OME-Zarr images (NGFF, pyramid, labels, completeness, run manifests); exit 1 if any is invalid."""
     from nclsm_scale.errors import ValidationError
     from nclsm_scale.validate import check_store
 
     build_config(config, set_)
     bad = 0
     for path in paths:
-        problems = check_store(path)
+        problems = check_store(path, deep=deep)
         if problems:
             bad += 1
             typer.echo(f"{path}: INVALID")
