@@ -5,8 +5,11 @@ analysable fibres: count, share and CSA per type (:func:`type_summary`), the
 standard readout of muscle labs; ``not_judged`` names the reasons a slide's
 channels or pixel size could not judge for any fibre.
 
-:func:`aggregate_run` joins each slide's ``measure`` and ``curate`` tables into
-``tables/fibres/<slide>.parquet`` (:func:`nclsm_scale.tables.join_fibre_tables`).
+:func:`assemble_fibre_tables` joins each slide's ``measure`` and ``curate`` tables
+(:func:`nclsm_scale.tables.join_fibre_tables`) after the slide's manifest
+metadata into ``tables/fibres/<slide>.parquet``, all with one schema (the union of
+the slides' channel columns, NaN where a slide lacks the channel), so the folder
+reads as one dataset (:func:`nclsm_scale.layout.read_fibres`).
 :func:`slide_stats` turns one slide's table into one row: fibre counts per class
 and per reason code, % analysable, tissue / fold / analysable area, densities,
 CSA and min-Feret mean / median / SD / CV and mito intensity quantiles of the
@@ -14,8 +17,9 @@ analysable fibres. :func:`slide_histograms` bins the same fibres
 (``cfg.aggregate`` edges; the last bin is open). :func:`aggregate_tables` does
 every slide, joins manifest metadata and pools fibres per metadata group;
 :func:`aggregate_run` reads a run's tables and writes ``tables/slides.parquet``
-(+ ``.csv``), ``tables/groups.parquet`` (+ ``.csv``, with a manifest) and
-``tables/histograms.nc`` (xarray).
+(+ ``.csv``, :data:`~nclsm_scale.tables.SLIDE_COLUMNS`), ``tables/groups.parquet``
+(+ ``.csv``, with a manifest, :data:`~nclsm_scale.tables.GROUP_COLUMNS`) and
+``tables/histograms.nc`` (xarray; variables with ``units`` and ``long_name``).
 
 Definitions: SD is the sample standard deviation (ddof 1), CV = SD / mean,
 densities are fibres per mm2 (all fibres per tissue area; analysable fibres per
@@ -37,13 +41,28 @@ import pandas as pd
 
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
-from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
-from nclsm_scale.tables import FIBRE_TYPES, PRIORITY, TYPE_KEYS, FibreClass, join_fibre_tables
+from nclsm_scale.layout import SCHEMA_KEY, RunLayout, read_fibre_table, write_table
+from nclsm_scale.tables import (
+    CURATE_COLUMNS,
+    FIBRE_TYPES,
+    GROUP_COLUMNS,
+    MEASURE_COLUMNS,
+    PRIORITY,
+    SCHEMA_VERSION,
+    SLIDE_COLUMNS,
+    TYPE_KEYS,
+    Column,
+    FibreClass,
+    fibre_column,
+    fibre_columns,
+    join_fibre_tables,
+    manifest_columns,
+)
 
 __all__ = [
     "AggregateResult",
     "aggregate_run",
-    "assemble_fibre_table",
+    "assemble_fibre_tables",
     "aggregate_tables",
     "read_manifest",
     "slide_histograms",
@@ -56,11 +75,11 @@ logger = logging.getLogger(__name__)
 
 #: Every class, analysable first, in the order tables and plots show them.
 CLASSES = tuple(c.value for c in FibreClass)
-#: Histogram variables: (name, fibre-table column or None for mito_rel, config field of the edges).
+#: Histogram variables: (name, fibre-table column or None for mito_rel, config field of the edges, what is binned).
 HISTOGRAMS = (
-    ("csa", "area_um2", "csa_bins_um2"),
-    ("feret_min", "feret_min_um", "feret_min_bins_um"),
-    ("mito_rel", None, "mito_rel_bins"),
+    ("csa", "area_um2", "csa_bins_um2", "cross-sectional area"),
+    ("feret_min", "feret_min_um", "feret_min_bins_um", "minimum Feret diameter"),
+    ("mito_rel", None, "mito_rel_bins", "mito interior mean over the slide's median analysable fibre"),
 )
 
 
@@ -172,7 +191,9 @@ def slide_stats(table: pd.DataFrame, meta: Mapping[str, Any], cfg: AggregateConf
     """One row of slide statistics from a curated table and its metadata (areas in um2)."""
     row: dict[str, Any] = {
         "slide": meta.get("slide_name", ""), "slide_id": meta.get("slide_id", ""),
-        "pixel_size_um": meta.get("pixel_size_um", np.nan), "level": meta.get("level", -1),
+        "pixel_size_um": meta.get("pixel_size_um", np.nan),
+        "segmentation_pixel_size_um": meta.get("segmentation_pixel_size_um", np.nan),
+        "segmentation_level": meta.get("level", -1),
     }
     row.update(summarise(table, cfg))
     tissue = float(meta.get("tissue_area_um2", np.nan)) / 1e6
@@ -198,7 +219,7 @@ def slide_histograms(table: pd.DataFrame, cfg: AggregateConfig) -> dict[str, np.
     finite = mito[np.isfinite(mito)]
     ref = float(np.median(finite)) if finite.size else np.nan
     out = {}
-    for name, column, field in HISTOGRAMS:
+    for name, column, field, _ in HISTOGRAMS:
         values = am[column].to_numpy(np.float64) if column else mito / ref
         values = values[np.isfinite(values)]
         out[name] = np.histogram(values, _edges(cfg, field))[0].astype(np.int64)
@@ -240,11 +261,9 @@ def aggregate_tables(
     manifest: pd.DataFrame | Mapping[str, Mapping[str, Any]] | str | Path | None = None,
 ) -> AggregateResult:
     """Statistics of curated tables ``{slide: (table, meta)}``, joined with manifest metadata."""
-    import xarray as xr
-
     names = sorted(tables)
     rows = []
-    hists: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in HISTOGRAMS}
+    hists: dict[str, list[np.ndarray]] = {name: [] for name, *_ in HISTOGRAMS}
     for name in names:
         table, meta = tables[name]
         rows.append({**slide_stats(table, meta, cfg), "slide": name})
@@ -259,23 +278,35 @@ def aggregate_tables(
         by = [c for c in cfg.group_by if c in slides.columns]
         if by:
             groups = _group_stats(tables, slides, by, cfg)
-    coords: dict[str, Any] = {"slide": names}
+    return AggregateResult(slides, groups, _histogram_dataset(names, hists, slides, cfg))
+
+
+def _histogram_dataset(names: list[str], hists: dict[str, list[np.ndarray]], slides: pd.DataFrame,
+                       cfg: AggregateConfig) -> Any:
+    """The histograms as an xarray Dataset; each variable has ``units`` (CF: "1" if dimensionless) and ``long_name``."""
+    import xarray as xr
+
+    coords: dict[str, Any] = {"slide": ("slide", names, {"long_name": "slide name in the run"})}
     data = {}
-    for name, _, field in HISTOGRAMS:
+    for name, column, field, what in HISTOGRAMS:
         edges = _edges(cfg, field)
         dim = f"{name}_bin"
-        coords[f"{name}_lo"] = (dim, edges[:-1])
-        coords[f"{name}_hi"] = (dim, edges[1:])
+        units = (MEASURE_COLUMNS[column].unit if column else "") or "1"
+        coords[f"{name}_lo"] = (dim, edges[:-1], {"units": units, "long_name": f"lower edge of the {what} bin"})
+        coords[f"{name}_hi"] = (dim, edges[1:], {"units": units,
+                                                 "long_name": f"upper edge (exclusive) of the {what} bin"})
         counts = np.stack(hists[name]) if names else np.zeros((0, edges.size - 1), np.int64)
-        data[f"{name}_count"] = (("slide", dim), counts)
+        data[f"{name}_count"] = (("slide", dim), counts,
+                                 {"units": "1", "long_name": f"analysable fibres per bin of {what}"})
     data["class_count"] = (("slide", "class"), slides[[f"n_{c}" for c in CLASSES]].to_numpy(np.int64)
-                           if names else np.zeros((0, len(CLASSES)), np.int64))
-    coords["class"] = list(CLASSES)
-    ds = xr.Dataset(data, coords=coords, attrs={
+                           if names else np.zeros((0, len(CLASSES)), np.int64),
+                           {"units": "1", "long_name": "fibres per primary curation class"})
+    coords["class"] = ("class", list(CLASSES), {"long_name": "curation class (nclsm_scale.tables.FibreClass)"})
+    return xr.Dataset(data, coords=coords, attrs={
         "description": "Histograms of analysable fibres per slide; bins [lo, hi), the last open.",
         "analysable_classes": ",".join(cfg.analysable_classes),
+        SCHEMA_KEY.decode(): SCHEMA_VERSION,
     })
-    return AggregateResult(slides, groups, ds)
 
 
 def _group_stats(
@@ -297,28 +328,57 @@ def _group_stats(
     return pd.DataFrame(rows)
 
 
-def _write(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+def _write(df: pd.DataFrame, path: Path, columns: Mapping[str, Column]) -> None:
+    """Write a statistics table (Parquet with ``columns``' units and meanings, the manifest's for the rest; + CSV)."""
+    write_table(df, path, {**columns, **manifest_columns(df[[c for c in df.columns if c not in columns]])})
     df.to_csv(path.with_suffix(".csv"), index=False)
 
 
-def assemble_fibre_table(layout: RunLayout, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Join slide ``name``'s measure and curate tables; write the result to ``tables/fibres/<name>.parquet``.
-
-    The metadata is measure's updated by curate's (slide, levels, pixel size, areas).
-    """
+def _join(layout: RunLayout, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Slide ``name``'s measure and curate tables joined, with measure's metadata updated by curate's."""
     measured, meta = read_fibre_table(layout.measure_table(name))
     curated, curate_meta = read_fibre_table(layout.curate_table(name))
     try:
         table = join_fibre_tables(measured, curated)
     except ValueError as exc:
         raise ValidationError(f"{layout.curate_table(name)}: {exc}") from None
-    meta = {**meta, **curate_meta}
-    write_fibre_table(table, layout.fibre_table(name), meta)
-    return table, meta
+    if not (table["slide"] == name).all():
+        raise ValidationError(f"{layout.measure_table(name)} holds fibres of another slide; run measure again.")
+    return table, {**meta, **curate_meta}
+
+
+def assemble_fibre_tables(
+    layout: RunLayout, names: list[str], manifest: pd.DataFrame | None = None
+) -> dict[str, tuple[pd.DataFrame, dict[str, Any]]]:
+    """Write ``tables/fibres/<name>.parquet`` of slides ``names``, all with one schema; remove other slides'.
+
+    Each table holds ``slide``, the slide's ``manifest`` metadata (NaN where the
+    manifest has no row for it; a column named like a fibre column is left out),
+    measure's columns (the union over the slides: NaN for a channel a slide lacks)
+    and curate's (:func:`nclsm_scale.tables.fibre_columns`). Returns ``{name: (table, meta)}``.
+    """
+    joined = {name: _join(layout, name) for name in names}
+    measured = list(dict.fromkeys(c for t, _ in joined.values() for c in t.columns if c not in CURATE_COLUMNS))
+    per_slide = pd.DataFrame(index=pd.Index(names, name="slide"))
+    if manifest is not None:
+        per_slide = manifest.drop_duplicates("slide").set_index("slide").reindex(per_slide.index)
+        clash = [c for c in per_slide.columns if c in measured or c in CURATE_COLUMNS]
+        if clash:
+            logger.warning("manifest column(s) %s are named like fibre columns; left out of the fibre tables", clash)
+        per_slide = per_slide.drop(columns=clash)
+    order = fibre_columns(measured, list(per_slide.columns))
+    columns = {**{k: fibre_column(k) for k in order if k not in per_slide.columns}, **manifest_columns(per_slide)}
+    out = {}
+    for name, (table, meta) in joined.items():
+        values = {k: pd.Series([per_slide.at[name, k]] * len(table), dtype=per_slide[k].dtype)
+                  for k in per_slide.columns}
+        full = table.assign(**values).reindex(columns=order)
+        write_table(full, layout.fibre_table(name), columns, meta)
+        out[name] = (full, meta)
+    for stale in sorted(set(layout.fibres.glob("*.parquet")) - {layout.fibre_table(n) for n in names}):
+        logger.info("%s: removed, its slide is not in this aggregation", stale)
+        stale.unlink()
+    return out
 
 
 def aggregate_run(
@@ -330,24 +390,24 @@ def aggregate_run(
     """Assemble the fibre tables of a run's curated slides; write the slide / group tables and histograms.
 
     ``slides`` names the slides to include (default: every slide with a curate
-    table). A given ``manifest`` is saved as ``tables/manifest.csv``; without one,
-    that saved copy is used.
+    table); ``tables/fibres/`` then holds exactly theirs. A given ``manifest`` is
+    saved as ``tables/manifest.csv``; without one, that saved copy is used.
     """
     layout = RunLayout(Path(run_dir))
     names = layout.curated_slides() if slides is None else sorted(slides)
     if not names:
         raise ValidationError(f"{layout.curate_tables}: no curated slides; run `measure` and `curate` first.")
-    tables = {name: assemble_fibre_table(layout, name) for name in names}
     meta_df = read_manifest(manifest)
     if meta_df is not None:
         layout.tables.mkdir(parents=True, exist_ok=True)
         meta_df.to_csv(layout.manifest, index=False)
     elif layout.manifest.is_file():
         meta_df = read_manifest(layout.manifest)
+    tables = assemble_fibre_tables(layout, names, meta_df)
     result = aggregate_tables(tables, cfg, meta_df)
-    _write(result.slides, layout.slides_table)
+    _write(result.slides, layout.slides_table, SLIDE_COLUMNS)
     if result.groups is not None:
-        _write(result.groups, layout.groups_table)
+        _write(result.groups, layout.groups_table, GROUP_COLUMNS)
     tmp = layout.histograms.with_name(f".{layout.histograms.name}.tmp")
     result.histograms.to_netcdf(tmp, engine="scipy")
     tmp.replace(layout.histograms)

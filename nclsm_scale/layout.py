@@ -9,7 +9,8 @@
       tables/measure/<slide>.parquet one row per fibre: measurements (measure)
       tables/curate/<slide>.parquet  one row per fibre: classes, reasons, fold fraction (curate), and
                      <slide>.overrides.csv the user overrides curate remembers
-      tables/fibres/<slide>.parquet  one row per fibre, every column: measure's and curate's joined (aggregate)
+      tables/fibres/<slide>.parquet  one row per fibre, every column: the manifest's metadata, measure's and
+                                     curate's joined (aggregate); the folder reads as one dataset (:func:`read_fibres`)
       tables/manifest.csv            slide metadata (slide, subject, diagnosis, muscle, ...)
       tables/slides.parquet, .csv    one row per slide (aggregate)
       tables/groups.parquet, .csv    one row per metadata group (aggregate, with a manifest)
@@ -18,35 +19,47 @@
       run.json                       config, versions, model hash (written by ``run``)
 
 Each stage writes only its own files, so rerunning or deleting one stage's output
-never touches another's. A fibre table carries its own provenance in the Parquet
-key-value metadata under ``nclsm`` (slide path, segmentation level, pixel size,
-tissue areas), so later stages need only the table.
+never touches another's. Tables are written by :func:`write_table` with their
+declared columns (:mod:`nclsm_scale.tables`): each Parquet field's metadata holds
+its ``unit`` and ``description``, the file's key-value metadata the schema version
+under ``nclsm_scale.schema_version``. A fibre table also carries its provenance
+there under ``nclsm`` (slide path, segmentation level, pixel sizes, tissue areas),
+so later stages need only the table.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from nclsm_scale.errors import SlideReadError, SlideWriteError
+from nclsm_scale.tables import SCHEMA_VERSION, Column
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "RunLayout",
+    "SCHEMA_KEY",
     "read_fibre_table",
+    "read_fibres",
     "read_table_meta",
     "slide_id_of",
     "slide_name",
     "work_dir",
-    "write_fibre_table",
+    "write_table",
 ]
 
 _META_KEY = b"nclsm"
+#: Key of the schema version (:data:`nclsm_scale.tables.SCHEMA_VERSION`) in a table file's key-value metadata.
+SCHEMA_KEY = b"nclsm_scale.schema_version"
 
 #: File name endings a slide's id is cut from (the longest that matches, case-insensitive).
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".svs", ".ndpi", ".btf",
@@ -185,23 +198,54 @@ class RunLayout:
         return sorted(p.stem for p in self.curate_tables.glob("*.parquet"))
 
 
-def write_fibre_table(table: pd.DataFrame, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``table`` to Parquet atomically with ``meta`` (JSON) in the file's key-value metadata."""
+def _arrow_type(col: Column) -> pa.DataType:
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.string() if col.dtype == "str" else pa.from_numpy_dtype(np.dtype(col.dtype))
+
+
+def write_table(
+    table: pd.DataFrame, path: str | Path, columns: Mapping[str, Column], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``table`` to Parquet atomically, every column typed and described by its declaration.
+
+    Each field gets its declared type (text columns: their values as ``str``, NaN
+    as null) and ``unit`` and ``description`` metadata; the file gets
+    :data:`SCHEMA_KEY` and, when given, ``meta`` (JSON) under ``nclsm``.
+
+    Raises
+    ------
+    KeyError
+        When a column of ``table`` is not in ``columns`` (a programming error).
+    SlideWriteError
+        When the file cannot be written.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    undeclared = [c for c in table.columns if c not in columns]
+    if undeclared:
+        raise KeyError(f"undeclared table columns: {undeclared}")
+    schema = pa.schema([
+        pa.field(k, _arrow_type(columns[k]), metadata={"unit": columns[k].unit, "description": columns[k].description})
+        for k in table.columns
+    ])
+    text = {k: table[k].where(table[k].isna(), table[k].astype(str)) for k in table.columns
+            if columns[k].dtype == "str"}
+    arrow = pa.Table.from_pandas(table.assign(**text), schema=schema, preserve_index=False)
+    schema_meta = {**(arrow.schema.metadata or {}), SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
+    if meta is not None:
+        schema_meta[_META_KEY] = json.dumps(dict(meta), default=str).encode()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        schema_meta = dict(arrow.schema.metadata or {})
-        schema_meta[_META_KEY] = json.dumps(meta, default=str).encode()
         pq.write_table(arrow.replace_schema_metadata(schema_meta), tmp)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise SlideWriteError(f"cannot write the fibre table {path}: {exc}") from None
+        raise SlideWriteError(f"cannot write the table {path}: {exc}") from None
     return path
 
 
@@ -217,12 +261,60 @@ def read_table_meta(path: str | Path) -> dict[str, Any]:
 
 
 def read_fibre_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A fibre table and its ``nclsm`` metadata."""
+    """A fibre table and its ``nclsm`` metadata.
+
+    Raises
+    ------
+    SlideReadError
+        When the table is missing, unreadable or of another schema version (written by another version of
+        nclsm-scale).
+    """
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.is_file():
         raise SlideReadError(f"fibre table {path} not found; run `nclsm-scale measure` first.")
     try:
+        version = (pq.read_schema(path).metadata or {}).get(SCHEMA_KEY, b"none").decode()
         table = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise SlideReadError(f"cannot read the fibre table {path}: {exc}") from None
+    if version != str(SCHEMA_VERSION):
+        raise SlideReadError(
+            f"{path} has table schema version {version}, this nclsm-scale writes {SCHEMA_VERSION}; run the stage "
+            "that wrote it again (measure for tables/measure, then curate)."
+        )
     return table, read_table_meta(path)
+
+
+def read_fibres(run_dir: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every slide's fibres of an aggregated run as one DataFrame (``tables/fibres/``, read as one dataset).
+
+    Parameters
+    ----------
+    run_dir : the run directory.
+    columns : sequence of str, optional
+        Read only these columns (default all, :func:`nclsm_scale.tables.fibre_columns` order).
+
+    Returns
+    -------
+    DataFrame
+        One row per fibre, slides in name order, ``slide`` first.
+
+    Raises
+    ------
+    SlideReadError
+        When the run has no fibre tables (aggregate it first) or they cannot be read.
+
+    Examples
+    --------
+    >>> fibres = read_fibres("run")  # doctest: +SKIP
+    >>> fibres[fibres["curation_class"] == "AM"].groupby("slide")["feret_min_um"].median()  # doctest: +SKIP
+    """
+    folder = RunLayout(Path(run_dir)).fibres
+    if not any(folder.glob("*.parquet")):
+        raise SlideReadError(f"{folder}: no fibre tables; run `nclsm-scale run` or `curate` first.")
+    try:
+        return pd.read_parquet(folder, columns=None if columns is None else list(columns))
+    except (OSError, ValueError) as exc:
+        raise SlideReadError(f"cannot read the fibre tables in {folder}: {exc}") from None

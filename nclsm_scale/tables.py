@@ -1,13 +1,23 @@
-"""The tables' vocabulary: every fibre-table column, curation class, reason and label value, declared once.
+"""The tables' vocabulary: every table column, curation class, reason and label value, declared once.
 
-Columns are declared name -> dtype, unit and meaning. ``measure`` writes
-:data:`MEASURE_COLUMNS` (one row per fibre, physical units unless the name ends
-in ``_px``) and, for every image channel, the statistics of
+Columns are declared name -> dtype, unit and meaning (:class:`Column`); the
+writers put unit and meaning into each Parquet field's metadata and the table
+schema's version (:data:`SCHEMA_VERSION`) into the file's. Every per-fibre table
+starts with :data:`KEY_COLUMNS` (``slide``, ``fibre_id``). ``measure`` writes
+:data:`MEASURE_COLUMNS` and, for every image channel, the statistics of
 :data:`CHANNEL_STATS` (:func:`measure_columns`); ``curate`` writes
-:data:`CURATE_COLUMNS` (keyed by ``fibre_id``); the per-fibre table users read
-joins both (:func:`join_fibre_tables`, column order :func:`fibre_columns`).
-Coordinates are slide pixel indices (pixel centres at integer positions, the NGFF
-convention), so ``centroid_y_um = centroid_y_px * pixel_size_um``.
+:data:`CURATE_COLUMNS`; the per-fibre table users read joins both, after the
+slide's manifest metadata (:func:`join_fibre_tables`, column order
+:func:`fibre_columns`). ``aggregate`` writes :data:`SLIDE_COLUMNS` and
+:data:`GROUP_COLUMNS`.
+
+Frames: ``_px`` coordinates (centroid, bounding box) are **level-0 slide pixels**,
+the frame of the image's level 0, ``labels/fibres`` level 0 and the GeoJSON export,
+with pixel centres at integer positions (the NGFF convention); ``_seg_px`` counts
+are pixels of the segmentation level the fibres were measured at; ``_um`` values
+are physical, so ``centroid_y_um = centroid_y_px * pixel_size_um`` with the level-0
+pixel size, the NGFF physical coordinate. A level of downsample ``f`` maps its
+pixel ``c`` to level-0 ``(c + 0.5) * f - 0.5``.
 
 :class:`FibreClass` is the curation vocabulary: AM (analysable) and the
 rejection reasons, each with its priority, display colour and meaning, so a new
@@ -34,15 +44,22 @@ __all__ = [
     "FOLD",
     "FOLD_COLORS",
     "FibreClass",
+    "GROUP_COLUMNS",
+    "KEY_COLUMNS",
     "MEASURE_COLUMNS",
     "PRIORITY",
     "REGION_COLORS",
+    "SCHEMA_VERSION",
+    "SLIDE_COLUMNS",
+    "SUMMARY_COLUMNS",
     "TISSUE",
     "channel_columns",
     "channel_keys",
     "empty_table",
+    "fibre_column",
     "fibre_columns",
     "join_fibre_tables",
+    "manifest_columns",
     "measure_columns",
     "table_from_columns",
 ]
@@ -110,9 +127,18 @@ class Column:
 
 _C = Column
 
-MEASURE_COLUMNS: dict[str, Column] = {
+#: Version of the tables' schema (columns, dtypes, frames), in every file's metadata; raised on any change.
+SCHEMA_VERSION = 1
+
+#: Columns that key every per-fibre table, first in each.
+KEY_COLUMNS: dict[str, Column] = {
+    "slide": _C("str", "", "Slide name in the run (its tables' file names; the manifest's slide)."),
     "fibre_id": _C("uint32", "", "Fibre label ID in labels/fibres."),
-    "area_px": _C("int64", "px", "Pixel count."),
+}
+
+MEASURE_COLUMNS: dict[str, Column] = {
+    **KEY_COLUMNS,
+    "area_seg_px": _C("int64", "px", "Pixel count at the segmentation level (segmentation_pixel_size_um)."),
     "area_um2": _C("float64", "um2", "Cross-sectional area (CSA): pixel count x pixel area."),
     "perimeter_um": _C(
         "float64",
@@ -120,8 +146,9 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "Outline length, skimage.measure.perimeter estimator (4-neighbourhood border pixels, "
         "weights 1, sqrt2, (1+sqrt2)/2 by local configuration; runs through border pixel centres).",
     ),
-    "perimeter_border_px": _C(
-        "int64", "px", "Number of 4-connected border pixels (mahotas bwperim n=4 count, as NCL-SM)."
+    "perimeter_border_seg_px": _C(
+        "int64", "px",
+        "Number of 4-connected border pixels at the segmentation level (mahotas bwperim n=4 count, as NCL-SM).",
     ),
     "convex_area_um2": _C(
         "float64", "um2", "Area of the convex hull of the pixel corners (polygon area, >= area)."
@@ -159,14 +186,14 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "Major-axis angle from the +x (column) axis, counter-clockwise as displayed (y down), "
         "in (-90, 90].",
     ),
-    "centroid_y_px": _C("float64", "px", "Centroid row, slide pixel coordinates."),
-    "centroid_x_px": _C("float64", "px", "Centroid column, slide pixel coordinates."),
-    "centroid_y_um": _C("float64", "um", "Centroid row, slide coordinates."),
-    "centroid_x_um": _C("float64", "um", "Centroid column, slide coordinates."),
-    "bbox_y0_px": _C("int64", "px", "Bounding box first row (slide coordinates)."),
-    "bbox_x0_px": _C("int64", "px", "Bounding box first column (slide coordinates)."),
-    "bbox_y1_px": _C("int64", "px", "Bounding box end row, exclusive."),
-    "bbox_x1_px": _C("int64", "px", "Bounding box end column, exclusive."),
+    "centroid_y_px": _C("float64", "px", "Centroid row in level-0 slide pixels (pixel centres at integers)."),
+    "centroid_x_px": _C("float64", "px", "Centroid column in level-0 slide pixels (pixel centres at integers)."),
+    "centroid_y_um": _C("float64", "um", "Centroid row from the slide origin: centroid_y_px x level-0 pixel size."),
+    "centroid_x_um": _C("float64", "um", "Centroid column from the slide origin: centroid_x_px x level-0 pixel size."),
+    "bbox_y0_px": _C("int64", "px", "Bounding box first row, level-0 slide pixels."),
+    "bbox_x0_px": _C("int64", "px", "Bounding box first column, level-0 slide pixels."),
+    "bbox_y1_px": _C("int64", "px", "Bounding box end row (exclusive), level-0 slide pixels."),
+    "bbox_x1_px": _C("int64", "px", "Bounding box end column (exclusive), level-0 slide pixels."),
     "touches_image_border": _C("bool", "", "The fibre has a pixel on the slide's outer edge."),
     "touches_tissue_border": _C(
         "bool",
@@ -197,7 +224,7 @@ MEASURE_COLUMNS: dict[str, Column] = {
 }
 
 CURATE_COLUMNS: dict[str, Column] = {
-    "fibre_id": _C("uint32", "", "Fibre label ID in labels/fibres."),
+    **KEY_COLUMNS,
     "fold_fraction": _C(
         "float64", "", "Share of the fibre's pixels inside the detected fold mask (labels/folds)."
     ),
@@ -259,6 +286,66 @@ CHANNEL_STATS: dict[str, tuple[str, str]] = {
 }
 
 
+def _moment_columns(prefix: str, unit: str, what: str) -> dict[str, Column]:
+    return {
+        f"{prefix}_mean": _C("float64", unit, f"Mean {what}."),
+        f"{prefix}_median": _C("float64", unit, f"Median {what}."),
+        f"{prefix}_sd": _C("float64", unit, f"Sample standard deviation (ddof 1) of the {what}."),
+        f"{prefix}_cv": _C("float64", "", f"Coefficient of variation (SD / mean) of the {what}."),
+    }
+
+
+#: Summary of a set of fibres (a slide or a group; ``aggregate.summarise``); sizes and intensities over
+#: the analysable fibres (``aggregate.analysable_classes``). The ``type_`` columns exist on typed slides only.
+SUMMARY_COLUMNS: dict[str, Column] = {
+    "n_fibres": _C("int64", "", "Fibres."),
+    **{f"n_{c.value}": _C("int64", "", f"Fibres of primary class {c.value} ({c.meaning}).") for c in FibreClass},
+    **{f"reason_{r.value}": _C("int64", "", f"Fibres reason {r.value} applies to, primary or not.")
+       for r in PRIORITY},
+    "n_overridden": _C("int64", "", "Fibres whose class a user override set."),
+    "n_analysable": _C("int64", "", "Fibres of the analysable classes."),
+    "pct_analysable": _C("float64", "%", "Share of the fibres that are analysable."),
+    **_moment_columns("csa_um2", "um2", "cross-sectional area of the analysable fibres"),
+    **_moment_columns("feret_min_um", "um", "minimum Feret diameter of the analysable fibres"),
+    **_moment_columns("mito", "counts", "mito interior mean of the analysable fibres (minus background)"),
+    "mito_p10": _C("float64", "counts", "10th percentile of the analysable fibres' mito interior mean."),
+    "mito_p90": _C("float64", "counts", "90th percentile of the analysable fibres' mito interior mean."),
+    "not_judged": _C("str", "", "Reasons judged for no fibre, ';'-joined."),
+    "n_typed": _C("float64", "", "Analysable fibres of a called type (not unclassified)."),
+    **{name: col for t, k in TYPE_KEYS.items() for name, col in {
+        f"type_{k}_n": _C("float64", "", f"Analysable fibres of type {t}."),
+        f"type_{k}_pct": _C("float64", "%", f"Share of type {t}: of the typed fibres (unclassified: of all)."),
+        f"type_{k}_csa_um2_mean": _C("float64", "um2", f"Mean CSA of the analysable fibres of type {t}."),
+        f"type_{k}_csa_um2_median": _C("float64", "um2", f"Median CSA of the analysable fibres of type {t}."),
+    }.items()},
+}
+
+#: ``tables/slides.parquet``: one row per slide (then the manifest's metadata columns, :func:`manifest_columns`).
+SLIDE_COLUMNS: dict[str, Column] = {
+    "slide": KEY_COLUMNS["slide"],
+    "slide_id": _C("str", "", "Slide id recorded by convert (usually the slide name)."),
+    "pixel_size_um": _C("float64", "um", "Pixel size of the slide's level 0 (the frame of the _px columns)."),
+    "segmentation_pixel_size_um": _C(
+        "float64", "um", "Pixel size of the level the fibres were segmented and measured at (_seg_px columns)."
+    ),
+    "segmentation_level": _C("int64", "", "Pyramid level the fibres were segmented and measured at."),
+    **SUMMARY_COLUMNS,
+    "tissue_area_mm2": _C("float64", "mm2", "Tissue area (labels/regions)."),
+    "fold_area_mm2": _C("float64", "mm2", "Folded tissue area (labels/folds)."),
+    "analysable_area_mm2": _C("float64", "mm2", "Tissue minus folds."),
+    "fibre_density_per_mm2": _C("float64", "1/mm2", "Fibres per tissue area."),
+    "analysable_density_per_mm2": _C("float64", "1/mm2", "Analysable fibres per analysable area."),
+}
+
+#: ``tables/groups.parquet``: one row per manifest group (``aggregate.group_by`` keys first), fibres pooled.
+GROUP_COLUMNS: dict[str, Column] = {
+    "n_slides": _C("int64", "", "Slides in the group."),
+    **SUMMARY_COLUMNS,
+    "tissue_area_mm2": _C("float64", "mm2", "Tissue area of the group's slides."),
+    "analysable_area_mm2": _C("float64", "mm2", "Analysable area of the group's slides."),
+}
+
+
 def channel_keys(channel_names: Sequence[str], roles: Mapping[str, int]) -> list[str]:
     """Column prefix of each channel: its role (``membrane``, ``mito``, ``myh1``, ...), else its name.
 
@@ -290,15 +377,50 @@ def measure_columns(keys: Sequence[str] = ()) -> dict[str, Column]:
     return {**MEASURE_COLUMNS, **channel_columns(keys)}
 
 
-def fibre_columns(measured: Sequence[str]) -> list[str]:
-    """Column order of the per-fibre table users read, from ``measure``'s columns.
+def fibre_column(name: str) -> Column:
+    """The declaration of a per-fibre table column: a key, ``measure``'s, a channel statistic or ``curate``'s.
 
-    The measured columns with ``fold_fraction`` beside the other region flags, then curation's.
+    Raises
+    ------
+    KeyError
+        When ``name`` is none of them.
+
+    >>> fibre_column("mito_ring_mean").unit
+    'counts'
     """
-    measured = list(measured)
-    at = measured.index("touches_tissue_border") + 1
-    curated = [k for k in CURATE_COLUMNS if k != "fibre_id"]
-    return measured[:at] + ["fold_fraction"] + measured[at:] + [k for k in curated if k != "fold_fraction"]
+    for declared in (MEASURE_COLUMNS, CURATE_COLUMNS):
+        if name in declared:
+            return declared[name]
+    for stat in CHANNEL_STATS:
+        if name.endswith(f"_{stat}") and len(name) > len(stat) + 1:
+            return channel_columns([name[: -len(stat) - 1]])[name]
+    raise KeyError(f"{name!r} is not a declared fibre-table column")
+
+
+def fibre_columns(measured: Sequence[str], metadata: Sequence[str] = ()) -> list[str]:
+    """Column order of the per-fibre table users read: the keys and manifest ``metadata``, then each stage's.
+
+    ``slide``, the manifest's metadata columns, ``fibre_id``, then ``measure``'s
+    columns in their order (``measured``), then ``curate``'s.
+    """
+    keys = list(KEY_COLUMNS)
+    return (keys[:1] + list(metadata) + keys[1:] + [k for k in measured if k not in KEY_COLUMNS]
+            + [k for k in CURATE_COLUMNS if k not in KEY_COLUMNS])
+
+
+def manifest_columns(manifest: pd.DataFrame) -> dict[str, Column]:
+    """Declarations of slide metadata columns (not ``slide``) from the manifest: text, bool or their numbers."""
+    out = {}
+    for k in manifest.columns.drop("slide", errors="ignore"):
+        dtype = manifest[k].dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            name = "bool"
+        elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_dtype(dtype):
+            name = dtype.name if isinstance(dtype, np.dtype) else "float64"
+        else:
+            name = "str"
+        out[str(k)] = Column(name, "", "Slide metadata from the manifest (tables/manifest.csv).")
+    return out
 
 
 def _dtype(col: Column) -> np.dtype:
@@ -328,11 +450,11 @@ def join_fibre_tables(measured: pd.DataFrame, curated: pd.DataFrame) -> pd.DataF
     Raises
     ------
     ValueError
-        When the two tables do not hold the same fibres in the same order.
+        When the two tables do not hold the same fibres (slide and ID) in the same order.
     """
-    ids = measured["fibre_id"].to_numpy()
-    if not np.array_equal(ids, curated["fibre_id"].to_numpy()):
-        raise ValueError("the measured and curated tables hold different fibres; run curate again")
-    both = pd.concat([measured.reset_index(drop=True), curated.drop(columns="fibre_id").reset_index(drop=True)],
+    for key in KEY_COLUMNS:
+        if not np.array_equal(measured[key].to_numpy(), curated[key].to_numpy()):
+            raise ValueError("the measured and curated tables hold different fibres; run curate again")
+    both = pd.concat([measured.reset_index(drop=True), curated.drop(columns=list(KEY_COLUMNS)).reset_index(drop=True)],
                      axis=1)
     return both[fibre_columns(measured.columns)]

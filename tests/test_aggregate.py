@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 
+import nclsm_scale
 from nclsm_scale.aggregate import aggregate_run, aggregate_tables, slide_histograms, slide_stats
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
-from nclsm_scale.layout import RunLayout, write_fibre_table
-from nclsm_scale.tables import CURATE_COLUMNS, fibre_columns, measure_columns
+from nclsm_scale.layout import SCHEMA_KEY, RunLayout, write_table
+from nclsm_scale.tables import CURATE_COLUMNS, SCHEMA_VERSION, fibre_columns, measure_columns
 
 MEASURED = measure_columns(["membrane", "mito"])
 
@@ -26,17 +29,17 @@ def _table(classes, areas, ferets, mito, reasons=None) -> pd.DataFrame:
     })
 
 
-META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 1.0, "level": 0,
+META = {"slide_name": "A", "slide_id": "A", "pixel_size_um": 0.5, "segmentation_pixel_size_um": 1.0, "level": 1,
         "tissue_area_um2": 2e6, "fold_area_um2": 5e5}
 
 
-def _write_stage_tables(layout: RunLayout, name: str, t: pd.DataFrame) -> None:
+def _write_stage_tables(layout: RunLayout, name: str, t: pd.DataFrame, measured=MEASURED) -> None:
     """Write ``t``'s columns as measure's and curate's tables of slide ``name`` (other columns zero)."""
     full = pd.DataFrame({k: t[k] if k in t else np.full(len(t), "") if c.dtype == "str" else np.zeros(len(t), c.dtype)
-                         for k, c in {**MEASURED, **CURATE_COLUMNS}.items()})
+                         for k, c in {**measured, **CURATE_COLUMNS}.items()}).assign(slide=name)
     meta = {**META, "slide_name": name, "slide_id": name}
-    write_fibre_table(full[list(MEASURED)], layout.measure_table(name), meta)
-    write_fibre_table(full[list(CURATE_COLUMNS)], layout.curate_table(name), {})
+    write_table(full[list(measured)], layout.measure_table(name), measured, meta)
+    write_table(full[list(CURATE_COLUMNS)], layout.curate_table(name), CURATE_COLUMNS, {})
 
 
 def test_slide_stats_counts_sizes_and_densities() -> None:
@@ -52,6 +55,7 @@ def test_slide_stats_counts_sizes_and_densities() -> None:
     assert row["csa_um2_cv"] == pytest.approx(row["csa_um2_sd"] / 3000.0)
     assert row["feret_min_um_median"] == 40.0 and row["mito_median"] == 200.0
     assert row["tissue_area_mm2"] == 2.0 and row["analysable_area_mm2"] == 1.5
+    assert (row["pixel_size_um"], row["segmentation_pixel_size_um"], row["segmentation_level"]) == (0.5, 1.0, 1)
     assert row["fibre_density_per_mm2"] == 3.0 and row["analysable_density_per_mm2"] == 2.0
 
 
@@ -96,7 +100,8 @@ def test_archive_table_joins_manifest_and_pools_groups(tmp_path) -> None:
     again = aggregate_run(tmp_path, AggregateConfig())  # the saved manifest is reused
     assert again.slides["subject"].tolist() == ["P1", "P1", "P2"]
     joined = pd.read_parquet(layout.fibre_table("B"))  # what users read: every column, in declared order
-    assert list(joined.columns) == fibre_columns(MEASURED) and joined["curation_class"].tolist() == ["AM", "FAM"]
+    assert list(joined.columns) == fibre_columns(MEASURED, ["subject", "diagnosis"])
+    assert joined["curation_class"].tolist() == ["AM", "FAM"] and joined["subject"].tolist() == ["P1", "P1"]
     only = aggregate_run(tmp_path, AggregateConfig(), slides=["C", "A"])
     assert only.slides["slide"].tolist() == ["A", "C"]
 
@@ -118,3 +123,65 @@ def test_fibre_types_and_reasons_not_judged_reach_the_slide_row() -> None:
     assert row["type_IIa_csa_um2_mean"] == 4000.0 and row["not_judged"] == "FAM"
     untyped = slide_stats(t.assign(fibre_type=""), META, AggregateConfig())
     assert "type_I_n" not in untyped
+
+
+def _two_slides(layout: RunLayout) -> None:
+    """Slide A (membrane, mito; in the manifest) and slide B (membrane, MyHC I; not in it)."""
+    _write_stage_tables(layout, "A", _table(["AM", "AM", "EDGE"], [1000, 3000, 10], [30, 50, 2], [1, 2, 3]))
+    _write_stage_tables(layout, "B", _table(["AM", "FAM"], [5000, 4000], [70, 60], [4, 5]).drop(
+        columns="mito_interior_mean"), measured=measure_columns(["membrane", "myh1"]))
+
+
+def test_fibre_tables_read_as_one_dataset_with_the_manifest_metadata(tmp_path) -> None:
+    layout = RunLayout(tmp_path)
+    _two_slides(layout)
+    (layout.fibres / "gone.parquet").parent.mkdir(parents=True)
+    (layout.fibres / "gone.parquet").write_bytes(b"a slide aggregated before and not now")
+    aggregate_run(tmp_path, AggregateConfig(), pd.DataFrame({"slide": ["A"], "subject": ["P1"], "age": [61]}))
+    assert sorted(p.name for p in layout.fibres.iterdir()) == ["A.parquet", "B.parquet"]
+    fibres = nclsm_scale.read_fibres(tmp_path)
+    assert list(fibres.columns[:4]) == ["slide", "subject", "age", "fibre_id"]
+    assert fibres["slide"].tolist() == ["A"] * 3 + ["B"] * 2 and fibres["fibre_id"].tolist() == [1, 2, 3, 1, 2]
+    assert fibres["subject"].tolist()[:3] == ["P1"] * 3 and fibres["subject"].isna()[3:].all()
+    assert fibres["age"].tolist()[:3] == [61.0] * 3 and fibres["age"].isna()[3:].all()
+    assert fibres["mito_interior_mean"].isna().tolist() == [False] * 3 + [True] * 2  # B has no mito channel
+    assert fibres["myh1_interior_mean"].isna().tolist() == [True] * 3 + [False] * 2
+    schemas = [pq.read_schema(layout.fibre_table(n)) for n in "AB"]
+    assert schemas[0].equals(schemas[1]) and schemas[0].field("age").type == "double"
+    dataset = ds.dataset(layout.fibres, format="parquet")
+    assert dataset.schema.equals(schemas[0]) and dataset.to_table().num_rows == 5
+    pd.testing.assert_frame_equal(pd.read_parquet(layout.fibres), fibres)
+    assert nclsm_scale.read_fibres(tmp_path, columns=["slide", "area_um2"]).shape == (5, 2)
+    aggregate_run(tmp_path, AggregateConfig(), slides=["B"])  # the folder holds the slides aggregated
+    assert sorted(p.name for p in layout.fibres.iterdir()) == ["B.parquet"]
+
+
+def test_every_table_declares_units_meanings_and_its_schema_version(tmp_path) -> None:
+    layout = RunLayout(tmp_path)
+    _two_slides(layout)
+    aggregate_run(tmp_path, AggregateConfig(), pd.DataFrame({"slide": ["A", "B"], "subject": ["P1", "P2"]}))
+    paths = [layout.measure_table("A"), layout.curate_table("A"), layout.fibre_table("B"), layout.slides_table,
+             layout.groups_table]
+    for path in paths:
+        schema = pq.read_schema(path)
+        assert schema.metadata[SCHEMA_KEY] == str(SCHEMA_VERSION).encode(), path
+        for field in schema:
+            assert set(field.metadata) == {b"unit", b"description"} and field.metadata[b"description"], field.name
+    fibres, slides = pq.read_schema(layout.fibre_table("B")), pq.read_schema(layout.slides_table)
+    unit = {k: fibres.field(k).metadata[b"unit"].decode() for k in ("area_um2", "centroid_x_px", "area_seg_px",
+                                                                    "membrane_ring_mean", "fold_fraction")}
+    assert unit == {"area_um2": "um2", "centroid_x_px": "px", "area_seg_px": "px", "membrane_ring_mean": "counts",
+                    "fold_fraction": ""}
+    assert b"level-0" in fibres.field("centroid_x_px").metadata[b"description"]
+    assert b"manifest" in fibres.field("subject").metadata[b"description"]
+    assert slides.field("pixel_size_um").metadata[b"unit"] == b"um"
+    assert b"level 0" in slides.field("pixel_size_um").metadata[b"description"]
+    assert b"segment" in slides.field("segmentation_pixel_size_um").metadata[b"description"]
+    assert pd.read_parquet(layout.slides_table)[["pixel_size_um", "segmentation_pixel_size_um"]].values.tolist() == \
+        [[0.5, 1.0]] * 2
+    with xr.open_dataset(layout.histograms, engine="scipy") as hist:
+        assert hist.attrs[SCHEMA_KEY.decode()] == SCHEMA_VERSION
+        for name in [*hist.data_vars, "csa_lo", "csa_hi", "feret_min_lo", "mito_rel_hi"]:
+            assert hist[name].attrs["units"] and hist[name].attrs["long_name"], name
+        assert (hist["csa_lo"].attrs["units"], hist["feret_min_hi"].attrs["units"]) == ("um2", "um")
+        assert (hist["mito_rel_lo"].attrs["units"], hist["csa_count"].attrs["units"]) == ("1", "1")

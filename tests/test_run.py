@@ -164,6 +164,19 @@ def test_outcomes_count_the_fibres_of_each_slide(first):
                                                          "bad": 0}
 
 
+def test_the_runs_fibres_read_as_one_table_with_slide_and_manifest_columns(first):
+    import pyarrow.dataset as ds
+
+    import nclsm_scale
+
+    run_dir, _, _, tables = first
+    fibres = nclsm_scale.read_fibres(run_dir)
+    pd.testing.assert_frame_equal(fibres, pd.concat([tables["S1"], tables["S2"]], ignore_index=True))
+    assert list(fibres.columns[:5]) == ["slide", "subject", "diagnosis", "muscle", "fibre_id"]
+    assert fibres.groupby("slide")["diagnosis"].unique().map(list).to_dict() == {"S1": ["control"], "S2": ["IBM"]}
+    assert ds.dataset(run_dir / "tables" / "fibres", format="parquet").count_rows() == len(fibres)
+
+
 def _same_results(run_dir: Path, reference: Path) -> None:
     """Fibre tables equal and label images identical (IDs are deterministic, so no renumbering)."""
     import zarr

@@ -5,7 +5,7 @@
    written as ``labels/folds`` (value :data:`~nclsm_scale.tables.FOLD`), pyramid filled.
 2. ``fold_fraction``: a Dask pass over the block cores of the segmentation level
    that meet a fold counts each fibre's pixels inside the fold (integer counts,
-   so independent of the block size); divided by ``area_px``.
+   so independent of the block size); divided by ``area_seg_px``.
 3. :func:`~nclsm_scale.curate.rules.curate_fibres` with ``cfg.curate`` (reasons
    the slide's channels or pixel size cannot judge are listed, not guessed), fibre
    types from the myosin channels (:func:`~nclsm_scale.curate.types.slide_fibre_types`),
@@ -14,9 +14,9 @@
    remembered in turn.
 
 ``curate`` reads ``measure``'s table and writes only its own outputs:
-``labels/folds`` and ``tables/curate/<slide>.parquet`` (``fibre_id`` and
-:data:`~nclsm_scale.tables.CURATE_COLUMNS`, with the tissue, fold and analysable
-areas in its metadata). Rerunning re-derives everything from the measured
+``labels/folds`` and ``tables/curate/<slide>.parquet``
+(:data:`~nclsm_scale.tables.CURATE_COLUMNS`, keyed by ``slide`` and ``fibre_id``,
+with the tissue, fold and analysable areas in its metadata). Rerunning re-derives everything from the measured
 columns, so new thresholds or a new overrides file never need ``segment`` or
 ``measure`` again, and earlier overrides stay applied until cleared
 (``clear_overrides``).
@@ -44,7 +44,7 @@ from nclsm_scale.errors import SlideReadError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
 from nclsm_scale.io.ome_zarr import create_labels
-from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
+from nclsm_scale.layout import RunLayout, read_fibre_table, write_table
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.slide import Slide, open_slide
 from nclsm_scale.tables import CURATE_COLUMNS, FOLD, FOLD_COLORS, MEASURE_COLUMNS
@@ -130,7 +130,7 @@ def _fold_fraction(
                 "fibre table; run `nclsm-scale measure` again."
             )
         np.add.at(counts, rows, n)
-    return counts / table["area_px"].to_numpy(np.float64)
+    return counts / table["area_seg_px"].to_numpy(np.float64)
 
 
 def _with_types(curated: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +192,7 @@ def curate_slide(
     table["fold_fraction"] = _fold_fraction(
         slide, level, reg_level, reg_px / slide.pixel_size_um(level), folds, table, cfg.grid.block_px, client
     )
-    curated = curate_fibres(table, cfg.curate, pixel_size_um=float(meta.get("pixel_size_um", np.nan)))
+    curated = curate_fibres(table, cfg.curate, pixel_size_um=float(meta.get("segmentation_pixel_size_um", np.nan)))
     curated = _with_types(curated)
     store = layout.overrides(slide.name)
     remembered = ov.load_stored_overrides(store, table)
@@ -216,7 +216,7 @@ def curate_slide(
         "tissue_area_um2": tissue_um2, "fold_area_um2": fold_um2,
         "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts,
     }
-    path = write_fibre_table(curated, layout.curate_table(slide.name), own)
+    path = write_table(curated, layout.curate_table(slide.name), CURATE_COLUMNS, own)
     result = CurateResult(path, len(curated), counts, tissue_um2, fold_um2,
                           int(curated["overridden"].sum()), time.perf_counter() - t0)
     logger.info("%s: curated %d fibres %s, %.1f s", slide.path, result.n_fibres, counts, result.seconds)

@@ -3,7 +3,7 @@
 A user's CSV (``fibre_id,class[,reasons]``) is read with :func:`read_overrides`
 and applied with :func:`apply_overrides`. ``curate`` keeps every override it was
 given in a file beside its table (``RunLayout.overrides``,
-``tables/curate/<slide>.overrides.csv``), with each fibre's ``area_px`` at the time, so a later
+``tables/curate/<slide>.overrides.csv``), with each fibre's ``area_seg_px`` at the time, so a later
 ``curate`` without a CSV (new thresholds, re-aggregation) applies them again
 (:func:`load_stored_overrides`). A newer CSV replaces the stored entries of the
 fibres it names and keeps the others (:func:`merge_overrides`). Stored entries
@@ -128,18 +128,19 @@ def merge_overrides(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 def load_stored_overrides(path: str | Path, table: pd.DataFrame) -> pd.DataFrame:
     """Load the remembered overrides that still apply to ``table`` (none if ``path`` does not exist).
 
-    Entries whose fibre is missing from ``table`` or whose recorded ``area_px``
-    differs (the slide was segmented again) are dropped with a warning.
+    Entries whose fibre is missing from ``table`` or whose recorded ``area_seg_px``
+    differs (the slide was segmented again) are dropped with a warning. Stores
+    written before the tables' schema version 1 name that column ``area_px``.
     """
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame({"fibre_id": pd.Series([], dtype="int64"), "class": [], "reasons": []})
     ov = read_overrides(path)
     try:
-        area = pd.read_csv(path, usecols=["area_px"])["area_px"].to_numpy()
-    except (ValueError, OSError) as exc:
-        raise ValidationError(f"{path}: stored overrides need an area_px column: {exc}") from None
-    current = table.set_index(table["fibre_id"].astype("int64"))["area_px"]
+        area = pd.read_csv(path, usecols=lambda c: c in ("area_seg_px", "area_px")).iloc[:, 0].to_numpy()
+    except (ValueError, OSError, IndexError) as exc:
+        raise ValidationError(f"{path}: stored overrides need an area_seg_px column: {exc}") from None
+    current = table.set_index(table["fibre_id"].astype("int64"))["area_seg_px"]
     now = current.reindex(ov["fibre_id"]).to_numpy()
     valid = now == area
     if not valid.all():
@@ -151,13 +152,13 @@ def load_stored_overrides(path: str | Path, table: pd.DataFrame) -> pd.DataFrame
 
 
 def save_stored_overrides(path: str | Path, overrides: pd.DataFrame, table: pd.DataFrame) -> Path | None:
-    """Write ``overrides`` with each fibre's current ``area_px`` to ``path``; remove it when there are none."""
+    """Write ``overrides`` with each fibre's current ``area_seg_px`` to ``path``; remove it when there are none."""
     path = Path(path)
     if overrides.empty:
         path.unlink(missing_ok=True)
         return None
-    area = table.set_index(table["fibre_id"].astype("int64"))["area_px"].reindex(overrides["fibre_id"])
-    out = overrides[OVERRIDE_COLUMNS].assign(area_px=area.to_numpy())
+    area = table.set_index(table["fibre_id"].astype("int64"))["area_seg_px"].reindex(overrides["fibre_id"])
+    out = overrides[OVERRIDE_COLUMNS].assign(area_seg_px=area.to_numpy())
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         out.to_csv(tmp, index=False)

@@ -16,8 +16,10 @@ and escalates too, so no wrong row is ever produced.
 
 Rows are concatenated, sorted by ``fibre_id`` and written to
 ``RUN/tables/measure/<slide>.parquet`` with the slide's provenance in the file
-metadata (:mod:`nclsm_scale.layout`). Intensities are background-subtracted with
-the slide's global low percentiles (:func:`nclsm_scale.normalise.slide_norm`).
+metadata (:mod:`nclsm_scale.layout`): the segmentation level, its pixel size and
+downsample (``level0_scale``), and level 0's pixel size, the frame of the ``_px``
+coordinates. Intensities are background-subtracted with the slide's global low
+percentiles (:func:`nclsm_scale.normalise.slide_norm`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import MeasureConfig, RunConfig
 from nclsm_scale.errors import HaloViolationError, SlideReadError, StageError
 from nclsm_scale.grid import Block, BlockGrid
-from nclsm_scale.layout import RunLayout, write_fibre_table
+from nclsm_scale.layout import RunLayout, write_table
 from nclsm_scale.measure.fibres import context_px, measure_block
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.slide import open_slide
@@ -79,6 +81,9 @@ class MeasureJob:
     escalation_limit: int
     shape_yx: tuple[int, int]
     pixel_size_um: float
+    downsample: int
+    level0_shape_yx: tuple[int, int]
+    slide: str
     roles: dict[str, int]
     channel_names: tuple[str, ...]
     background: tuple[float, ...]
@@ -115,6 +120,9 @@ def measure_task(job: MeasureJob) -> tuple[pd.DataFrame, int]:
                 tissue_mask=tissue,
                 background=list(job.background),
                 scale=list(job.scale),
+                downsample=job.downsample,
+                level0_shape_yx=job.level0_shape_yx,
+                slide=job.slide,
             )
         except HaloViolationError as exc:
             if attempt == job.escalation_limit:
@@ -150,7 +158,7 @@ def measure_slide(
     Raises
     ------
     SlideReadError
-        The slide is missing, not segmented or has no pixel size.
+        The slide is missing, not segmented, has no pixel size or its level is no whole downsample of level 0.
     HaloViolationError
         A fibre does not fit the largest admissible window.
     """
@@ -160,7 +168,12 @@ def measure_slide(
         raise SlideReadError(f"{slide.path}: no labels/fibres; run `nclsm-scale segment` first.")
     level = slide.segmentation_level(cfg.segment)
     px = slide.pixel_size_um(level)
+    downsample = round(px / slide.pixel_size_um(0))
+    if abs(px / slide.pixel_size_um(0) - downsample) > 1e-6 * downsample:
+        raise SlideReadError(f"{slide.path}: level {level} is no whole downsample of level 0 "
+                             f"({px / slide.pixel_size_um(0)}); convert the slide with `nclsm-scale convert`.")
     shape = (int(slide.levels[level].shape[1]), int(slide.levels[level].shape[2]))
+    level0 = (int(slide.levels[0].shape[1]), int(slide.levels[0].shape[2]))
     reg_level = slide.region_level(cfg.segment) if "regions" in slide.labels else None
     reg_scale = slide.pixel_size_um(reg_level) / px if reg_level is not None else 1.0
     norm = slide_norm(slide)
@@ -168,7 +181,7 @@ def measure_slide(
     halo_px = g.halo_px(px) + context_px(px, cfg.measure)
     jobs = [
         (MeasureJob(slide.path, level, reg_level, reg_scale, b, halo_px, g.escalation_limit, shape,
-                    px, dict(slide.roles), slide.channel_names, tuple(norm.lo),
+                    px, downsample, level0, slide.name, dict(slide.roles), slide.channel_names, tuple(norm.lo),
                     tuple(h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)), cfg.measure),)
         for b in BlockGrid(shape, g.block_px).blocks()
     ]
@@ -183,13 +196,15 @@ def measure_slide(
     out = Path(out_dir) if out_dir is not None else RunLayout.for_slide(slide.path).measure_tables
     meta = {
         "slide_path": str(Path(slide.path).resolve()), "slide_id": slide.slide_id, "slide_name": slide.name,
-        "level": level, "pixel_size_um": px, "shape_yx": list(shape),
-        "level0_scale": px / slide.pixel_size_um(0),
+        "level": level, "segmentation_pixel_size_um": px, "shape_yx": list(shape),
+        "pixel_size_um": slide.pixel_size_um(0), "level0_scale": px / slide.pixel_size_um(0),
+        "level0_shape_yx": list(level0),
         "regions_level": reg_level, "channel_names": list(slide.channel_names),
         "roles": dict(slide.roles), "background": list(norm.lo),
         "measure": cfg.measure.model_dump(mode="json"), "escalations": escalations,
     }
-    path = write_fibre_table(table, out / f"{slide.name}.parquet", meta)
+    keys = channel_keys(slide.channel_names, slide.roles)
+    path = write_table(table, out / f"{slide.name}.parquet", measure_columns(keys), meta)
     logger.info("%s: %d fibres measured in %d blocks (%d escalation(s)), %.1f s -> %s",
                 slide.path, len(table), len(jobs), escalations, time.perf_counter() - t0, path)
     return path

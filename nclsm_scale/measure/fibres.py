@@ -1,6 +1,8 @@
 """Per-fibre measurements of one label window, in physical units.
 
-:func:`measure_fibres` measures every fibre (or the given IDs) of a window;
+:func:`measure_fibres` measures every fibre (or the given IDs) of a window, at
+the window's level, and reports positions in level-0 slide pixels (the frames of
+:mod:`nclsm_scale.tables`);
 :func:`measure_block` is the owner-block entry point of the future Dask driver:
 it checks that each owned fibre and the neighbourhood its features read
 (:func:`context_px`) lie inside the window, then measures. A fibre's row does
@@ -101,6 +103,9 @@ def measure_fibres(
     tissue_mask: np.ndarray | None = None,
     origin_yx: tuple[int, int] = (0, 0),
     slide_shape_yx: tuple[int, int] | None = None,
+    downsample: int = 1,
+    level0_shape_yx: tuple[int, int] | None = None,
+    slide: str = "",
     ids: Iterable[int] | None = None,
     background: Sequence[float] | None = None,
     scale: Sequence[float] | None = None,
@@ -116,7 +121,7 @@ def measure_fibres(
     image : ndarray, (C, Y, X) or None
         Channels on the same grid; ``None`` leaves intensity columns NaN.
     pixel_size_um : float
-        Isotropic pixel size.
+        Isotropic pixel size of the window's level.
     channel_roles : mapping role -> channel index
         ``membrane`` adds interior ridges; ``mito``, else the myosin heavy-chain roles
         (``myh1``, ``myh2a``, ``myh2x``), give the cytoplasm signal (interior level and
@@ -130,7 +135,14 @@ def measure_fibres(
     origin_yx : (int, int)
         Slide position of the window's first pixel.
     slide_shape_yx : (int, int), optional
-        Slide size for ``touches_image_border``; None treats the window as the slide.
+        Slide size at the window's level, for ``touches_image_border``; None treats the window as the slide.
+    downsample : int
+        Level-0 pixels per pixel of the window's level (2**level in an nclsm-scale pyramid): the ``_px``
+        coordinates are level-0 pixels, the ``_seg_px`` counts the window's.
+    level0_shape_yx : (int, int), optional
+        Slide size at level 0, which bounding boxes are clipped to; default ``slide_shape_yx * downsample``.
+    slide : str
+        Slide name written in the ``slide`` column.
     ids : iterable of int, optional
         Fibres to measure (the block's owned IDs); all fibres in the window if None.
     background : sequence of float, optional
@@ -176,7 +188,9 @@ def measure_fibres(
     h, w = labels.shape
     sh, sw = slide_shape_yx if slide_shape_yx is not None else (oy + h, ox + w)
     bbox = geo.bbox + np.array([oy, ox, oy, ox])
-    cols = {"fibre_id": fibre_ids, **_shape_columns(geo, perim, border_px, bbox, px)}
+    level0 = level0_shape_yx if level0_shape_yx is not None else (sh * downsample, sw * downsample)
+    cols = {"slide": np.full(n, slide, dtype=object), "fibre_id": fibre_ids,
+            **_shape_columns(geo, perim, border_px, bbox, px, downsample, level0)}
     cols["touches_image_border"] = (
         (bbox[:, 0] <= 0) | (bbox[:, 1] <= 0) | (bbox[:, 2] >= sh) | (bbox[:, 3] >= sw)
     )
@@ -189,9 +203,17 @@ def measure_fibres(
 
 
 def _shape_columns(
-    geo: Geometry, perim: np.ndarray, border_px: np.ndarray, bbox: np.ndarray, px: float
+    geo: Geometry, perim: np.ndarray, border_px: np.ndarray, bbox: np.ndarray, px: float,
+    downsample: int, level0_shape_yx: tuple[int, int],
 ) -> dict[str, np.ndarray]:
-    """Size, outline, hull, Feret, ellipse and position columns of each fibre (``bbox`` in slide pixels)."""
+    """Size, outline, hull, Feret, ellipse and position columns of each fibre (``bbox`` in the level's pixels).
+
+    Positions go to level 0: pixel ``c`` of the level covers level-0 pixels
+    ``[c * f, (c + 1) * f)``, so its centre is ``c * f + (f - 1) / 2``.
+    """
+    f = downsample
+    centroid = (bbox[:, :2] + geo.centroid) * f + (f - 1) / 2
+    end = np.minimum(bbox[:, 2:] * f, np.asarray(level0_shape_yx))
     area = geo.area.astype(np.float64)
     px2 = px**2
     cyy, cxx, cxy = geo.cov.T
@@ -201,10 +223,10 @@ def _shape_columns(
     with np.errstate(divide="ignore", invalid="ignore"):
         orientation = -np.degrees(0.5 * np.arctan2(2.0 * cxy, cxx - cyy))
         cols = {
-            "area_px": geo.area,
+            "area_seg_px": geo.area,
             "area_um2": area * px2,
             "perimeter_um": perim * px,
-            "perimeter_border_px": border_px,
+            "perimeter_border_seg_px": border_px,
             "convex_area_um2": geo.hull_area * px2,
             "convex_perimeter_um": (geo.hull_perimeter - 4.0) * px,
             "solidity": area / geo.hull_area,
@@ -220,15 +242,15 @@ def _shape_columns(
             "ellipse_aspect_ratio": np.sqrt(l1 / l2),
             "eccentricity": np.sqrt(1.0 - l2 / l1),
             "orientation_deg": np.where(orientation <= -90.0, orientation + 180.0, orientation),
-            "centroid_y_px": bbox[:, 0] + geo.centroid[:, 0],
-            "centroid_x_px": bbox[:, 1] + geo.centroid[:, 1],
-            "bbox_y0_px": bbox[:, 0],
-            "bbox_x0_px": bbox[:, 1],
-            "bbox_y1_px": bbox[:, 2],
-            "bbox_x1_px": bbox[:, 3],
+            "centroid_y_px": centroid[:, 0],
+            "centroid_x_px": centroid[:, 1],
+            "centroid_y_um": centroid[:, 0] * (px / f),
+            "centroid_x_um": centroid[:, 1] * (px / f),
+            "bbox_y0_px": bbox[:, 0] * f,
+            "bbox_x0_px": bbox[:, 1] * f,
+            "bbox_y1_px": end[:, 0],
+            "bbox_x1_px": end[:, 1],
         }
-    cols["centroid_y_um"] = cols["centroid_y_px"] * px
-    cols["centroid_x_um"] = cols["centroid_x_px"] * px
     return cols
 
 
@@ -332,6 +354,9 @@ def measure_block(
     tissue_mask: np.ndarray | None = None,
     background: Sequence[float] | None = None,
     scale: Sequence[float] | None = None,
+    downsample: int = 1,
+    level0_shape_yx: tuple[int, int] | None = None,
+    slide: str = "",
 ) -> pd.DataFrame:
     """Measure the fibres a block owns from its block + halo window.
 
@@ -385,4 +410,7 @@ def measure_block(
         tissue_mask=tissue_mask,
         background=background,
         scale=scale,
+        downsample=downsample,
+        level0_shape_yx=level0_shape_yx,
+        slide=slide,
     )

@@ -8,7 +8,8 @@ coordinates** with pixel corners at integers, as QuPath expects: a point at
 segmentation coordinate ``c`` (pixel centres at integers) goes to ``(c + 0.5) * f``
 with ``f`` the level's downsample. Features are ``objectType: "detection"`` with
 ``properties.classification = {"name": class, "color": [r, g, b]}`` and a few
-measurements. Fibres are traced in tasks per block of the owner of their
+measurements. The table's bounding boxes (level-0 pixels) are mapped back to the
+segmentation level. Fibres are traced in tasks per block of the owner of their
 bounding box's top-left corner, each reading the union of its fibres' boxes.
 """
 
@@ -45,7 +46,7 @@ MEASUREMENTS = ("fibre_id", "area_um2", "feret_min_um", "confidence")
 def trace_fibres(
     slide_path: str, level: int, boxes: np.ndarray, scale: float, tolerance_px: float
 ) -> list[list[list[float]]]:
-    """Outer rings (``[[x, y], ...]`` in level-0 px) of fibres given as rows ``(id, y0, x0, y1, x1)``."""
+    """Outer rings (``[[x, y], ...]`` in level-0 px) of fibres given as rows ``(id, y0, x0, y1, x1)`` at ``level``."""
     from skimage.measure import approximate_polygon, find_contours
 
     if len(boxes) == 0:
@@ -89,8 +90,8 @@ def export_geojson(
     Parameters
     ----------
     slide_path : the segmented slide.
-    table : curated fibre table (``fibre_id``, bounding box, ``curation_class``).
-    meta : its metadata (``level``, ``level0_scale``).
+    table : curated fibre table (``fibre_id``, level-0 bounding box, ``curation_class``).
+    meta : its metadata (``level``, ``level0_scale``, ``shape_yx``).
     client : distributed.Client, optional
         Trace on the cluster; ``None`` traces in this process.
     tolerance_px : float
@@ -98,9 +99,12 @@ def export_geojson(
     """
     level = int(meta.get("level", 0))
     scale = float(meta.get("level0_scale", 1.0))
+    f = round(scale)
     shape = tuple(int(v) for v in meta.get("shape_yx", (1, 1)))
     cols = ["fibre_id", "bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px"]
     boxes = table[cols].to_numpy(np.int64)
+    boxes[:, 1:3] //= f
+    boxes[:, 3:] = -(-boxes[:, 3:] // f)  # level-0 ends -> segmentation-level ends (ceiling)
     grid = BlockGrid((max(shape[0], 1), max(shape[1], 1)), TRACE_BLOCK_PX)
     by, bx = grid.owner(boxes[:, 1], boxes[:, 2])
     ny, nx = grid.n_blocks_yx

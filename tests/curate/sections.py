@@ -65,7 +65,7 @@ def measure_section(
     ids, counts = fold_counts(s.fibres, lowres_window(folds, f, (0, 0), s.fibres.shape))
     in_fold = np.zeros(len(t), np.int64)
     in_fold[t["fibre_id"].searchsorted(ids)] = counts
-    t["fold_fraction"] = in_fold / t["area_px"].to_numpy(np.float64)
+    t["fold_fraction"] = in_fold / t["area_seg_px"].to_numpy(np.float64)
     near = ndimage.binary_dilation(s.regions == 0, iterations=int(round(15 / px)))
     on_outline = np.bincount(s.fibres[near], minlength=len(t) + 1)[1:] > 0
     t.attrs["far_from_border"] = ~on_outline & ~s.table["touches_image_border"].to_numpy(bool)

@@ -59,7 +59,7 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
     assert (low == FOLD).any() and set(np.unique(low)) == {0, FOLD} and (tissue[low == FOLD] > 0).all()
     assert np.array_equal(folds0 > 0, np.kron(low > 0, np.ones((8, 8), bool))[:1024, :1024])
     in_fold = np.bincount(s.fibres[folds0 == FOLD], minlength=len(a) + 1)[1:]
-    assert np.array_equal(a["fold_fraction"].to_numpy(), in_fold / a["area_px"].to_numpy())
+    assert np.array_equal(a["fold_fraction"].to_numpy(), in_fold / a["area_seg_px"].to_numpy())
     again = curate_slide(path, _cfg(4096), client)
     b, meta = _joined(path, again)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -143,7 +143,7 @@ def test_overrides_are_remembered_across_reruns(client, measured, tmp_path, capl
     assert by_id.loc[ids[1], "reasons"] == "FR" and res.n_overridden == 4
     # an entry whose fibre changed (the slide was segmented again) is dropped, with a warning
     stored = pd.read_csv(store)
-    stored.loc[stored["fibre_id"] == ids[0], "area_px"] += 1
+    stored.loc[stored["fibre_id"] == ids[0], "area_seg_px"] += 1
     stored.to_csv(store, index=False)
     with caplog.at_level("WARNING", logger="nclsm_scale.curate.overrides"):
         res = curate_slide(path, _cfg(512), client)

@@ -18,7 +18,7 @@ def table():
             "curation_class": ["AM", "NTM", "FAM"],
             "reasons": ["", "NTM", "FAM;NTM"],
             "confidence": [0.9, 0.6, 0.7],
-            "area_px": [100, 200, 300],
+            "area_seg_px": [100, 200, 300],
         }
     )
 
@@ -84,10 +84,19 @@ def test_stored_overrides_round_trip_and_drop_changed_fibres(table, tmp_path, ca
     assert save_stored_overrides(store, read_overrides(ov), table) == store
     back = load_stored_overrides(store, table)
     assert back.to_dict("list") == {"fibre_id": [1, 3], "class": ["FR", "AM"], "reasons": ["FR", ""]}
-    resegmented = table.assign(area_px=[100, 200, 301])
+    resegmented = table.assign(area_seg_px=[100, 200, 301])
     with caplog.at_level("WARNING", logger="nclsm_scale.curate.overrides"):
         assert load_stored_overrides(store, resegmented)["fibre_id"].tolist() == [1]
     assert "1 stored override(s) dropped" in caplog.text
     assert load_stored_overrides(store, table.iloc[1:])["fibre_id"].tolist() == [3]
     assert save_stored_overrides(store, back.iloc[:0], table) is None and not store.exists()
     assert load_stored_overrides(store, table).empty
+
+
+def test_stored_overrides_of_earlier_versions_name_the_area_area_px(table, tmp_path):
+    store = tmp_path / "S1.overrides.csv"
+    store.write_text("fibre_id,class,reasons,area_px\n1,FR,FR,100\n3,AM,,299\n")
+    assert load_stored_overrides(store, table)["fibre_id"].tolist() == [1]  # fibre 3 changed
+    store.write_text("fibre_id,class,reasons\n1,FR,FR\n")
+    with pytest.raises(ValidationError, match="area_seg_px"):
+        load_stored_overrides(store, table)

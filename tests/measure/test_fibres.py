@@ -41,7 +41,7 @@ def test_columns_and_dtypes_are_the_declared_ones(section, tissue):
 def test_centroid_bbox_and_border_match_synth_ground_truth(section, tissue):
     t = _full(section, tissue)
     gt = section.table
-    assert np.array_equal(t.area_px, gt.area_px)
+    assert np.array_equal(t.area_seg_px, gt.area_px)
     assert np.allclose(t.centroid_y_px, gt.centroid_y_px) and np.allclose(
         t.centroid_x_px, gt.centroid_x_px
     )
@@ -49,6 +49,22 @@ def test_centroid_bbox_and_border_match_synth_ground_truth(section, tissue):
         assert np.array_equal(t[f"bbox_{a}_px"], gt[f"bbox_{a}_px"])
     assert np.array_equal(t.touches_image_border, gt.touches_image_border)
     assert t.touches_tissue_border.any() and not t.touches_tissue_border.all()
+
+
+def test_positions_are_level0_pixels_of_a_downsampled_level(section):
+    """Fibres measured on a level of downsample 2 sit where the same fibres sit on level 0 (labels upsampled)."""
+    coarse = section.fibres[:, :767]  # an odd level-0 width: the last coarse column covers one level-0 column
+    fine = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:, :1533]
+    t = measure_fibres(coarse, None, pixel_size_um=2.0, downsample=2, level0_shape_yx=fine.shape, slide="S")
+    ref = measure_fibres(fine, None, pixel_size_um=1.0)
+    ids = ~ref.touches_image_border.to_numpy()  # the fine fibres at the odd edge lose a column
+    assert (t.slide == "S").all() and t.fibre_id.tolist() == ref.fibre_id.tolist()
+    for c in ("centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um", "area_um2"):
+        np.testing.assert_allclose(t[c][ids], ref[c][ids], rtol=0, atol=1e-9, err_msg=c)
+    for a in ("y0", "x0", "y1", "x1"):
+        assert np.array_equal(t[f"bbox_{a}_px"], ref[f"bbox_{a}_px"])
+    assert np.array_equal(t.area_seg_px * 4, ref.area_seg_px.where(ids, t.area_seg_px * 4))
+    assert t.bbox_x1_px.max() == 1533
 
 
 @pytest.mark.parametrize("cut", [(0, 0), (97, 211), (333, 5), (250, 401)])
@@ -88,7 +104,7 @@ def test_measure_block_owned_ids_and_halo_violation(section):
     win = np.s_[100:600, 150:700]
     sub = lab[win]
     ids, counts = np.unique(sub[sub > 0], return_counts=True)
-    whole = [i for i, c in zip(ids, counts, strict=True) if c == full.loc[i, "area_px"]]
+    whole = [i for i, c in zip(ids, counts, strict=True) if c == full.loc[i, "area_seg_px"]]
     objs = full.loc[whole]
     owned = objs.index[
         (objs.bbox_y0_px >= 105)

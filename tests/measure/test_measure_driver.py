@@ -51,7 +51,7 @@ def test_geometry_equals_a_whole_slide_measurement(client, slide) -> None:
     low = np.asarray(zarr.open_array(str(path), path="labels/regions/3", mode="r")[0])  # 8 um/px
     tissue = lowres_window(low, 8.0, (0, 0), s.fibres.shape) > 0  # the regions level, as the driver reads it
     ref = measure_fibres(s.fibres, None, pixel_size_um=1.0, tissue_mask=tissue)
-    cols = ["fibre_id", "area_px", "feret_min_um", "feret_max_um", "perimeter_um", "centroid_y_px",
+    cols = ["fibre_id", "area_seg_px", "feret_min_um", "feret_max_um", "perimeter_um", "centroid_y_px",
             "bbox_x1_px", "touches_image_border", "touches_tissue_border"]
     pd.testing.assert_frame_equal(got[cols], ref[cols], check_exact=True)
 

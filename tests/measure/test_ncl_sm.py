@@ -23,12 +23,12 @@ def test_matches_ncl_sm_features(ncl_sm_dir, features, name, missing):
     # the CSV lacks only tiny accidental annotations (1-3 px), which the NCL-SM script filters out
     absent = sorted(set(t.fibre_id) - set(csv.Fibre_ID))
     assert absent == missing
-    assert (t.set_index("fibre_id").loc[absent, "area_px"] <= 3).all()
+    assert (t.set_index("fibre_id").loc[absent, "area_seg_px"] <= 3).all()
     m = csv.merge(t, left_on="Fibre_ID", right_on="fibre_id")
     assert len(m) == len(csv)
-    assert np.array_equal(m.Fiber_Area, m.area_px)  # exact
+    assert np.array_equal(m.Fiber_Area, m.area_seg_px)  # exact
     assert np.array_equal(
-        m.Fiber_Perimeter, m.perimeter_border_px
+        m.Fiber_Perimeter, m.perimeter_border_seg_px
     )  # 4-connected border pixel count, exact
     assert np.array_equal(m.Fiber_on_Border, m.touches_image_border)
 

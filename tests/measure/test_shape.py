@@ -114,7 +114,7 @@ def test_agrees_with_regionprops_where_definitions_match(section):
     rel_hull, d_feret = [], []
     for fid, p in props.items():
         row = t.loc[fid]
-        assert row.area_px == p.area
+        assert row.area_seg_px == p.area
         assert row.perimeter_um == pytest.approx(p.perimeter, rel=1e-12)
         assert row.ellipse_major_um == pytest.approx(p.axis_major_length, rel=1e-9)
         assert row.ellipse_minor_um == pytest.approx(p.axis_minor_length, rel=1e-9, abs=1e-9)

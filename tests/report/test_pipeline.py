@@ -88,9 +88,54 @@ def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:
         x, y = ring[:, 0], ring[:, 1]
         area_l0 = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
         # a contour through pixel-edge midpoints, in level-0 px (4 per segmentation px)
-        assert abs(area_l0 / 4.0 - row.area_px) <= 0.1 * row.area_px + 2.0 * np.sqrt(row.area_px) + 4
-        assert x.min() >= 2.0 * row.bbox_x0_px - 1 and x.max() <= 2.0 * row.bbox_x1_px + 1
-        assert y.min() >= 2.0 * row.bbox_y0_px - 1 and y.max() <= 2.0 * row.bbox_y1_px + 1
+        assert abs(area_l0 / 4.0 - row.area_seg_px) <= 0.1 * row.area_seg_px + 2.0 * np.sqrt(row.area_seg_px) + 4
+        assert x.min() >= row.bbox_x0_px - 1 and x.max() <= row.bbox_x1_px + 1  # the table's box is level 0 too
+        assert y.min() >= row.bbox_y0_px - 1 and y.max() <= row.bbox_y1_px + 1
+
+
+def test_fibre_positions_are_level0_pixels_of_the_image_labels_and_geojson(e2e_run) -> None:
+    """0.5 um/px slide segmented at 1 um/px: the table's _px columns are the level-0 frame, not the segmentation's."""
+    import zarr
+    from matplotlib.path import Path as Polygon
+    from scipy import ndimage
+
+    layout = e2e_run["layout"]
+    table, meta = read_fibre_table(layout.fibre_table("E1"))
+    assert meta["pixel_size_um"] == 0.5 and meta["segmentation_pixel_size_um"] == 1.0
+    labels0 = np.asarray(zarr.open_array(str(e2e_run["store"]), path="labels/fibres/0", mode="r")[0])
+    assert labels0.shape == (1536, 1536)
+    ids = table["fibre_id"].to_numpy(np.int64)
+    # the fibres' own level-0 label pixels: centroid, bounding box and area
+    centre = np.array(ndimage.center_of_mass(np.ones_like(labels0), labels0, ids))
+    np.testing.assert_allclose(table[["centroid_y_px", "centroid_x_px"]].to_numpy(), centre, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table[["centroid_y_um", "centroid_x_um"]].to_numpy(), centre * 0.5, rtol=0, atol=1e-9)
+    boxes = ndimage.find_objects(labels0)
+    got = table[["bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px"]].to_numpy()
+    assert got.tolist() == [[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in (boxes[i - 1] for i in ids)]
+    area0 = np.bincount(labels0.ravel(), minlength=ids.max() + 1)[ids]
+    np.testing.assert_allclose(table["area_um2"], area0 * 0.25, rtol=1e-12)
+    # convex-ish fibres: the centroid pixel is the fibre's own, and the centroid lies inside its GeoJSON polygon
+    fc = json.loads((layout.report / "E1.geojson").read_text())
+    convex = table["solidity"].to_numpy() >= 0.9
+    assert convex.sum() > 0.8 * len(table)
+    for feat, row in zip(np.asarray(fc["features"])[convex], table[convex].itertuples(), strict=True):
+        assert labels0[round(row.centroid_y_px), round(row.centroid_x_px)] == row.fibre_id
+        ring = Polygon(np.asarray(feat["geometry"]["coordinates"][0]))  # pixel corners at integers
+        assert ring.contains_point((row.centroid_x_px + 0.5, row.centroid_y_px + 0.5)), row.fibre_id
+
+
+def test_fibre_table_starts_with_the_slide_and_its_manifest_metadata(e2e_run) -> None:
+    layout = e2e_run["layout"]
+    table, _ = read_fibre_table(layout.fibre_table("E1"))
+    assert list(table.columns[:5]) == ["slide", "subject", "diagnosis", "muscle", "fibre_id"]
+    assert set(table["slide"]) == {"E1"} and set(table["muscle"]) == {"vastus lateralis"}
+    measured, _ = read_fibre_table(layout.measure_table("E1"))
+    curated, _ = read_fibre_table(layout.curate_table("E1"))
+    assert list(measured.columns[:2]) == list(curated.columns[:2]) == ["slide", "fibre_id"]
+    assert set(measured["slide"]) == set(curated["slide"]) == {"E1"}
+    slides = pd.read_parquet(layout.slides_table)
+    assert slides[["pixel_size_um", "segmentation_pixel_size_um", "segmentation_level"]].values.tolist() == \
+        [[0.5, 1.0, 1]]
 
 
 def test_report_cli_rebuilds_the_page(e2e_run, run_cli) -> None:
