@@ -75,6 +75,7 @@ from nclsm_scale.storage import (
     remove_local,
     work_dir_for,
 )
+from nclsm_scale.tables import SCHEMA_VERSION
 from nclsm_scale.versions import package_versions
 
 if TYPE_CHECKING:
@@ -222,7 +223,8 @@ def stage_fingerprints(
     """Each stage's fingerprint: its settings (:data:`_SHAPED_BY`), its ``inputs`` and its upstream's fingerprint.
 
     ``inputs`` per stage: ``convert`` the source's identity, ``segment`` the weights'
-    sha256, ``curate`` the remembered overrides' sha256 (absent: none). A change in
+    sha256, ``measure`` the tables' schema version, ``curate`` the remembered
+    overrides' sha256 (absent: none). A change in
     one stage's fingerprint changes every later stage's. ``fixed`` gives stages whose
     fingerprint is taken as recorded (their inputs cannot be read again).
     """
@@ -281,7 +283,7 @@ class _Run:
                            one_line(exc))
             source, fixed = None, {"convert": rec.fingerprint}
         overrides = self.layout.overrides(slide.name)
-        inputs = {"convert": source, "segment": self.weights_sha256,
+        inputs = {"convert": source, "segment": self.weights_sha256, "measure": SCHEMA_VERSION,
                   "curate": file_sha256(overrides) if overrides.is_file() else None}
         fingerprints = stage_fingerprints(self.cfg, inputs, fixed)
         with self.lock:
