@@ -457,4 +457,4 @@ def join_fibre_tables(measured: pd.DataFrame, curated: pd.DataFrame) -> pd.DataF
             raise ValueError("the measured and curated tables hold different fibres; run curate again")
     both = pd.concat([measured.reset_index(drop=True), curated.drop(columns=list(KEY_COLUMNS)).reset_index(drop=True)],
                      axis=1)
-    return both[fibre_columns(measured.columns)]
+    return both[fibre_columns(list(measured.columns))]

@@ -123,7 +123,7 @@ def _fold_fraction(
                     desc="curate: fold fractions")
     index = pd.Index(table["fibre_id"].astype(np.int64))
     for ids, n in parts:
-        rows = index.get_indexer(ids)
+        rows = index.get_indexer(pd.Index(ids))
         if (rows < 0).any():
             raise SlideReadError(
                 f"{slide.path}: labels hold fibres {ids[rows < 0][:5].tolist()} missing from the "

@@ -106,15 +106,13 @@ def apply_overrides(table: pd.DataFrame, overrides: pd.DataFrame | str | Path) -
     check_fibres(ov, table, source)
     known = pd.Index(table["fibre_id"].astype("int64"))
     out = table.copy()
-    rows = known.get_indexer(ov["fibre_id"])
+    rows = known.get_indexer(pd.Index(ov["fibre_id"]))
     out["overridden"] = False
-    col = {
-        c: out.columns.get_loc(c) for c in ("curation_class", "reasons", "confidence", "overridden")
-    }
-    out.iloc[rows, col["curation_class"]] = ov["class"].to_numpy()
-    out.iloc[rows, col["reasons"]] = ov["reasons"].to_numpy()
-    out.iloc[rows, col["confidence"]] = 1.0
-    out.iloc[rows, col["overridden"]] = True
+    for column, value in (("curation_class", ov["class"].to_numpy()), ("reasons", ov["reasons"].to_numpy()),
+                          ("confidence", 1.0), ("overridden", True)):
+        values = out[column].to_numpy(copy=True)
+        values[rows] = value
+        out[column] = values
     return out
 
 

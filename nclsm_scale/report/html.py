@@ -141,7 +141,7 @@ def _slide_figure(layout: RunLayout, name: str, slides: pd.DataFrame, cfg: RunCo
         slide_path = str(layout.slide(name))
     png = _save(png_bytes(class_thumbnail(slide_path, table, meta, rep.thumbnail_px)),
                 layout.report / f"{name}_classes.png")
-    row = slides.set_index("slide").loc[name]
+    row = slides.set_index("slide").loc[name].to_dict()
     pct = float(row["pct_analysable"])
     caption = (f"{html.escape(name)}: {int(row['n_fibres'])} fibres, "
                + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
