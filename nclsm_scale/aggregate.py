@@ -10,7 +10,8 @@ channels or pixel size could not judge for any fibre.
 :func:`slide_stats` turns one slide's table into one row: fibre counts per class
 and per reason code, % analysable, tissue / fold / analysable area, densities,
 CSA and min-Feret mean / median / SD / CV and mito intensity quantiles of the
-analysable fibres. :func:`slide_histograms` bins the same fibres
+analysable fibres, and curate's slide quality control (:data:`~nclsm_scale.tables.QC_COLUMNS`).
+:func:`slide_histograms` bins the same fibres
 (``cfg.aggregate`` edges; the last bin is open). :func:`aggregate_tables` does
 every slide, joins manifest metadata and pools fibres per metadata group;
 :func:`aggregate_run` reads a run's tables and writes ``tables/slides.parquet``
@@ -38,7 +39,7 @@ import pandas as pd
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table, write_fibre_table
-from nclsm_scale.tables import FIBRE_TYPES, PRIORITY, TYPE_KEYS, FibreClass, join_fibre_tables
+from nclsm_scale.tables import FIBRE_TYPES, PRIORITY, QC_COLUMNS, TYPE_KEYS, FibreClass, join_fibre_tables
 
 __all__ = [
     "AggregateResult",
@@ -184,6 +185,8 @@ def slide_stats(table: pd.DataFrame, meta: Mapping[str, Any], cfg: AggregateConf
     row["analysable_density_per_mm2"] = (
         row["n_analysable"] / (tissue - fold) if tissue - fold > 0 else np.nan
     )
+    qc = meta.get("qc", {})  # curate's slide QC (tables.QC_COLUMNS); absent from tables curated before it
+    row.update({k: qc.get(k, "" if c.dtype == "str" else np.nan) for k, c in QC_COLUMNS.items()})
     return row
 
 
