@@ -13,7 +13,8 @@ reads as one dataset (:func:`nclsm_scale.layout.read_fibres`).
 :func:`slide_stats` turns one slide's table into one row: fibre counts per class
 and per reason code, % analysable, tissue / fold / analysable area, densities,
 CSA and min-Feret mean / median / SD / CV and mito intensity quantiles of the
-analysable fibres. :func:`slide_histograms` bins the same fibres
+analysable fibres, and curate's slide quality control (:data:`~nclsm_scale.tables.QC_COLUMNS`).
+:func:`slide_histograms` bins the same fibres
 (``cfg.aggregate`` edges; the last bin is open). :func:`aggregate_tables` does
 every slide, joins manifest metadata and pools fibres per metadata group;
 :func:`aggregate_run` reads a run's tables and writes ``tables/slides.parquet``
@@ -48,6 +49,7 @@ from nclsm_scale.tables import (
     GROUP_COLUMNS,
     MEASURE_COLUMNS,
     PRIORITY,
+    QC_COLUMNS,
     SCHEMA_VERSION,
     SLIDE_COLUMNS,
     TYPE_KEYS,
@@ -205,6 +207,8 @@ def slide_stats(table: pd.DataFrame, meta: Mapping[str, Any], cfg: AggregateConf
     row["analysable_density_per_mm2"] = (
         row["n_analysable"] / (tissue - fold) if tissue - fold > 0 else np.nan
     )
+    qc = meta.get("qc", {})  # curate's slide QC (tables.QC_COLUMNS); absent from tables curated before it
+    row.update({k: qc.get(k, "" if c.dtype == "str" else np.nan) for k, c in QC_COLUMNS.items()})
     return row
 
 

@@ -330,6 +330,20 @@ def gpu_task_resources(cfg: ClusterConfig, client: Client) -> dict[str, int] | N
     return {"GPU": 1} if any("GPU" in (w.get("resources") or {}) for w in workers) else None
 
 
+def _not_compute_failed(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Compute Failed")
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of local workers: drop their multi-line "Compute Failed" log records.
+
+    :func:`fan_out` re-raises a task's error on the client, which reports it in one
+    line (``run`` keeps the traceback in its log); a local worker's copy would print
+    the traceback on the same console.
+    """
+    logging.getLogger("distributed.worker").addFilter(_not_compute_failed)
+
+
 def start_local_cluster(cfg: ClusterConfig, plan: Sequence[LocalWorker]) -> Any:
     """Start a loopback ``SpecCluster`` with one nanny-managed process per planned worker.
 
@@ -358,6 +372,7 @@ def start_local_cluster(cfg: ClusterConfig, plan: Sequence[LocalWorker]) -> Any:
                 "env": dict(w.env),
                 "dashboard": False,
                 "silence_logs": logging.WARN,
+                "preload": [__name__],  # dask_setup below
             },
         }
         for w in plan

@@ -47,9 +47,9 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    """Base of every config section: unknown keys are errors."""
+    """Base of every config section: unknown keys, NaN and infinite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Stain = Literal["membrane", "mito", "myh1", "myh2a", "myh2x", "dapi"]
@@ -248,11 +248,27 @@ class ConvertConfig(_Section):
         None, description="Channel names in file order, e.g. [membrane, mito]."
     )
     overwrite: bool = Field(False, description="Redo slides that are already converted.")
+    min_pixel_size_um: float = Field(
+        0.05, gt=0.0,
+        description="Slides with finer pixels are refused before work starts (4x finer than light microscopy "
+        "resolves: a wrong unit or scale in the file).",
+    )
+    max_pixel_size_um: float = Field(
+        20.0, gt=0.0,
+        description="Slides with coarser pixels are refused (a fibre of 50 um would be under 3 px across).",
+    )
+    min_slide_um: float = Field(
+        100.0, ge=0.0,
+        description="Slides whose shorter edge is shorter are refused (about three small adult fibres across).",
+    )
 
     @model_validator(mode="after")
     def _shard_multiple(self) -> ConvertConfig:
         if self.shard_px and self.shard_px % self.chunk_px:
             raise ValueError(f"shard_px {self.shard_px} is not a multiple of chunk_px {self.chunk_px}")
+        if self.min_pixel_size_um >= self.max_pixel_size_um:
+            raise ValueError(f"min_pixel_size_um {self.min_pixel_size_um} must be below max_pixel_size_um "
+                             f"{self.max_pixel_size_um}")
         return self
 
 
@@ -364,6 +380,12 @@ class SegmentConfig(_Section):
         None, description="Stored (K, y, x) maps zarr array to segment instead of running the network."
     )
     overwrite: bool = Field(False, description="Redo a slide that is already segmented.")
+    max_memory_gib: float = Field(
+        8.0, gt=0.0,
+        description="Largest memory one step may need for a slide: a block task's window with its halo at the "
+        "escalation limit, or the whole regions level (tissue and fold masks). A slide needing more is refused "
+        "before its segmentation starts, naming the estimate.",
+    )
 
 
 _WALLTIME_PATTERN = r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$"
@@ -558,6 +580,16 @@ class CurateConfig(_Section):
     """Curation rules: AM or a rejection reason per fibre (``nclsm-scale curate``); human defaults."""
 
     debris_max_um2: float = Field(150.0, ge=0.0, description="Fibres smaller than this are DEBRIS.")
+    qc_min_tissue_um2: float = Field(
+        10000.0, ge=0.0,
+        description="Slide QC: less tissue than this (a 100 um square: a few fibres) flags the slide no_tissue.",
+    )
+    qc_min_membrane_contrast: float = Field(
+        0.2, ge=-1.0, le=1.0,
+        description="Slide QC: a median fibre membrane contrast (ring - interior) / (ring + interior) below this "
+        "flags the slide no_membrane_contrast. A membrane stain outlines fibres at several times their interior "
+        "(0.2 is 1.5x); noise and blank slides give about 0.",
+    )
     edge_image_border: bool = Field(True, description="Reject fibres cut by the image border (EDGE).")
     edge_tissue_border: bool = Field(True, description="Reject fibres touching non-tissue (EDGE).")
     fr_min_interior_membrane: float = Field(
@@ -861,6 +893,9 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. grid.block_px=512.")
+    if not value.strip():
+        raise ConfigError(f"--set {text!r}: no value given for {key.strip()!r}; give one, or leave the option out "
+                          "to keep the configured value.")
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:

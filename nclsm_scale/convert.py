@@ -33,7 +33,7 @@ import zarr
 
 from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import ConvertConfig
-from nclsm_scale.errors import NclsmError, SlideWriteError
+from nclsm_scale.errors import NclsmError, SlideRefusedError, SlideWriteError
 from nclsm_scale.io.ome_zarr import array_at, attrs_of, create_image, read_multiscales, regions, write_unit_px
 from nclsm_scale.io.pyramid import downsample_mean
 from nclsm_scale.io.readers import (
@@ -51,7 +51,7 @@ from nclsm_scale.slide import open_slide
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["RegionJob", "SlideResult", "convert", "convert_region", "convert_slide", "plan_passes"]
+__all__ = ["RegionJob", "SlideResult", "check_plausible", "convert", "convert_region", "convert_slide", "plan_passes"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,37 @@ def _windows(store: str) -> None:
 
 
 def _settings(cfg: ConvertConfig) -> dict[str, Any]:
-    return cfg.model_dump(exclude={"overwrite"})
+    return cfg.model_dump(exclude={"overwrite", "min_pixel_size_um", "max_pixel_size_um", "min_slide_um"})
+
+
+def check_plausible(info: SourceInfo, cfg: ConvertConfig) -> None:
+    """Refuse a slide whose pixel size or extent cannot be a muscle section (nothing is written before).
+
+    The pixel size is the file's, else ``cfg.pixel_size_um``; a slide without one
+    passes (its scales stay in pixels and ``segment`` refuses it).
+
+    Raises
+    ------
+    SlideRefusedError
+        A pixel size outside ``cfg.min_pixel_size_um``-``cfg.max_pixel_size_um``, or a
+        shorter edge below ``cfg.min_slide_um``, naming the file.
+    """
+    size = info.pixel_size_um or ((cfg.pixel_size_um,) * 2 if cfg.pixel_size_um else None)
+    if size is None:
+        return
+    origin = "the file says" if info.pixel_size_um else "convert.pixel_size_um gives"
+    for px in size:
+        if not cfg.min_pixel_size_um <= px <= cfg.max_pixel_size_um:
+            raise SlideRefusedError(
+                f"{info.path}: {origin} {px:.4g} um/px, outside the plausible {cfg.min_pixel_size_um:g}-"
+                f"{cfg.max_pixel_size_um:g} um/px (convert.min_pixel_size_um, convert.max_pixel_size_um); check "
+                "the file's pixel size and unit")
+    _, ny, nx = info.shape_cyx
+    h_um, w_um = ny * size[0], nx * size[1]
+    if min(h_um, w_um) < cfg.min_slide_um:
+        raise SlideRefusedError(
+            f"{info.path}: {ny} x {nx} px at {size[1]:.4g} um/px is {h_um:.4g} x {w_um:.4g} um, under "
+            f"convert.min_slide_um = {cfg.min_slide_um:g} um on a side: too small to hold a few fibres")
 
 
 def _start(info: SourceInfo, store: Path, state: Path, cfg: ConvertConfig, fp: dict, sid: str) -> None:
@@ -239,11 +269,14 @@ def convert_slide(path: str | Path, out_dir: str | Path, cfg: ConvertConfig, cli
     ------
     SlideReadError, SlideWriteError
         Bad input or unwritable output, naming the file.
+    SlideRefusedError
+        An implausible pixel size or a slide too small (:func:`check_plausible`).
     """
     t0 = time.perf_counter()
     sid = slide_id_of(path)
     store, state = Path(out_dir) / f"{sid}.ome.zarr", Path(out_dir) / f".{sid}.convert"
     info = open_source(path, cfg.channels)
+    check_plausible(info, cfg)
     fp = source_fingerprint(path)
     done_from = _completed_from(store)
     if done_from is not None and not cfg.overwrite:

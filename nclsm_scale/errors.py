@@ -7,6 +7,9 @@ The command line prints the message without a traceback.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class NclsmError(Exception):
     """Base class of all errors the tool raises on purpose."""
@@ -26,7 +29,11 @@ class SlideReadError(NclsmError, OSError):
 
 
 class SlideWriteError(NclsmError, OSError):
-    """An output store cannot be written."""
+    """An output (store, table, run folder) cannot be written: read-only, no permission, disk full."""
+
+
+class SlideRefusedError(NclsmError):
+    """A slide is refused before work starts: implausible pixel size, too small, or over the memory budget."""
 
 
 class ValidationError(NclsmError):
@@ -47,6 +54,20 @@ class HaloViolationError(NclsmError):
 
 class StageError(NclsmError):
     """A pipeline stage failed for one slide."""
+
+
+#: ``errno`` of writes that cannot succeed however often they are retried (a file in the way: ENOTDIR).
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR})
+
+
+def write_error(exc: OSError, where: str | Path) -> SlideWriteError:
+    """``exc`` (a failed write) as one line naming the file, or ``where`` when the error names none (disk full).
+
+    >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), "/runs/r1"))
+    '/runs/r1: cannot write: No space left on device'
+    """
+    path = exc.filename if exc.filename is not None else where
+    return SlideWriteError(f"{path}: cannot write: {exc.strerror or one_line(exc)}")
 
 
 def one_line(exc: BaseException) -> str:

@@ -16,9 +16,14 @@ again, and so does every later stage of the slide; a damaged output is named in
 the log and the summary. A stage interrupted or failed under the same
 fingerprint resumes from what it left (the stage functions skip finished work).
 A slide that fails is recorded with a one-line reason (traceback in
-``RUN/logs/run.log``) and the others go on. ``RUN/run.json`` holds the resolved
+``RUN/logs/run.log``) and the others go on; a write that cannot succeed (read-only,
+no permission, disk full) fails its slide without retries, naming the path. Slides
+that fail curate's slide quality control are listed in the summary
+(``RunResult.flagged``). ``RUN/run.json`` holds the resolved
 config, package versions, the model's sha256, per-slide normalisation constants
-and start/end times. ``RUN/run.lock`` keeps a second run out while one is active.
+and start/end times. ``RUN/run.lock`` keeps a second run out while one is active. The
+lock and the archive are checked before the Dask cluster starts when
+:func:`run_archive` is given a function that opens the client.
 
 The archive and the run directory may be fsspec URLs (``s3://bucket/prefix``,
 see :mod:`nclsm_scale.storage`). A remote slide is downloaded to ``inputs/`` for
@@ -37,11 +42,12 @@ import hashlib
 import json
 import logging
 import shutil
+import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,8 +57,8 @@ from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
 from nclsm_scale.config import RunConfig
 from nclsm_scale.convert import convert_slide
 from nclsm_scale.curate import curate_slide
-from nclsm_scale.errors import NclsmError, SlideReadError, StageError, one_line
-from nclsm_scale.layout import RunLayout, work_dir
+from nclsm_scale.errors import WRITE_ERRNOS, NclsmError, SlideReadError, StageError, one_line, write_error
+from nclsm_scale.layout import RunLayout, read_table_meta, work_dir
 from nclsm_scale.manifest import Damage, build_manifest, check_manifest, file_sha256, source_identity
 from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.metrics import register_metrics, report_slide
@@ -159,6 +165,7 @@ class RunResult:
     staging it and ``sync_error`` what went wrong with the final upload, if anything.
     ``damaged`` names archive-level outputs (tables, report) that did not match
     their manifest and were made again.
+    ``flagged`` maps the slides that failed slide QC to its flag (their fibres are class QC).
     """
 
     run_dir: Path
@@ -169,6 +176,7 @@ class RunResult:
     remote: str = ""
     sync_error: str = ""
     damaged: list[str] = field(default_factory=list)
+    flagged: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[SlideOutcome]:
@@ -184,13 +192,17 @@ class RunResult:
         return join_url(self.remote, rel) if self.remote else str(self.run_dir / rel)
 
     def summary(self) -> str:
-        """Counts, then one line per failed slide."""
+        """Counts, then one line per failed slide (name, source, stage, cause) and per slide flagged by QC."""
         where = f"{self.remote} (staged in {self.run_dir})" if self.remote else str(self.run_dir)
         lines = [f"{len(self.slides) - len(self.failed)} of {len(self.slides)} slide(s) done, "
-                 f"{len(self.failed)} failed ({self.seconds:.0f} s); run directory {where}"]
+                 f"{len(self.failed)} failed, {len(self.flagged)} flagged by slide QC ({self.seconds:.0f} s); "
+                 f"run directory {where}"]
         lines += [f"REDONE {s.name}: {d}" for s in self.slides for d in s.damaged]
         lines += [f"REDONE archive: {d}" for d in self.damaged]
-        lines += [f"FAILED {s.name} at {s.stage}: {s.error}" for s in self.failed]
+        lines += [f"FAILED {s.name}{'' if s.source in s.error else f' ({s.source})'} at {s.stage}: {s.error}"
+                  for s in self.failed]
+        lines += [f"FLAGGED {name}: slide QC failed ({flag}); none of its fibres is analysable"
+                  for name, flag in self.flagged.items()]
         if self.report_error:
             lines.append(f"FAILED report: {self.report_error}")
         elif self.report is not None:
@@ -204,10 +216,11 @@ class RunResult:
 #: Per stage, the config sections whose settings shape its outputs, each with the keys left out.
 #: ``grid`` only cuts the work into blocks (labels and tables are identical for any grid, tested bit
 #: for bit); ``cluster``, ``model.device`` and ``model.batch_size`` say where and how fast it runs;
-#: ``model.weights`` enters as the file's sha256, so a moved copy of the same weights is the same.
+#: ``model.weights`` enters as the file's sha256, so a moved copy of the same weights is the same;
+#: the plausibility gates (pixel size range, minimum extent, memory budget) refuse work, they do not shape it.
 _SHAPED_BY: dict[str, dict[str, set[str]]] = {
-    "convert": {"convert": {"overwrite", "task_px"}},
-    "segment": {"segment": {"overwrite"}, "model": {"weights", "device", "batch_size"}},
+    "convert": {"convert": {"overwrite", "task_px", "min_pixel_size_um", "max_pixel_size_um", "min_slide_um"}},
+    "segment": {"segment": {"overwrite", "max_memory_gib"}, "model": {"weights", "device", "batch_size"}},
     "measure": {"measure": set()},
     "curate": {"curate": set()},
 }
@@ -349,13 +362,22 @@ class _Run:
                 remove_local(path)
 
     def _stage(self, slide: ArchiveSlide, stage: str) -> int | None:
-        """Run one stage of one slide; the segment stage returns its fibre count."""
+        """Run one stage of one slide; the segment stage returns its fibre count.
+
+        A write that cannot succeed (read-only, no permission, disk full) becomes a
+        :class:`~nclsm_scale.errors.SlideWriteError` naming the file, or the run directory when the error names none.
+        """
         job = SlideJob(slide.name, slide.path, self.layout)
-        if stage != "convert":
-            return STAGES[stage](job, self.cfg, self.client)
-        with self._staged(slide.path, slide.url):
-            STAGES[stage](job, self.cfg, self.client)
-        self._record_norm(slide.name, job.store)
+        try:
+            if stage != "convert":
+                return STAGES[stage](job, self.cfg, self.client)
+            with self._staged(slide.path, slide.url):
+                STAGES[stage](job, self.cfg, self.client)
+            self._record_norm(slide.name, job.store)
+        except OSError as exc:
+            if isinstance(exc, NclsmError) or exc.errno not in WRITE_ERRNOS:
+                raise
+            raise write_error(exc, self.layout.root) from exc
         return None
 
     def _record_norm(self, name: str, store: Path) -> None:
@@ -425,8 +447,8 @@ class _Run:
                 if self.stop.is_set():  # the client is going away: the stage stays 'running' for the rerun
                     raise
                 seconds = time.perf_counter() - t0
-                logger.error("%s: %s failed (attempt %d):\n%s", slide.name, stage, attempt + 1,
-                             traceback.format_exc())
+                logger.error("%s: %s failed (attempt %d): %s", slide.name, stage, attempt + 1, one_line(exc),
+                             exc_info=True)  # the traceback goes to run.log only (the CLI's console drops it)
                 self.state.fail(slide.name, stage, seconds, one_line(exc))
                 if isinstance(exc, NclsmError) or attempt == self.cfg.archive.retries:
                     out.status, out.stage, out.error = "failed", stage, one_line(exc)
@@ -477,7 +499,7 @@ class _Run:
             self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0, self.manifest(ARCHIVE_KEY, "report"))
             self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
         except Exception as exc:  # the slides' results stay valid; say what went wrong
-            logger.error("aggregate/report failed:\n%s", traceback.format_exc())
+            logger.error("aggregate/report failed: %s", one_line(exc), exc_info=True)
             self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, one_line(exc))
             return None, one_line(exc)
         return path, ""
@@ -513,8 +535,47 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
     tmp.replace(path)
 
 
+class _RunLog(logging.FileHandler):
+    """``RUN/logs/run.log``. A record it cannot write (disk full) is dropped: the console has its own line of it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the record instead of printing the write error's traceback."""
+
+
+#: sqlite result codes of a state store that cannot be written (disk full, read-only).
+_SQLITE_WRITE_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY})
+
+
+@contextlib.contextmanager
+def _naming_write_errors(root: Path) -> Iterator[None]:
+    """Turn a write that cannot succeed (read-only, no permission, disk full) into one line naming its path."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, NclsmError) or exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(exc, root) from exc
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _SQLITE_WRITE_ERRORS:  # primary of extended codes
+            raise
+        raise write_error(OSError(None, str(exc)), root / "state.sqlite") from exc
+
+
+def _flagged(layout: RunLayout, outcomes: list[SlideOutcome]) -> dict[str, str]:
+    """The slides done whose curate table records a failed slide QC, with its flag."""
+    flags = {}
+    for o in outcomes:
+        table = layout.curate_table(o.name)
+        if o.status == "done" and table.is_file():
+            flag = read_table_meta(table).get("qc", {}).get("qc_flag", "")
+            if flag:
+                flags[o.name] = str(flag)
+    return flags
+
+
 def run_archive(
-    archive: str | Path, run_dir: str | Path, cfg: RunConfig, client: Client, *, progress: bool | None = None,
+    archive: str | Path, run_dir: str | Path, cfg: RunConfig,
+    client: Client | Callable[[], AbstractContextManager[Client]], *, progress: bool | None = None,
     verify: bool = False,
 ) -> RunResult:
     """Take every slide of ``archive`` through convert, segment, measure and curate; then aggregate and report.
@@ -526,8 +587,10 @@ def run_archive(
         ``archive.work_dir`` and uploaded as stages finish).
     cfg : RunConfig
         Every stage's section, and ``cfg.archive`` (discovery, manifest, retries, concurrency).
-    client : distributed.Client
-        The one client every stage submits to.
+    client : distributed.Client, or a function returning a context manager that yields one
+        The one client every stage submits to. A function (such as ``lambda: open_client(cfg.cluster)``)
+        is called only once the run directory is locked and the archive's slides are found, so a
+        refused run never starts a cluster; its client is closed before the lock is released.
     progress : bool, optional
         Show the run's progress bar (slides, block tasks, fibres, ETA); ``None`` only on a terminal.
     verify : bool
@@ -540,24 +603,30 @@ def run_archive(
         The archive or manifest is unusable (nothing has run).
     StageError
         Another run holds the (local or work) run directory.
+    SlideWriteError
+        The run directory cannot be created or written (read-only, no permission, disk full).
     SlideReadError, ConfigError
         A remote run cannot be pulled, or its URL cannot be opened (nothing has run).
     """
     t0 = time.perf_counter()
     remote = str(run_dir).rstrip("/") if is_remote(run_dir) else ""
     root = work_dir_for(remote, cfg.archive.work_dir) if remote else local_path(run_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     sync = RunSync(remote, root, cfg.archive.storage_options) if remote else None
     pkg_logger = logging.getLogger("nclsm_scale")
-    with RunLock(root / "run.lock"):
+    with contextlib.ExitStack() as stack:  # the lock, then the client (closed first)
+        stack.enter_context(_naming_write_errors(root))
+        root.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(RunLock(root / "run.lock"))
         if sync is not None and not (root / "state.sqlite").exists() and sync.exists("state.sqlite"):
             sync.pull()  # an empty work directory (a new pod) resumes the remote run
         (root / "logs").mkdir(exist_ok=True)
-        handler = logging.FileHandler(root / "logs" / "run.log")
+        handler = _RunLog(root / "logs" / "run.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         pkg_logger.addHandler(handler)
         try:
             slides = discover(archive, cfg.archive, inputs_dir=root / "inputs")
+            if callable(client):
+                client = stack.enter_context(client())
             bar = RunProgress(len(slides), len(STAGES), disable=None if progress is None else not progress)
             try:
                 run = _Run(root, cfg, client, slides, bar, sync, verify)
@@ -581,8 +650,9 @@ def run_archive(
             report, report_error = run.finish_archive(outcomes)
             _write_run_json(run, started, time.time())
             result = RunResult(root, outcomes, report, report_error, time.perf_counter() - t0, remote,
-                               damaged=run.damaged)
-            logger.info("%s", result.summary())
+                               damaged=run.damaged, flagged=_flagged(run.layout, outcomes))
+            summary = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (result.summary(),), None)
+            handler.handle(summary)  # into run.log only: the caller prints the summary
             if sync is not None:
                 try:
                     sync.push(None)  # everything else: failed slides' partial work, the final run.json and log

@@ -48,6 +48,7 @@ __all__ = [
     "KEY_COLUMNS",
     "MEASURE_COLUMNS",
     "PRIORITY",
+    "QC_COLUMNS",
     "REGION_COLORS",
     "SCHEMA_VERSION",
     "SLIDE_COLUMNS",
@@ -71,7 +72,8 @@ class FibreClass(StrEnum):
     Each member carries ``priority`` (rejections: the first that applies is a
     fibre's primary class; None for AM), ``rgb`` (display colour, also in the
     GeoJSON export) and ``meaning``. Members are listed in the order tables and
-    plots show them.
+    plots show them. QC, the slide-level rejection of a slide that failed quality
+    control, has no priority either: no per-fibre rule decides it, and it overrides them all.
     """
 
     priority: int | None
@@ -88,6 +90,7 @@ class FibreClass(StrEnum):
         return obj
 
     AM = ("AM", None, (46, 204, 64), "analysable")
+    QC = ("QC", None, (57, 204, 204), "on a slide that failed quality control (the slide table's qc_flag)")
     NF = ("NF", 0, (90, 90, 90), "not a fibre: interstitium, vessel or background (no fibre cytoplasm)")
     DEBRIS = ("DEBRIS", 1, (170, 170, 170), "too small to be a fibre")
     EDGE = ("EDGE", 2, (0, 116, 217), "cut by the image or tissue border")
@@ -276,6 +279,27 @@ CURATE_COLUMNS: dict[str, Column] = {
     "overridden": _C("bool", "", "The class was set by a user override (confidence 1)."),
 }
 
+#: Slide-table columns of the slide quality control (``curate``, :mod:`nclsm_scale.curate.qc`).
+QC_COLUMNS: dict[str, Column] = {
+    "qc_flag": _C(
+        "str", "",
+        "Why the slide failed quality control, ';'-joined: no_tissue, no_fibres, no_membrane_contrast; '' when it "
+        "passed. Every fibre of a flagged slide is class QC, so it has no analysable fibres.",
+    ),
+    "qc_tissue_fraction": _C("float64", "", "Share of the slide under the tissue mask (labels/regions)."),
+    "qc_membrane_contrast": _C(
+        "float64", "",
+        "Median over fibres larger than DEBRIS of (ring - interior) / (ring + interior) of the membrane channel's "
+        "medians: ~0.5-0.9 on muscle, ~0 on noise. NaN without a membrane channel or fibres.",
+    ),
+    "qc_focus": _C(
+        "float64", "",
+        "Share of the membrane channel's structure energy at 0.5-2 um among 0.5-8 um, noise subtracted, on tissue "
+        "tiles at ~1 um/px: ~0.45-0.55 sharp (PSF sigma 0.5 um), ~0.3 at 1 um, ~0.1 at 2 um. NaN when not judged.",
+    ),
+    "qc_rejected_fraction": _C("float64", "", "Share of fibres the per-fibre rules reject (before the slide QC)."),
+}
+
 #: Statistics ``measure`` writes for every image channel, as ``<channel key>_<statistic>``
 #: (:func:`channel_keys`), background-subtracted (the slide's low percentile, the normalisation's ``lo``).
 CHANNEL_STATS: dict[str, tuple[str, str]] = {
@@ -335,6 +359,7 @@ SLIDE_COLUMNS: dict[str, Column] = {
     "analysable_area_mm2": _C("float64", "mm2", "Tissue minus folds."),
     "fibre_density_per_mm2": _C("float64", "1/mm2", "Fibres per tissue area."),
     "analysable_density_per_mm2": _C("float64", "1/mm2", "Analysable fibres per analysable area."),
+    **QC_COLUMNS,
 }
 
 #: ``tables/groups.parquet``: one row per manifest group (``aggregate.group_by`` keys first), fibres pooled.

@@ -14,7 +14,7 @@ from nclsm_scale.aggregate import aggregate_run, aggregate_tables, slide_histogr
 from nclsm_scale.config import AggregateConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import SCHEMA_KEY, RunLayout, write_table
-from nclsm_scale.tables import CURATE_COLUMNS, SCHEMA_VERSION, fibre_columns, measure_columns
+from nclsm_scale.tables import CURATE_COLUMNS, QC_COLUMNS, SCHEMA_VERSION, fibre_columns, measure_columns
 
 MEASURED = measure_columns(["membrane", "mito"])
 
@@ -57,6 +57,17 @@ def test_slide_stats_counts_sizes_and_densities() -> None:
     assert row["tissue_area_mm2"] == 2.0 and row["analysable_area_mm2"] == 1.5
     assert (row["pixel_size_um"], row["segmentation_pixel_size_um"], row["segmentation_level"]) == (0.5, 1.0, 1)
     assert row["fibre_density_per_mm2"] == 3.0 and row["analysable_density_per_mm2"] == 2.0
+
+
+def test_slide_qc_reaches_the_slide_row_and_a_flagged_slide_has_none_analysable() -> None:
+    qc = {"qc_flag": "no_membrane_contrast", "qc_tissue_fraction": 0.8, "qc_membrane_contrast": 0.01,
+          "qc_focus": float("nan"), "qc_rejected_fraction": 0.5}
+    t = _table(["QC", "QC"], [1000, 2000], [30, 40], [1, 1], reasons=["QC", "QC;NTM"])
+    row = slide_stats(t, {**META, "qc": qc}, AggregateConfig())
+    assert {k: row[k] for k in QC_COLUMNS if k != "qc_focus"} == {k: v for k, v in qc.items() if k != "qc_focus"}
+    assert np.isnan(row["qc_focus"]) and (row["n_QC"], row["n_analysable"], row["reason_NTM"]) == (2, 0, 1)
+    before_qc = slide_stats(t, META, AggregateConfig())  # a table curated before slide QC existed
+    assert before_qc["qc_flag"] == "" and np.isnan(before_qc["qc_membrane_contrast"])
 
 
 def test_histograms_use_configured_bins_with_an_open_last_bin() -> None:

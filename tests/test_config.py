@@ -106,6 +106,20 @@ def test_parse_set_option():
     assert parse_set_option("grid.halo_um=12.5") == ("grid.halo_um", 12.5)
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         parse_set_option("nonsense")
+    for empty in ("grid.block_px=", "grid.block_px=  "):  # an empty value is not the default
+        with pytest.raises(ConfigError, match="no value given for 'grid.block_px'"):
+            parse_set_option(empty)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf", "nan"])
+def test_infinite_and_nan_values_are_refused_in_files_and_on_the_command_line(tmp_path, value):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"segment:\n  target_pixel_size_um: {value}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid configuration: key 'segment.target_pixel_size_um': "
+                                          r"Input should be a finite number"):
+        load_config([bad])
+    with pytest.raises(ConfigError, match=r"command line: .*'grid.halo_um': Input should be a finite number"):
+        load_config([], dict([parse_set_option(f"grid.halo_um={value}")]))
 
 
 def test_cpu_inference_starts_no_gpu_workers():

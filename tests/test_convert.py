@@ -17,8 +17,10 @@ import zarr
 from PIL import Image
 
 from nclsm_scale.config import ConvertConfig
-from nclsm_scale.convert import convert, plan_passes
+from nclsm_scale.convert import check_plausible, convert, plan_passes
+from nclsm_scale.errors import SlideRefusedError
 from nclsm_scale.io.pyramid import downsample_mean
+from nclsm_scale.io.readers import SourceInfo
 from nclsm_scale.validate import check_store
 
 RNG = np.random.default_rng(7)
@@ -103,6 +105,36 @@ def test_pixel_size_option_and_channels(tmp_path, client):
     assert scale == [1.0, 0.5, 0.5]
     assert group.attrs["nclsm"]["roles"] == {"membrane": 0, "mito": 1}
     assert group.attrs["nclsm"]["pixel_size_from"] == "option"
+
+
+def _source(shape_cyx: tuple[int, int, int], pixel_size_um: float | None) -> SourceInfo:
+    size = (pixel_size_um, pixel_size_um) if pixel_size_um else None
+    return SourceInfo("s.tif", "tiff", shape_cyx, "uint16", ("a", "b"), size, "CYX", (0, 1))
+
+
+def test_plausibility_gates_pixel_size_and_extent():
+    check_plausible(_source((2, 1100, 900), 0.5), CFG)  # 450 um across
+    check_plausible(_source((2, 10, 10), None), CFG)  # no pixel size: scales stay in pixels, segment refuses
+    for px in (1000.0, 0.001, 20.5, 0.049):
+        with pytest.raises(SlideRefusedError, match=r"s\.tif: the file says .* um/px, outside the plausible 0\.05-20"):
+            check_plausible(_source((2, 1100, 900), px), CFG)
+    with pytest.raises(SlideRefusedError,
+                       match=r"s\.tif: 10 x 10 px at 0\.5 um/px is 5 x 5 um, under convert\.min_slide"):
+        check_plausible(_source((2, 10, 10), 0.5), CFG)
+    with pytest.raises(SlideRefusedError, match="convert.pixel_size_um gives 500 um/px"):
+        check_plausible(_source((2, 1100, 900), None), CFG.model_copy(update={"pixel_size_um": 500.0}))
+    check_plausible(_source((2, 100, 100), 1000.0), CFG.model_copy(update={"max_pixel_size_um": 2000.0}))
+    with pytest.raises(ValueError, match="must be below max_pixel_size_um"):
+        ConvertConfig(min_pixel_size_um=5.0, max_pixel_size_um=1.0)
+
+
+def test_an_implausible_slide_is_refused_before_anything_is_written(tmp_path, client):
+    src = tmp_path / "far.ome.tif"
+    with tifffile.TiffWriter(src) as w:
+        w.write(DATA[:, :256, :256], metadata={"axes": "CYX", "PhysicalSizeX": 1000.0, "PhysicalSizeY": 1000.0})
+    (result,) = convert([src], tmp_path / "out", CFG, client)
+    assert result.status == "failed" and f"{src}: the file says 1000 um/px" in result.message
+    assert not (tmp_path / "out").exists()
 
 
 def test_rerun_skips_overwrite_redoes_and_clash_refused(tmp_path, client):

@@ -56,4 +56,6 @@ def main(
     slides_table = layout.slides_table
     counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items())
     typer.echo(f"{slide}: {res.n_fibres} fibres ({counts}), {res.n_overridden} overridden; table {res.table}")
+    if res.qc.qc_flag:
+        typer.echo(f"{slide}: FLAGGED by slide QC: {res.qc.qc_flag} (no analysable fibres)")
     typer.echo(f"slide statistics: {slides_table}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,21 +50,26 @@ def main(
         },
     )
     import contextlib
+    from collections.abc import Iterator
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from nclsm_scale.cluster import open_client
     from nclsm_scale.run import run_archive
 
-    with open_client(cfg.cluster) as client:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(logging_redirect_tqdm())  # log lines print above the progress bar
+    @contextlib.contextmanager
+    def cluster() -> Iterator[Any]:
+        """The client, opened by the run once its directory is locked and its slides are found."""
+        with open_client(cfg.cluster) as client, contextlib.ExitStack() as stack:
             if performance_report is not None:
                 from distributed import performance_report as dask_performance_report
 
                 performance_report.parent.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(dask_performance_report(filename=str(performance_report), mode="inline"))
-            result = run_archive(archive, out, cfg, client, verify=verify)
+            yield client
+
+    with logging_redirect_tqdm():  # log lines print above the progress bar
+        result = run_archive(archive, out, cfg, cluster, verify=verify)
     typer.echo(result.summary())
     if performance_report is not None:
         typer.echo(f"performance report: {performance_report}")

@@ -7,7 +7,9 @@
    that meet a fold counts each fibre's pixels inside the fold (integer counts,
    so independent of the block size); divided by ``area_seg_px``.
 3. :func:`~nclsm_scale.curate.rules.curate_fibres` with ``cfg.curate`` (reasons
-   the slide's channels or pixel size cannot judge are listed, not guessed), fibre
+   the slide's channels or pixel size cannot judge are listed, not guessed); the
+   slide's quality control (:mod:`~nclsm_scale.curate.qc`: a slide without muscle
+   has all its fibres rejected as QC); fibre
    types from the myosin channels (:func:`~nclsm_scale.curate.types.slide_fibre_types`),
    then the user's overrides: those remembered beside the curate table
    (``RunLayout.overrides``), updated by the overrides CSV if given, which are
@@ -16,10 +18,10 @@
 ``curate`` reads ``measure``'s table and writes only its own outputs:
 ``labels/folds`` and ``tables/curate/<slide>.parquet``
 (:data:`~nclsm_scale.tables.CURATE_COLUMNS`, keyed by ``slide`` and ``fibre_id``,
-with the tissue, fold and analysable areas in its metadata). Rerunning re-derives everything from the measured
-columns, so new thresholds or a new overrides file never need ``segment`` or
-``measure`` again, and earlier overrides stay applied until cleared
-(``clear_overrides``).
+with the tissue, fold and analysable areas and the slide QC in its metadata).
+Rerunning re-derives everything from the measured columns, so new thresholds or
+a new overrides file never need ``segment`` or ``measure`` again, and earlier
+overrides stay applied until cleared (``clear_overrides``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
 from nclsm_scale.curate.folds import detect_folds, fold_channels
+from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
 from nclsm_scale.curate.rules import curate_fibres
 from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
@@ -68,6 +71,7 @@ class CurateResult:
     fold_area_um2: float
     n_overridden: int
     seconds: float
+    qc: SlideQC
 
 
 def write_folds(slide: Slide, level: int, cfg: RunConfig, client: Client) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +197,11 @@ def curate_slide(
         slide, level, reg_level, reg_px / slide.pixel_size_um(level), folds, table, cfg.grid.block_px, client
     )
     curated = curate_fibres(table, cfg.curate, pixel_size_um=float(meta.get("segmentation_pixel_size_um", np.nan)))
+    qc = slide_qc(curated, tissue, reg_px, focus_share(*focus_tiles(slide, tissue, reg_level)), cfg.curate)
+    if qc.qc_flag:
+        logger.warning("%s: slide QC failed (%s; tissue %.3g of the slide, membrane contrast %.3g): every fibre is "
+                       "class QC", slide.path, qc.qc_flag, qc.qc_tissue_fraction, qc.qc_membrane_contrast)
+        curated = reject_slide(curated)
     curated = _with_types(curated)
     store = layout.overrides(slide.name)
     remembered = ov.load_stored_overrides(store, table)
@@ -214,10 +223,10 @@ def curate_slide(
                       "added_from": str(overrides) if overrides is not None else None},
         "regions_level": reg_level, "regions_pixel_size_um": reg_px,
         "tissue_area_um2": tissue_um2, "fold_area_um2": fold_um2,
-        "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts,
+        "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts, "qc": qc.record(),
     }
     path = write_table(curated, layout.curate_table(slide.name), CURATE_COLUMNS, own)
     result = CurateResult(path, len(curated), counts, tissue_um2, fold_um2,
-                          int(curated["overridden"].sum()), time.perf_counter() - t0)
+                          int(curated["overridden"].sum()), time.perf_counter() - t0, qc)
     logger.info("%s: curated %d fibres %s, %.1f s", slide.path, result.n_fibres, counts, result.seconds)
     return result

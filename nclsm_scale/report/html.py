@@ -4,7 +4,8 @@
 ``groups.parquet``, ``histograms.nc``, written by ``aggregate``) and the fibre
 tables, then draws class thumbnails, histograms and the class breakdown, writes them as
 PNG beside the page and embeds them as base64 (no external file, script or
-style sheet), renders the slide table straight from ``tables/slides.parquet``
+style sheet), renders the slide quality control (slides that failed it, and why) and the slide
+table straight from ``tables/slides.parquet``
 (every number in the page comes from that table: floats with 6 significant
 digits), and ends with the run's provenance: ``run.json`` when present, the
 configuration, package versions and the configured model's hash.
@@ -30,7 +31,7 @@ from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.model.card import weights_record
 from nclsm_scale.report.figures import class_breakdown_png, class_thumbnail, histogram_png, png_bytes
 from nclsm_scale.report.geojson import export_geojson
-from nclsm_scale.tables import FibreClass
+from nclsm_scale.tables import QC_COLUMNS, FibreClass
 from nclsm_scale.versions import package_versions
 
 if TYPE_CHECKING:
@@ -145,10 +146,28 @@ def _slide_figure(layout: RunLayout, name: str, slides: pd.DataFrame, cfg: RunCo
     pct = float(row["pct_analysable"])
     caption = (f"{html.escape(name)}: {int(row['n_fibres'])} fibres, "
                + ("none analysable" if math.isnan(pct) else f"{pct:.1f} % analysable"))
+    flag = row.get("qc_flag", "")
+    if isinstance(flag, str) and flag:
+        caption += f"; <b>failed slide QC: {html.escape(flag)}</b>"
     if rep.geojson:
         export_geojson(slide_path, table, meta, layout.report / f"{name}.geojson", client=client,
                        tolerance_px=rep.geojson_tolerance_px)
     return f"<figure>{_img(png, name)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _quality(slides: pd.DataFrame) -> str:
+    """The slide QC section: which slides failed and why, then every slide's QC measures."""
+    qc = slides[["slide", *[c for c in QC_COLUMNS if c in slides.columns]]]
+    flagged = qc[qc["qc_flag"].fillna("").astype(str) != ""] if "qc_flag" in qc else qc.iloc[:0]
+    if len(flagged):
+        names = ", ".join(f"{html.escape(str(r.slide))} ({html.escape(str(r.qc_flag))})"
+                          for r in flagged.itertuples())
+        verdict = f"Failed slide QC, so none of their fibres is analysable (class QC): {names}."
+    else:
+        verdict = "Every slide passed QC."
+    meaning = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(c.description)}</li>"
+                      for k, c in QC_COLUMNS.items())
+    return f"<h2>Quality control</h2><p>{verdict}</p><ul class='meta'>{meaning}</ul>" + _stats_table(qc, "slide", "qc")
 
 
 def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = None) -> Path:
@@ -190,7 +209,7 @@ def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = No
         f"<title>nclsm-scale report: {html.escape(layout.root.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>nclsm-scale report</h1><div class='meta'>run {html.escape(str(layout.root))} · {now} · "
         f"{len(s)} slide(s), {int(s['n_fibres'].sum())} fibres, {int(s['n_analysable'].sum())} analysable</div>",
-        "<h2>Slides</h2>", _legend(), f"<div class='thumbs'>{''.join(thumbs)}</div>",
+        "<h2>Slides</h2>", _legend(), f"<div class='thumbs'>{''.join(thumbs)}</div>", _quality(s),
         "<h2>Class breakdown</h2>", _img(plots[0][2], plots[0][1], "plot"),
         "<h2>Distributions</h2>",
         *(f"<h3>{html.escape(t)}</h3>{_img(p, t, 'plot')}" for _, t, p in plots[1:]),

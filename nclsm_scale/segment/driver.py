@@ -64,7 +64,7 @@ import numpy as np
 
 from nclsm_scale.cluster import fan_out, gpu_task_resources
 from nclsm_scale.config import RunConfig, SegmentConfig
-from nclsm_scale.errors import ConfigError
+from nclsm_scale.errors import ConfigError, SlideRefusedError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
 from nclsm_scale.io.ome_zarr import attrs_of, create_labels, regions, write_unit_px
@@ -85,12 +85,18 @@ if TYPE_CHECKING:
 
     from nclsm_scale.segment.engine import EngineMaps
 
-__all__ = ["SegmentPlan", "SegmentResult", "network_tasks", "plan_segmentation", "segment_slide"]
+__all__ = ["SegmentPlan", "SegmentResult", "check_memory", "network_tasks", "plan_segmentation", "segment_slide"]
 
 logger = logging.getLogger(__name__)
 
 #: ``work_dir`` stage name of segmentation's intermediate state.
 WORK = "segment"
+#: Peak bytes per window pixel of a block task: maps (float16 read, float32 copy), smoothing, levels, cores and
+#: labels (measured 20-30 with numpy's allocations traced; rounded up for the compiled loops' own).
+BLOCK_BYTES_PER_PX = 48
+#: Peak bytes per pixel of the whole regions level for the tissue and fold masks, plus 8 per channel
+#: (measured: tissue mask 12 + 8 per channel, fold detection 58).
+REGION_BYTES_PER_PX = 64
 
 
 @dataclass
@@ -380,6 +386,37 @@ def plan_segmentation(
     )
 
 
+def check_memory(plan: SegmentPlan, seg: SegmentConfig) -> None:
+    """Refuse a slide whose block windows or whole regions level would need more than ``seg.max_memory_gib``.
+
+    A block task reads its core plus the halo (doubled up to the escalation limit) and
+    the smoothing support; the tissue (``segment``) and fold (``curate``) masks hold the
+    regions level whole. Both scale with the pixel size, so a wrong pixel size or level
+    choice shows here before any work.
+
+    Raises
+    ------
+    SlideRefusedError
+        Naming the slide, the step, its size and the estimate.
+    """
+    slide, budget = plan.slide, seg.max_memory_gib * 2**30
+    halo = plan.halo_px * 2**plan.escalation_limit + plan.params.margin_px
+    window = plan.block_px + 2 * halo
+    level = slide.region_level(seg)
+    c, ny, nx = slide.levels[level].shape
+    steps = {
+        f"a block task's window ({window} px square: halo {halo} px after {plan.escalation_limit} escalation(s) "
+        f"at {plan.pixel_size_um:.4g} um/px)": window**2 * BLOCK_BYTES_PER_PX,
+        f"the regions level ({ny} x {nx} px, held whole for the tissue and fold masks)":
+            ny * nx * (REGION_BYTES_PER_PX + 8 * c),
+    }
+    for what, need in steps.items():
+        if need > budget:
+            raise SlideRefusedError(
+                f"{slide.path}: {what} needs about {need / 2**30:.3g} GiB, over segment.max_memory_gib = "
+                f"{seg.max_memory_gib:g}; check the slide's pixel size, or raise the budget")
+
+
 def _resume(plan: SegmentPlan, overwrite: bool) -> bool:
     """Prepare the work folder: keep it when it holds a run of the same plan, else start afresh.
 
@@ -478,6 +515,8 @@ def segment_slide(
     ------
     HaloViolationError
         A fibre is larger than the largest admissible window.
+    SlideRefusedError
+        A step would need more memory than ``segment.max_memory_gib`` (:func:`check_memory`).
     """
     t0 = time.perf_counter()
     plan = plan_segmentation(slide_path, cfg, client, source)
@@ -490,6 +529,7 @@ def segment_slide(
         result.n_fibres, result.escalations = done["n_fibres"], done["escalations"]
         result.skipped = True
         return result
+    check_memory(plan, cfg.segment)
     fresh = _resume(plan, cfg.segment.overwrite)
     if plane is not None:
         logger.info("%s: level %d (%.3g um/px, %s px) is coarser than the target: segmenting its virtual plane "

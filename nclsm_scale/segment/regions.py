@@ -15,12 +15,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CLOSE_UM", "REGION_COLORS", "TISSUE", "TISSUE_LEVEL", "tissue_mask"]
+__all__ = ["CLOSE_UM", "FLAT", "REGION_COLORS", "TISSUE", "TISSUE_LEVEL", "tissue_mask"]
 
 #: Region label of tissue.
 TISSUE = 1
 #: Threshold position between the background (0) and tissue (1) levels of the smoothed signal.
 TISSUE_LEVEL = 0.2
+#: Relative range of the smoothed signal below which a slide is flat (Otsu needs a resolvable range).
+FLAT = 1e-4
 #: Radius (um) of the closing that bridges gaps between fibres and fascicles.
 CLOSE_UM = 30.0
 #: ``image-label`` colours of the region values (RGBA).
@@ -36,7 +38,8 @@ def tissue_mask(image: np.ndarray, pixel_size_um: float, smooth_um: float) -> np
     signal = (img / np.where(scale > 0, scale, 1.0)[:, None, None]).sum(axis=0)
     if smooth_um > 0:
         signal = ndi.gaussian_filter(signal, smooth_um / pixel_size_um)
-    if float(signal.max()) <= float(signal.min()):
+    lo, hi = float(signal.min()), float(signal.max())
+    if not hi - lo > FLAT * max(abs(lo), abs(hi)):  # flat (blank, or smoothed to a constant): no tissue
         return np.zeros(signal.shape, dtype=np.uint8)
     otsu = threshold_otsu(signal)
     bg, fg = float(np.median(signal[signal <= otsu])), float(np.median(signal[signal > otsu]))

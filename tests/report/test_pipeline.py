@@ -147,3 +147,15 @@ def test_report_cli_rebuilds_the_page(e2e_run, run_cli) -> None:
     assert (layout.report / "index.html").is_file()
     slides = pd.read_csv(layout.slides_table.with_suffix(".csv"))
     assert slides.loc[0, "subject"] == "P1"  # the saved manifest is reused
+
+
+def test_slide_qc_reaches_the_slide_table_and_the_report(e2e_run) -> None:
+    slides = pd.read_parquet(e2e_run["layout"].slides_table).set_index("slide")
+    e1 = slides.loc["E1"]
+    assert e1["qc_flag"] == "" and e1["qc_membrane_contrast"] > 0.4 and e1["n_QC"] == 0
+    assert 0.3 < e1["qc_tissue_fraction"] <= 1 and 0.25 < e1["qc_focus"] < 1 and 0 < e1["qc_rejected_fraction"] < 1
+    assert e2e_run["curate"].qc.record() == {k: e1[k] for k in e2e_run["curate"].qc.record()}
+    html = e2e_run["index"].read_text()
+    assert "<h2>Quality control</h2><p>Every slide passed QC.</p>" in html
+    cells = _html_cells(html, "qc")
+    assert cells[("E1", "qc_membrane_contrast")] == f"{e1['qc_membrane_contrast']:.6g}"

@@ -10,9 +10,10 @@ import zarr
 from segment_fixtures import same_partition
 
 from nclsm_scale.config import RunConfig
+from nclsm_scale.errors import SlideRefusedError
 from nclsm_scale.io.ome_zarr import create_image
 from nclsm_scale.layout import work_dir
-from nclsm_scale.segment.driver import segment_slide
+from nclsm_scale.segment.driver import BLOCK_BYTES_PER_PX, check_memory, plan_segmentation, segment_slide
 from nclsm_scale.segment.maps import maps_from_labels, write_maps
 from nclsm_scale.segment.plane import segment_plane
 from nclsm_scale.segment.seeds import SegmentParams
@@ -93,3 +94,28 @@ def test_block_size_is_rounded_up_to_the_label_chunks(client, slide) -> None:
     res = segment_slide(path, _cfg(maps, block_px=300, overwrite=True), client)
     assert res.block_px == 512 and not res.skipped
     assert np.array_equal(np.asarray(open_slide(path).label_array("fibres", 0)[0]), ref.labels)
+
+
+
+def test_a_slide_over_the_memory_budget_is_refused_before_its_segmentation(client, slide, tmp_path) -> None:
+    path, maps, _ = slide
+    plan = plan_segmentation(path, _cfg(maps), client)
+    check_memory(plan, RunConfig().segment)  # 8 GiB: fine
+    halo = 150 * 2**plan.escalation_limit + plan.params.margin_px
+    need_gib = (256 + 2 * halo) ** 2 * BLOCK_BYTES_PER_PX / 2**30
+    seg = RunConfig.model_validate({"segment": {"max_memory_gib": need_gib * 0.9}}).segment
+    with pytest.raises(SlideRefusedError, match=rf"S1.ome.zarr: a block task's window \({256 + 2 * halo} px square: "
+                                                rf"halo {halo} px after 2 escalation\(s\) at 1 um/px\) needs about "):
+        check_memory(plan, seg)
+    # the regions level held whole (here level 0, 1024 x 1280 px) while the blocks' windows fit
+    whole = RunConfig.model_validate({
+        "segment": {"maps": str(maps), "region_pixel_size_um": 1.0, "max_memory_gib": 0.05},
+        "grid": {"block_px": 256, "escalation_limit": 0},
+    })
+    with pytest.raises(SlideRefusedError, match=r"the regions level \(1024 x 1280 px, held whole"):
+        check_memory(plan_segmentation(path, whole, client), whole.segment)
+    fresh = tmp_path / "S2.ome.zarr"
+    make_slide(fresh, np.asarray(open_slide(path).label_array("fibres", 0)[0]))
+    with pytest.raises(SlideRefusedError, match="over segment.max_memory_gib = 0.05"):
+        segment_slide(fresh, whole, client)
+    assert not work_dir(fresh, "segment").exists() and "fibres" not in open_slide(fresh).labels
