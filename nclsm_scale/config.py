@@ -39,6 +39,7 @@ __all__ = [
     "SlurmConfig",
     "SynthConfig",
     "TrainConfig",
+    "ViewConfig",
     "config_dirs",
     "list_presets",
     "load_config",
@@ -721,6 +722,15 @@ class ReportConfig(_Section):
     )
 
 
+class ViewConfig(_Section):
+    """The slide viewer (``nclsm-scale view``)."""
+
+    host: str = Field("127.0.0.1", description="Address the viewer binds (127.0.0.1: this machine only; reach it "
+                      "from elsewhere through ssh -L or kubectl port-forward).")
+    port: int = Field(8765, ge=0, le=65535, description="Port of the viewer (0: any free port).")
+    tile_px: int = Field(512, ge=64, le=4096, description="Edge of the image and overlay tiles served.")
+
+
 class ArchiveConfig(_Section):
     """The archive a run reads and how ``nclsm-scale run`` goes through it."""
 
@@ -768,6 +778,7 @@ class RunConfig(_Section):
     curate: CurateConfig = CurateConfig()
     aggregate: AggregateConfig = AggregateConfig()
     report: ReportConfig = ReportConfig()
+    view: ViewConfig = ViewConfig()
     archive: ArchiveConfig = ArchiveConfig()
 
     @model_validator(mode="after")
@@ -906,11 +917,14 @@ def parse_set_option(text: str) -> tuple[str, Any]:
 def load_config(
     sources: Sequence[str | Path] = (),
     overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Load a :class:`RunConfig` from YAML files and dotted overrides.
 
     Parameters
     ----------
+    base : mapping, optional
+        A whole or partial config applied first (a run's recorded config, ``run.json``).
     sources : sequence of path or preset name
         Applied in order over the defaults; later files win.
     overrides : mapping of dotted key to value, optional
@@ -928,6 +942,12 @@ def load_config(
         Naming the file (or "command line"), the key and what is allowed.
     """
     merged: dict[str, Any] = {}
+    if base is not None:
+        try:
+            RunConfig.model_validate(base)
+        except pydantic.ValidationError as exc:
+            raise _format_errors(exc, "the recorded config") from None
+        merged = _merge(merged, base)
     for source in sources:
         path = _resolve(source)
         data = _read_yaml(path)
