@@ -729,6 +729,9 @@ class ViewConfig(_Section):
                       "from elsewhere through ssh -L or kubectl port-forward).")
     port: int = Field(8765, ge=0, le=65535, description="Port of the viewer (0: any free port).")
     tile_px: int = Field(512, ge=64, le=4096, description="Edge of the image and overlay tiles served.")
+    outline_px: int = Field(
+        2, ge=1, le=4, description="Width of the fibre outlines in pixels of the level a tile is drawn from."
+    )
 
 
 class ArchiveConfig(_Section):

@@ -149,6 +149,8 @@ def _slide_figure(layout: RunLayout, name: str, slides: pd.DataFrame, cfg: RunCo
     flag = row.get("qc_flag", "")
     if isinstance(flag, str) and flag:
         caption += f"; <b>failed slide QC: {html.escape(flag)}</b>"
+    caption += (f"<br><span class='meta'>full resolution, fibre by fibre: <code>nclsm-scale view "
+                f"{html.escape(str(layout.root))}</code>, then open <code>/slide/{html.escape(name)}</code></span>")
     if rep.geojson:
         export_geojson(slide_path, table, meta, layout.report / f"{name}.geojson", client=client,
                        tolerance_px=rep.geojson_tolerance_px)

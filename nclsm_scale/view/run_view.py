@@ -276,12 +276,13 @@ class RunView:
         return lut
 
     def tile(self, name: str, layer: str, level: int, tx: int, ty: int, *, channels: list[int] | None = None,
-             hide: frozenset[str] = frozenset(), hide_reasons: frozenset[str] = frozenset()) -> bytes:
+             hide: frozenset[str] = frozenset(), hide_reasons: frozenset[str] = frozenset(),
+             fill_alpha: int = 0) -> bytes:
         """PNG of tile ``(tx, ty)`` of ``layer`` (:data:`LAYERS`) at pyramid ``level`` of slide ``name``.
 
         ``channels`` picks the image's channels (default: membrane and mito, else the
         first three); ``hide`` and ``hide_reasons`` leave out the outlines of fibres of
-        those classes or with any of those reasons.
+        those classes or with any of those reasons; ``fill_alpha`` (0..254) tints their inside too.
         """
         if layer not in LAYERS:
             raise NotFoundError(f"unknown layer {layer!r}; layers: {list(LAYERS)}")
@@ -298,10 +299,13 @@ class RunView:
                 raise ValidationError(f"slide {name!r} has channels 0..{len(data.colors) - 1}, not {bad}")
             block = read_padded(array, y0, x0, y1, x1)
             return encode_png(composite_tile(block, data.norm, shown, [data.colors[c] for c in shown]))
-        labels = read_padded(array, y0 - 1, x0 - 1, y1 + 1, x1 + 1)[0]
+        k = self.cfg.view.outline_px if layer == "fibres" else 1
+        labels = read_padded(array, y0 - k, x0 - k, y1 + k, x1 + k)[0]
         if layer == "folds":
             return encode_png(fold_tile(labels, FOLD, FOLD_COLORS[FOLD]))
-        return encode_png(outline_tile(labels, self._lut(name, hide, hide_reasons)))
+        if not 0 <= fill_alpha < 255:
+            raise ValidationError(f"fill must be 0..254, got {fill_alpha}")
+        return encode_png(outline_tile(labels, self._lut(name, hide, hide_reasons), fill_alpha, k))
 
     # -- edits ----------------------------------------------------------------------------------------------------
 

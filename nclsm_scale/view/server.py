@@ -6,8 +6,8 @@ Routes (slide names URL-encoded; ``x``, ``y`` level-0 pixels, column and row)::
     GET  /slide/<slide>                      the viewer page (OpenSeadragon)
     GET  /static/<file>                      the page's script, style and OpenSeadragon
     GET  /tiles/<slide>/<layer>/<level>/<tx>_<ty>.png
-                                             layer image (?channels=0,1), fibres (?hide=FR,EDGE&hide_reasons=NTM)
-                                             or folds; level 0 is the finest
+                                             layer image (?channels=0,1), fibres
+                                             (?hide=FR,EDGE&hide_reasons=NTM&fill=48) or folds; level 0 finest
     GET  /api/slides                         {"slides": [...]}
     GET  /api/<slide>/info                   levels, channels, classes with counts, the slide's statistics
     GET  /api/<slide>/summary                the slide's row of tables/slides.parquet
@@ -168,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _BadRequest("channels must be comma-separated channel indices") from None
             png = view.tile(name, layer, level, tx, ty, channels=channels,
                             hide=hidden_codes(query.get("hide", [""])[0]),
-                            hide_reasons=hidden_codes(query.get("hide_reasons", [""])[0]))
+                            hide_reasons=hidden_codes(query.get("hide_reasons", [""])[0]),
+                            fill_alpha=_query_int(query, "fill") if "fill" in query else 0)
             self._send(200, png, "image/png", "max-age=86400" if layer == "image" else "no-cache")
         elif (m := _API.match(path)) and m[2] != "class":
             name, what = unquote(m[1]), m[2]

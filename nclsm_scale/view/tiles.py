@@ -8,7 +8,7 @@ column of tiles are smaller), as OpenSeadragon expects. Three layers:
   (:func:`~nclsm_scale.normalise.apply_norm`, clipped to 0..1), times its display
   colour, summed and clipped (:func:`composite_tile`);
 - the fibres: each fibre's boundary pixels (:func:`fibre_boundaries`) in its class
-  colour, opaque, everything else transparent (:func:`outline_tile`);
+  colour, opaque, optionally its inside at a low alpha, the rest transparent (:func:`outline_tile`);
 - the folds: the fold mask filled half-transparent, its boundary opaque (:func:`fold_tile`).
 """
 
@@ -57,37 +57,44 @@ def composite_tile(
     return np.rint(np.clip(rgb, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
-def fibre_boundaries(window: np.ndarray) -> np.ndarray:
-    """Boundary pixels of the labels in the core of ``window``: labelled, with a 4-neighbour of another value.
+def fibre_boundaries(window: np.ndarray, width_px: int = 1) -> np.ndarray:
+    """Boundary pixels of the labels in the core of ``window``: labelled, with another value within ``width_px``.
 
-    ``window`` is ``(h + 2, w + 2)``: the tile and a one-pixel halo (zero outside
-    the slide); the result is the ``(h, w)`` core.
+    A pixel is on the boundary when a pixel up to ``width_px`` away along its row or
+    column has another value. ``window`` is ``(h + 2 w, w + 2 w)``: the tile and a
+    halo of ``width_px`` pixels (zero outside the slide); the result is the ``(h, w)`` core.
 
     >>> fibre_boundaries(np.pad(np.array([[1, 1, 1], [1, 1, 1], [1, 1, 2]]), 1)).astype(int).tolist()
     [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
     """
-    core = window[1:-1, 1:-1]
+    k = width_px
+    core = window[k:-k, k:-k]
+    h, w = core.shape
     edge = np.zeros(core.shape, bool)
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        edge |= window[dy : dy + core.shape[0], dx : dx + core.shape[1]] != core
+    for d in range(1, k + 1):
+        for dy, dx in ((-d, 0), (d, 0), (0, -d), (0, d)):
+            edge |= window[k + dy : k + dy + h, k + dx : k + dx + w] != core
     return edge & (core != 0)
 
 
-def outline_tile(window: np.ndarray, lut: np.ndarray) -> np.ndarray:
+def outline_tile(window: np.ndarray, lut: np.ndarray, fill_alpha: int = 0, width_px: int = 1) -> np.ndarray:
     """RGBA ``uint8`` ``(h, w, 4)``: boundary pixels of each fibre in ``lut[fibre_id]``, the rest transparent.
 
-    ``window`` is the label window with its one-pixel halo (:func:`fibre_boundaries`);
+    ``window`` is the label window with its ``width_px`` halo (:func:`fibre_boundaries`);
     ``lut`` is ``(n, 4)`` ``uint8``, one colour per fibre ID (alpha 0: not drawn);
-    IDs beyond it are not drawn.
+    IDs beyond it are not drawn. With ``fill_alpha`` > 0 the inside of each drawn
+    fibre gets its colour at that alpha (its boundary stays opaque).
     """
-    core = window[1:-1, 1:-1]
+    core = window[width_px:-width_px, width_px:-width_px]
+    ids = np.where(core < lut.shape[0], core, 0).astype(np.intp)
+    colors = lut[ids]
+    drawn = (colors[..., 3] > 0) & (core < lut.shape[0])
     out = np.zeros((*core.shape, 4), np.uint8)
-    edge = fibre_boundaries(window)
-    ids = core[edge].astype(np.int64)
-    known = ids < lut.shape[0]
-    colors = np.zeros((ids.size, 4), np.uint8)
-    colors[known] = lut[ids[known]]
-    out[edge] = colors
+    if fill_alpha:
+        out[drawn] = colors[drawn]
+        out[drawn, 3] = fill_alpha
+    edge = fibre_boundaries(window, width_px) & drawn
+    out[edge] = colors[edge]
     return out
 
 

@@ -23,6 +23,7 @@ def view_run(tmp_path_factory, client):
     from nclsm_scale.layout import RunLayout
     from nclsm_scale.measure.driver import measure_slide
     from nclsm_scale.normalise import slide_norm
+    from nclsm_scale.report import build_report
     from nclsm_scale.segment import maps_from_labels, segment_slide, write_maps
     from nclsm_scale.slide import open_slide
     from nclsm_scale.synth import write_section
@@ -34,6 +35,7 @@ def view_run(tmp_path_factory, client):
         "convert": {"chunk_px": 256, "min_level_px": 64},
         "grid": {"block_px": 256},
         "view": {"tile_px": 256, "port": 0},
+        "report": {"geojson": False, "thumbnail_px": 256},
     })
     (root / "synth").mkdir()
     paths = write_section(root / "synth" / "V1.ome.tiff", cfg.synth)
@@ -46,6 +48,7 @@ def view_run(tmp_path_factory, client):
     measure_slide(conv.store, cfg, client)
     curate_slide(conv.store, cfg, client)
     aggregate_run(layout.root, cfg.aggregate)
+    build_report(layout.root, cfg, client)
     # run.json's normalisation wins over the store's: record one that differs, so the tiles must use it
     norm = slide_norm(open_slide(conv.store)).model_dump(mode="json")
     norm["hi"] = [lo + 0.8 * (hi - lo) for lo, hi in zip(norm["lo"], norm["hi"], strict=True)]

@@ -23,12 +23,14 @@ def _png(http, url: str) -> np.ndarray:
     return imagecodecs.png_decode(body)
 
 
-def _boundaries(labels: np.ndarray) -> np.ndarray:
-    """Labelled pixels with a 4-neighbour of another value; outside the slide counts as background."""
-    p = np.pad(labels, 1)
-    core = p[1:-1, 1:-1]
-    diff = (p[:-2, 1:-1] != core) | (p[2:, 1:-1] != core) | (p[1:-1, :-2] != core) | (p[1:-1, 2:] != core)
-    return diff & (core > 0)
+def _boundaries(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Labelled pixels with another value up to ``width`` px along their row or column (outside: background)."""
+    p, w = np.pad(labels, width), width
+    ny, nx = labels.shape
+    diff = np.zeros(labels.shape, bool)
+    for d in range(-w, w + 1):
+        diff |= (p[w + d : w + d + ny, w:-w] != labels) | (p[w:-w, w + d : w + d + nx] != labels)
+    return diff & (labels > 0)
 
 
 @pytest.mark.parametrize(("level", "tx", "ty"), [(0, 1, 2), (1, 1, 0), (2, 0, 0)])
@@ -61,6 +63,8 @@ def test_fibre_tile_paints_class_colours_exactly_on_fibre_boundaries(viewer, vie
     assert got.shape == (*edge.shape, 4) and edge.sum() > 500
     assert (got[..., 3] == np.where(edge, 255, 0)).all()
     assert (got[edge][:, :3] == lut[labels[window][edge]]).all()
+    tinted = _png(http, f"{viewer['url']}/tiles/V1/fibres/{level}/{tx}_{ty}.png?fill=48")
+    assert (tinted[edge] == got[edge]).all() and set(np.unique(tinted[~edge][:, 3])) == {0, 48}
 
 
 

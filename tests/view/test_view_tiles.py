@@ -31,8 +31,20 @@ def test_boundaries_are_skimage_inner_boundaries_of_labelled_pixels() -> None:
     assert (fibre_boundaries(padded) == want).all()
     lut = np.array([[0, 0, 0, 0], [255, 0, 0, 255], [0, 255, 0, 0], [0, 0, 255, 255]], np.uint8)
     rgba = outline_tile(padded, lut)
-    assert (rgba[want] == lut[labels[want]]).all() and (rgba[~want] == 0).all()
+    drawn = want & (labels != 2)  # alpha 0 in the table: not drawn
+    assert (rgba[drawn] == lut[labels[drawn]]).all() and (rgba[~drawn] == 0).all()
     assert (outline_tile(padded, lut[:2])[labels == 3] == 0).all()  # IDs beyond the table are not drawn
+    filled = outline_tile(padded, lut, fill_alpha=40)
+    inside = ~want & (labels != 2) & (labels > 0)
+    assert (filled[drawn] == rgba[drawn]).all() and (filled[inside][:, 3] == 40).all()
+    assert (filled[inside][:, :3] == lut[labels[inside]][:, :3]).all() and (filled[lut[labels][..., 3] == 0] == 0).all()
+
+
+def test_wider_boundaries_reach_further_along_rows_and_columns() -> None:
+    labels = np.zeros((9, 9), np.uint32)
+    labels[2:8, 2:8] = 5
+    edge = fibre_boundaries(np.pad(labels, 2), 2)
+    assert edge.sum() == 36 - 4 and not edge[4:6, 4:6].any() and edge[3, 3] and not edge[0, 0]
 
 
 def test_fold_tile_fills_folds_and_outlines_them() -> None:

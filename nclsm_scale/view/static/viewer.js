@@ -11,6 +11,7 @@ const MAIN_COLUMNS = [
   ["solidity", "solidity"], ["circularity", "circularity"], ["ellipse_aspect_ratio", "aspect ratio"],
   ["fold_fraction", "fold fraction"], ["fibre_type", "fibre type"],
 ];
+const FILL_ALPHA = 56;
 const SUMMARY_COLUMNS = ["n_fibres", "n_analysable", "pct_analysable", "n_overridden"];
 const SUMMARY_TAIL = ["csa_um2_mean", "csa_um2_median", "feret_min_um_mean", "feret_min_um_median", "qc_flag"];
 
@@ -59,7 +60,8 @@ function layerQuery(layer) {
     return `channels=${on.join(",")}`;
   }
   if (layer === "fibres") {
-    return `hide=${[...hidden].join(",")}&hide_reasons=${[...hiddenReasons].join(",")}&v=${version}`;
+    const fill = $("fill-fibres").checked ? FILL_ALPHA : 0;
+    return `hide=${[...hidden].join(",")}&hide_reasons=${[...hiddenReasons].join(",")}&fill=${fill}&v=${version}`;
   }
   return `v=${version}`;
 }
@@ -182,11 +184,11 @@ async function reaggregate() {
   status("re-aggregating: curate of the edited slides, then aggregate ...");
   try {
     const r = await api("/api/reaggregate", {});
-    status(`re-aggregated ${r.slides.join(", ")} in ${r.seconds.toFixed(1)} s`);
     version += 1;
     reloadLayer(1, "folds");
     reloadLayer(2, "fibres");
     await refreshInfo();
+    status(`re-aggregated ${r.slides.join(", ")} in ${r.seconds.toFixed(1)} s`);
   } catch (e) { status(e.message); renderSummary(); }
 }
 
@@ -202,6 +204,7 @@ async function start() {
     id: "osd", prefixUrl: "/static/openseadragon/images/",
     tileSources: [tileSource("image"), tileSource("folds"), tileSource("fibres")],
     showNavigator: true, maxZoomPixelRatio: 8, visibilityRatio: 0.5,
+    drawer: "canvas",  // exact alpha blending of the transparent overlay tiles
     gestureSettingsMouse: {clickToZoom: false},
   });
   viewer.addHandler("canvas-click", (e) => { if (e.quick) select(imagePoint(e.position)); });
@@ -215,6 +218,7 @@ async function start() {
       reloadLayer(2, "fibres");
     }
     if (t.dataset.channel) { info.channels[+t.dataset.channel].shown = t.checked; reloadLayer(0, "image"); }
+    if (t.id === "fill-fibres") reloadLayer(2, "fibres");
     if (t.id === "show-folds") viewer.world.getItemAt(1).setOpacity(t.checked ? 1 : 0);
   });
   $("set-class").onclick = () => setClass($("class-select").value);
