@@ -729,6 +729,11 @@ class ViewConfig(_Section):
                       "from elsewhere through ssh -L or kubectl port-forward).")
     port: int = Field(8765, ge=0, le=65535, description="Port of the viewer (0: any free port).")
     tile_px: int = Field(512, ge=64, le=4096, description="Edge of the image and overlay tiles served.")
+    image_format: Literal["jpeg", "png"] = Field(
+        "jpeg", description="Format of the image tiles the page asks for: jpeg (small, for port-forwards) or png "
+        "(lossless); overlay tiles are always PNG."
+    )
+    jpeg_quality: int = Field(90, ge=50, le=100, description="Quality of JPEG image tiles.")
     outline_px: int = Field(
         2, ge=1, le=4, description="Width of the fibre outlines in pixels of the level a tile is drawn from."
     )

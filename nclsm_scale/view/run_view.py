@@ -40,7 +40,7 @@ from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.normalise import NormStats, slide_norm
 from nclsm_scale.slide import Slide, open_slide, read_padded
 from nclsm_scale.tables import FOLD, FOLD_COLORS, FibreClass
-from nclsm_scale.view.tiles import composite_tile, encode_png, fold_tile, outline_tile, tile_window
+from nclsm_scale.view.tiles import composite_tile, encode_jpeg, encode_png, fold_tile, outline_tile, tile_window
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -183,6 +183,7 @@ class RunView:
             "height": s.levels[0].shape[1],
             "levels": [list(lv.shape[1:]) for lv in s.levels],
             "tile_px": self.tile_px,
+            "image_ext": "jpg" if self.cfg.view.image_format == "jpeg" else "png",
             "pixel_size_um": s.pixel_size_um(0) if s.pixel_size_known else None,
             "has_folds": "folds" in s.labels,
             "channels": [{"index": i, "name": n, "rgb": list(data.colors[i]), "shown": i in data.default_channels}
@@ -277,8 +278,8 @@ class RunView:
 
     def tile(self, name: str, layer: str, level: int, tx: int, ty: int, *, channels: list[int] | None = None,
              hide: frozenset[str] = frozenset(), hide_reasons: frozenset[str] = frozenset(),
-             fill_alpha: int = 0) -> bytes:
-        """PNG of tile ``(tx, ty)`` of ``layer`` (:data:`LAYERS`) at pyramid ``level`` of slide ``name``.
+             fill_alpha: int = 0, fmt: str = "png") -> bytes:
+        """PNG (or JPEG: ``fmt="jpeg"``, image layer) of tile ``(tx, ty)`` of ``layer`` at pyramid ``level``.
 
         ``channels`` picks the image's channels (default: membrane and mito, else the
         first three); ``hide`` and ``hide_reasons`` leave out the outlines of fibres of
@@ -298,7 +299,8 @@ class RunView:
             if bad:
                 raise ValidationError(f"slide {name!r} has channels 0..{len(data.colors) - 1}, not {bad}")
             block = read_padded(array, y0, x0, y1, x1)
-            return encode_png(composite_tile(block, data.norm, shown, [data.colors[c] for c in shown]))
+            rgb = composite_tile(block, data.norm, shown, [data.colors[c] for c in shown])
+            return encode_jpeg(rgb, self.cfg.view.jpeg_quality) if fmt == "jpeg" else encode_png(rgb)
         k = self.cfg.view.outline_px if layer == "fibres" else 1
         labels = read_padded(array, y0 - k, x0 - k, y1 + k, x1 + k)[0]
         if layer == "folds":

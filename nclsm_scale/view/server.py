@@ -5,7 +5,7 @@ Routes (slide names URL-encoded; ``x``, ``y`` level-0 pixels, column and row)::
     GET  /                                   -> the first slide's page
     GET  /slide/<slide>                      the viewer page (OpenSeadragon)
     GET  /static/<file>                      the page's script, style and OpenSeadragon
-    GET  /tiles/<slide>/<layer>/<level>/<tx>_<ty>.png
+    GET  /tiles/<slide>/<layer>/<level>/<tx>_<ty>.png   (.jpg: the image layer as JPEG)
                                              layer image (?channels=0,1), fibres
                                              (?hide=FR,EDGE&hide_reasons=NTM&fill=48) or folds; level 0 finest
     GET  /api/slides                         {"slides": [...]}
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 #: Folder of the page's files (``viewer.html``, ``viewer.js``, ``viewer.css``, ``openseadragon/``).
 STATIC = Path(str(resources.files("nclsm_scale.view"))) / "static"
 
-_TILE = re.compile(r"^/tiles/([^/]+)/([a-z]+)/(\d+)/(\d+)_(\d+)\.png$")
+_TILE = re.compile(r"^/tiles/([^/]+)/([a-z]+)/(\d+)/(\d+)_(\d+)\.(png|jpg)$")
 _API = re.compile(r"^/api/([^/]+)/(info|summary|fibre|class)$")
 _MAX_BODY = 1 << 16
 
@@ -160,6 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"slides": view.slide_names()})
         elif m := _TILE.match(path):
             name, layer, level, tx, ty = unquote(m[1]), m[2], int(m[3]), int(m[4]), int(m[5])
+            if m[6] == "jpg" and layer != "image":
+                raise NotFoundError(f"the {layer} layer is served as PNG only")
             channels = None
             if "channels" in query:
                 try:
@@ -169,8 +171,10 @@ class _Handler(BaseHTTPRequestHandler):
             png = view.tile(name, layer, level, tx, ty, channels=channels,
                             hide=hidden_codes(query.get("hide", [""])[0]),
                             hide_reasons=hidden_codes(query.get("hide_reasons", [""])[0]),
-                            fill_alpha=_query_int(query, "fill") if "fill" in query else 0)
-            self._send(200, png, "image/png", "max-age=86400" if layer == "image" else "no-cache")
+                            fill_alpha=_query_int(query, "fill") if "fill" in query else 0,
+                            fmt="jpeg" if m[6] == "jpg" else "png")
+            ctype = "image/jpeg" if m[6] == "jpg" else "image/png"
+            self._send(200, png, ctype, "max-age=86400" if layer == "image" else "no-cache")
         elif (m := _API.match(path)) and m[2] != "class":
             name, what = unquote(m[1]), m[2]
             if what == "info":

@@ -45,6 +45,9 @@ def test_image_tile_is_the_composite_of_the_stored_level_with_the_runs_normalisa
     want = composite_tile(whole, stats, shown, colors)[ty * 256 : (ty + 1) * 256, tx * 256 : (tx + 1) * 256]
     got = _png(http, f"{viewer['url']}/tiles/V1/image/{level}/{tx}_{ty}.png")
     assert got.shape == want.shape and (got == want).all()
+    status, jpeg, ctype = http(f"{viewer['url']}/tiles/V1/image/{level}/{tx}_{ty}.jpg")
+    assert status == 200 and ctype == "image/jpeg"
+    assert np.abs(imagecodecs.jpeg8_decode(jpeg).astype(int) - want).mean() < 8  # lossy, but the same tile
     # the store's own constants would give another image: run.json's were used
     assert (composite_tile(whole, slide_norm(slide), shown, colors)[: got.shape[0], : got.shape[1]] != want).any()
 
@@ -108,6 +111,7 @@ def test_bad_requests_answer_one_line_errors(viewer, http) -> None:
     assert http(f"{viewer['url']}/tiles/V1/image/0/9_0.png")[0] == 404
     assert http(f"{viewer['url']}/api/V1/fibre?x=99999&y=1")[0] == 400
     assert http(f"{viewer['url']}/tiles/V1/fibres/0/0_0.png?hide=XX")[0] == 400
+    assert http(f"{viewer['url']}/tiles/V1/fibres/0/0_0.jpg")[0] == 404
     assert http(f"{viewer['url']}/static/../run_view.py")[0] == 404
     status, body, ctype = http(f"{viewer['url']}/slide/V1")
     assert status == 200 and b"openseadragon.min.js" in body and ctype.startswith("text/html")

@@ -50,7 +50,8 @@ function tileSource(layer) {
   return {
     width: info.width, height: info.height, tileSize: info.tile_px, tileOverlap: 0,
     minLevel: maxLevel - (info.levels.length - 1), maxLevel: maxLevel,
-    getTileUrl: (level, x, y) => `/tiles/${ENC}/${layer}/${maxLevel - level}/${x}_${y}.png?${layerQuery(layer)}`,
+    getTileUrl: (level, x, y) => `/tiles/${ENC}/${layer}/${maxLevel - level}/${x}_${y}.`
+      + `${layer === "image" ? info.image_ext : "png"}?${layerQuery(layer)}`,
   };
 }
 
