@@ -177,3 +177,9 @@ def test_ownership_is_measures_first_pixel_rule(constructed, block_px) -> None:
         assert boxes[mine, 0].tolist() == owned_ids(lab, core).tolist()
         owners += mine
     assert (owners == 1).all()
+
+
+def test_an_empty_table_gives_an_empty_collection(constructed, tmp_path) -> None:
+    c = {**constructed, "table": constructed["table"].iloc[:0]}
+    _, fc = _export(c, tmp_path)
+    assert fc == {"type": "FeatureCollection", "features": []}

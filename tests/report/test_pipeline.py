@@ -229,3 +229,9 @@ def test_qupath_edits_come_back_through_curate(e2e_run, run_cli, client, tmp_pat
     other.write_text(json.dumps({"type": "FeatureCollection", "features": [{**f, "geometry": far} for f in kept[:3]]}))
     with pytest.raises(ValidationError, match=rf"^{other}: 3 of 3 outline\(s\) lie away .*another slide's GeoJSON\?$"):
         curate_slide(layout.slide("E1"), e2e_run["cfg"], client, layout=layout, qupath=other)
+    # an unknown class on the command line: exit 1, one line naming the file
+    kept[0]["properties"]["classification"]["name"] = "Tumor"
+    edited.write_text(json.dumps(kept))
+    res = run_cli("curate", str(layout.slide("E1")), "--from-qupath", str(edited), "--workers", "1")
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert f"{edited}: unknown class(es) ['TUMOR']" in res.stderr.strip().splitlines()[-1]
