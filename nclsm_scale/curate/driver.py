@@ -12,8 +12,9 @@
    has all its fibres rejected as QC); fibre
    types from the myosin channels (:func:`~nclsm_scale.curate.types.slide_fibre_types`),
    then the user's overrides: those remembered beside the curate table
-   (``RunLayout.overrides``), updated by the overrides CSV if given, which are
-   remembered in turn.
+   (``RunLayout.overrides``), updated by the overrides CSV if given and by the
+   classes changed in a GeoJSON exported from QuPath
+   (:func:`~nclsm_scale.curate.qupath.qupath_overrides`), which are remembered in turn.
 
 ``curate`` reads ``measure``'s table and writes only its own outputs:
 ``labels/folds`` and ``tables/curate/<slide>.parquet``
@@ -41,6 +42,7 @@ from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
 from nclsm_scale.curate.folds import detect_folds, fold_channels
 from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
+from nclsm_scale.curate.qupath import qupath_edits, qupath_overrides
 from nclsm_scale.curate.rules import curate_fibres
 from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
@@ -72,6 +74,7 @@ class CurateResult:
     n_overridden: int
     seconds: float
     qc: SlideQC
+    n_from_qupath: int = 0
 
 
 def write_folds(slide: Slide, level: int, cfg: RunConfig, client: Client) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +163,7 @@ def curate_slide(
     measured_path: str | Path | None = None,
     overrides: str | Path | None = None,
     clear_overrides: bool = False,
+    qupath: str | Path | None = None,
 ) -> CurateResult:
     """Curate a measured slide: folds, ``fold_fraction``, classes with reasons, overrides.
 
@@ -178,6 +182,10 @@ def curate_slide(
         replace, fibre by fibre) the overrides remembered from earlier runs.
     clear_overrides : bool
         Forget the remembered overrides first.
+    qupath : path, optional
+        GeoJSON exported from QuPath after reclassifying detections of this slide's
+        ``report/<slide>.geojson``: each fibre whose class there differs from its
+        class now becomes an override (applied after the CSV's).
     """
     t0 = time.perf_counter()
     slide = open_slide(slide_path)
@@ -188,6 +196,7 @@ def curate_slide(
     missing = [c for c in MEASURE_COLUMNS if c not in measured.columns]
     if missing:
         raise SlideReadError(f"{slide.path}: the measured table lacks {missing}; run `nclsm-scale measure` again.")
+    edits = qupath_edits(qupath, measured, slide.name) if qupath is not None else None  # fail before any work
     level = slide.segmentation_level(cfg.segment)
     reg_level = slide.region_level(cfg.segment)
     reg_px = slide.pixel_size_um(reg_level)
@@ -211,6 +220,10 @@ def curate_slide(
     if overrides is not None:
         given = ov.read_overrides(overrides)
         ov.check_fibres(given, table, overrides)
+    from_qupath = given.iloc[:0]
+    if edits is not None:
+        from_qupath = qupath_overrides(edits, ov.apply_overrides(curated, ov.merge_overrides(remembered, given)))
+        given = ov.merge_overrides(given, from_qupath)
     merged = ov.merge_overrides(remembered, given)
     curated = ov.apply_overrides(curated, merged)[list(CURATE_COLUMNS)]
     ov.save_stored_overrides(store, merged, table)
@@ -220,13 +233,14 @@ def curate_slide(
     own = {
         "curate": cfg.curate.model_dump(mode="json"),
         "overrides": {"stored": str(store) if len(merged) else None, "n": len(merged),
-                      "added_from": str(overrides) if overrides is not None else None},
+                      "added_from": str(overrides) if overrides is not None else None,
+                      "qupath_from": str(qupath) if qupath is not None else None, "n_from_qupath": len(from_qupath)},
         "regions_level": reg_level, "regions_pixel_size_um": reg_px,
         "tissue_area_um2": tissue_um2, "fold_area_um2": fold_um2,
         "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts, "qc": qc.record(),
     }
     path = write_table(curated, layout.curate_table(slide.name), CURATE_COLUMNS, own)
     result = CurateResult(path, len(curated), counts, tissue_um2, fold_um2,
-                          int(curated["overridden"].sum()), time.perf_counter() - t0, qc)
+                          int(curated["overridden"].sum()), time.perf_counter() - t0, qc, len(from_qupath))
     logger.info("%s: curated %d fibres %s, %.1f s", slide.path, result.n_fibres, counts, result.seconds)
     return result

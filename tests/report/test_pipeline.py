@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from nclsm_scale.layout import read_fibre_table
 from nclsm_scale.tables import FibreClass
@@ -74,23 +75,44 @@ def test_report_is_self_contained(e2e_run) -> None:
 
 
 def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:
+    import jsonschema
+    import zarr
+    from geojson_checks import GEOJSON_SCHEMA, QUPATH_PROPERTIES, boundary_pixels, check_rings, rasterise
+
     layout = e2e_run["layout"]
     table, _ = read_fibre_table(layout.fibre_table("E1"))
     fc = json.loads((layout.report / "E1.geojson").read_text())
-    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == len(table)
-    for feat, row in zip(fc["features"], table.itertuples(), strict=True):
+    jsonschema.validate(fc, GEOJSON_SCHEMA)
+    feats = {f["properties"]["fibre_id"]: f for f in fc["features"]}
+    assert len(fc["features"]) == len(feats) == len(table) and set(feats) == set(table["fibre_id"].tolist())
+    seg = np.pad(np.asarray(zarr.open_array(str(e2e_run["store"]), path="labels/fibres/1", mode="r")[0]), 1)
+    pieces = 0
+    for row in table.itertuples():
+        feat = feats[row.fibre_id]
         props = feat["properties"]
-        assert props["objectType"] == "detection"
-        assert props["classification"]["name"] == row.curation_class
+        jsonschema.validate(props, QUPATH_PROPERTIES)
+        assert props["objectType"] == "detection" and props["slide"] == "E1"
+        assert props["classification"]["name"] == row.curation_class and props["reasons"] == row.reasons
         assert props["measurements"]["fibre_id"] == row.fibre_id
-        ring = np.asarray(feat["geometry"]["coordinates"][0])
-        assert (ring[0] == ring[-1]).all()
-        x, y = ring[:, 0], ring[:, 1]
-        area_l0 = 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
-        # a contour through pixel-edge midpoints, in level-0 px (4 per segmentation px)
-        assert abs(area_l0 / 4.0 - row.area_seg_px) <= 0.1 * row.area_seg_px + 2.0 * np.sqrt(row.area_seg_px) + 4
+        assert props["measurements"]["CSA µm²"] == row.area_um2
+        check_rings(feat["geometry"])
+        pieces += feat["geometry"]["type"] == "MultiPolygon"
+        x = np.concatenate([r[:, 0] for p in _polys(feat) for r in p])
+        y = np.concatenate([r[:, 1] for p in _polys(feat) for r in p])
         assert x.min() >= row.bbox_x0_px - 1 and x.max() <= row.bbox_x1_px + 1  # the table's box is level 0 too
         assert y.min() >= row.bbox_y0_px - 1 and y.max() <= row.bbox_y1_px + 1
+        # rasterised on the segmentation level (2 level-0 px per px): the fibre's pixels up to its boundary
+        box = (row.bbox_y0_px // 2 - 1, row.bbox_x0_px // 2 - 1, row.bbox_y1_px // 2 + 1, row.bbox_x1_px // 2 + 1)
+        mask = seg[box[0] + 1 : box[2] + 1, box[1] + 1 : box[3] + 1] == row.fibre_id  # seg is padded by 1
+        got = rasterise(feat["geometry"], 2.0, box)
+        assert mask.sum() == row.area_seg_px and not (got ^ mask)[~boundary_pixels(mask)].any(), row.fibre_id
+        assert abs(int(got.sum()) - row.area_seg_px) <= 0.5 * boundary_pixels(mask).sum() + 1
+
+
+def _polys(feat):
+    from geojson_checks import polygons
+
+    return polygons(feat["geometry"])
 
 
 def test_fibre_positions_are_level0_pixels_of_the_image_labels_and_geojson(e2e_run) -> None:
@@ -116,12 +138,13 @@ def test_fibre_positions_are_level0_pixels_of_the_image_labels_and_geojson(e2e_r
     np.testing.assert_allclose(table["area_um2"], area0 * 0.25, rtol=1e-12)
     # convex-ish fibres: the centroid pixel is the fibre's own, and the centroid lies inside its GeoJSON polygon
     fc = json.loads((layout.report / "E1.geojson").read_text())
+    feats = {f["properties"]["fibre_id"]: f for f in fc["features"]}
     convex = table["solidity"].to_numpy() >= 0.9
     assert convex.sum() > 0.8 * len(table)
-    for feat, row in zip(np.asarray(fc["features"])[convex], table[convex].itertuples(), strict=True):
+    for row in table[convex].itertuples():
         assert labels0[round(row.centroid_y_px), round(row.centroid_x_px)] == row.fibre_id
-        ring = Polygon(np.asarray(feat["geometry"]["coordinates"][0]))  # pixel corners at integers
-        assert ring.contains_point((row.centroid_x_px + 0.5, row.centroid_y_px + 0.5)), row.fibre_id
+        rings = [Polygon(p[0]) for p in _polys(feats[row.fibre_id])]  # pixel corners at integers
+        assert any(r.contains_point((row.centroid_x_px + 0.5, row.centroid_y_px + 0.5)) for r in rings), row.fibre_id
 
 
 def test_fibre_table_starts_with_the_slide_and_its_manifest_metadata(e2e_run) -> None:
@@ -159,3 +182,56 @@ def test_slide_qc_reaches_the_slide_table_and_the_report(e2e_run) -> None:
     assert "<h2>Quality control</h2><p>Every slide passed QC.</p>" in html
     cells = _html_cells(html, "qc")
     assert cells[("E1", "qc_membrane_contrast")] == f"{e1['qc_membrane_contrast']:.6g}"
+
+
+def test_qupath_edits_come_back_through_curate(e2e_run, run_cli, client, tmp_path) -> None:
+    """Export -> reclassify in QuPath (which keeps only some properties) -> curate --from-qupath -> tables."""
+    import shutil
+
+    from nclsm_scale.curate import curate_slide
+    from nclsm_scale.errors import ValidationError
+    from nclsm_scale.layout import RunLayout
+
+    shutil.copytree(e2e_run["layout"].root, tmp_path / "run")
+    layout = RunLayout(tmp_path / "run")
+    before, _ = read_fibre_table(layout.fibre_table("E1"))
+    cls = before.set_index("fibre_id")["curation_class"].astype(str)
+    new = {**{f: "NTM" for f in cls.index[cls == "AM"][:3]}, **{f: "AM" for f in cls.index[cls != "AM"][:2]}}
+    fc = json.loads((layout.report / "E1.geojson").read_text())
+    kept = []
+    for i, feat in enumerate(fc["features"]):  # what QuPath writes back: a UUID, the geometry, the properties it keeps
+        p = feat["properties"]
+        name = new.get(p["fibre_id"], p["classification"]["name"])
+        kept.append({"type": "Feature", "id": f"8c4f3d9e-0000-4000-8000-{i:012d}", "geometry": feat["geometry"],
+                     "properties": {"objectType": "detection", "name": p["name"], "measurements": p["measurements"],
+                                    "classification": {"name": name, "color": [255, 0, 0]}}})
+    edited = tmp_path / "E1.from-qupath.geojson"
+    edited.write_text(json.dumps({"type": "FeatureCollection", "features": kept}))
+    res = run_cli("curate", str(layout.slide("E1")), "--from-qupath", str(edited), "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    assert f"{edited}: 5 class change(s) taken from QuPath" in res.stdout
+    curated, meta = read_fibre_table(layout.curate_table("E1"))
+    curated = curated.set_index("fibre_id")
+    expected = cls.copy()
+    expected[list(new)] = list(new.values())
+    assert (curated["curation_class"].astype(str) == expected).all()
+    assert curated["overridden"].sum() == 5 and (curated.loc[list(new), "confidence"] == 1).all()
+    assert curated.loc[list(new), "reasons"].tolist() == ["NTM"] * 3 + [""] * 2
+    assert meta["overrides"]["n_from_qupath"] == 5 and meta["overrides"]["qupath_from"] == str(edited)
+    slides = pd.read_parquet(layout.slides_table).set_index("slide").loc["E1"]
+    for c in FibreClass:
+        assert slides[f"n_{c.value}"] == (expected == c.value).sum(), c
+    assert slides["n_overridden"] == 5
+    assert len(pd.read_csv(layout.overrides("E1"))) == 5  # remembered for later runs of curate
+    # another slide's GeoJSON: refused before any work, in one line naming the file
+    other = tmp_path / "E2.geojson"
+    far = {"type": "Polygon", "coordinates": [[[5000, 5000], [5010, 5000], [5010, 5010], [5000, 5000]]]}
+    other.write_text(json.dumps({"type": "FeatureCollection", "features": [{**f, "geometry": far} for f in kept[:3]]}))
+    with pytest.raises(ValidationError, match=rf"^{other}: 3 of 3 outline\(s\) lie away .*another slide's GeoJSON\?$"):
+        curate_slide(layout.slide("E1"), e2e_run["cfg"], client, layout=layout, qupath=other)
+    # an unknown class on the command line: exit 1, one line naming the file
+    kept[0]["properties"]["classification"]["name"] = "Tumor"
+    edited.write_text(json.dumps(kept))
+    res = run_cli("curate", str(layout.slide("E1")), "--from-qupath", str(edited), "--workers", "1")
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert f"{edited}: unknown class(es) ['TUMOR']" in res.stderr.strip().splitlines()[-1]
