@@ -149,7 +149,7 @@ def test_slurm_kwargs_cpu_default():
     assert kw["worker_extra_args"] == ["--lifetime", "235m", "--lifetime-stagger", "4m"]
     assert "job_extra_directives" not in kw and "queue" not in kw and "account" not in kw
     assert "job_script_prologue" not in kw and "python" not in kw  # left to jobqueue.yaml
-    assert kw["scheduler_options"] == {"dashboard_address": ":0"}
+    assert kw["scheduler_options"] == {"dashboard_address": "127.0.0.1:8787"}
 
 
 def test_slurm_kwargs_gpu_preset_with_overrides():
