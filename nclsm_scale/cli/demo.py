@@ -17,6 +17,11 @@ from nclsm_scale.cli._options import (
 from nclsm_scale.cli.synth import parse_size
 
 
+def _share(value: float) -> str:
+    """A precision or recall to two decimals; ``-`` when undefined (nothing called or nothing true)."""
+    return "-" if value != value else f"{value:.2f}"
+
+
 def main(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path(
         "demo-run"
@@ -40,7 +45,7 @@ def main(
         result = run_demo(out, cfg, client, n_slides=slides)
     for r in result.slides:
         counts = ", ".join(f"{k} {v}" for k, v in r.class_counts.items())
-        per_class = ", ".join(f"{c} {p:.2f}/{q:.2f}" for c, (p, q) in r.class_precision_recall.items())
+        per_class = ", ".join(f"{c} {_share(p)}/{_share(q)}" for c, (p, q) in r.class_precision_recall.items())
         typer.echo(
             f"{r.slide_id}: {r.n_fibres} fibres found (ground truth {r.n_gt_fibres}); scored at level {r.level} "
             f"({r.pixel_size_um:g} um/px, the segmentation level; 'evaluate' scores level 0): "
