@@ -19,6 +19,13 @@ error re-raised, results gathered). ``cluster.kind`` picks where the workers run
     CPU worker group and an optional fixed GPU worker group
     (:func:`kube_cluster_spec`, :func:`kube_gpu_worker_spec`).
 
+The scheduler's dashboard binds ``cluster.dashboard_address`` (default
+``127.0.0.1:8787``: this machine only, the port Dask documents), or a free port when
+that one is taken; the scheduler also serves Prometheus metrics at ``/metrics``
+beside it (:func:`monitoring_urls`). A local cluster closes its worker processes
+itself before the cluster, giving each ``cluster.close_timeout_s`` to exit
+(:func:`close_local_workers`).
+
 The builders are pure functions of the config, so they are tested without a
 cluster; the extras (``nclsm-scale[slurm]``, ``nclsm-scale[k8s]``) are imported only
 when their kind is used.
@@ -26,11 +33,13 @@ when their kind is used.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Path of the scheduler's Prometheus endpoint, beside its dashboard.
+METRICS_PATH = "/metrics"
 #: Extra that provides each optional cluster module.
 _EXTRAS = {"dask_jobqueue": "slurm", "dask_kubernetes.operator": "k8s"}
 
@@ -354,7 +365,8 @@ def start_local_cluster(cfg: ClusterConfig, plan: Sequence[LocalWorker]) -> Any:
     Parameters
     ----------
     cfg : ClusterConfig
-        Memory limit and dashboard address.
+        Memory limit and dashboard address (a free port when its port is taken,
+        :func:`free_dashboard_address`).
     plan : sequence of LocalWorker
         From :func:`local_worker_plan`.
     """
@@ -382,12 +394,76 @@ def start_local_cluster(cfg: ClusterConfig, plan: Sequence[LocalWorker]) -> Any:
         "options": {
             "host": "127.0.0.1",
             "dashboard": True,
-            "dashboard_address": cfg.dashboard_address,
+            "dashboard_address": free_dashboard_address(cfg.dashboard_address),
         },
     }
     return SpecCluster(
         workers=workers, scheduler=scheduler, silence_logs=logging.WARN, name="nclsm-local"
     )
+
+
+def free_dashboard_address(address: str) -> str:
+    """``address`` (``HOST:PORT``) when its port is free on that host, else ``HOST:0`` (any free port).
+
+    Port 0 and addresses without a port are returned as they are. The check binds
+    the port the way the dashboard's server does (``SO_REUSEADDR``), so only a port
+    another process listens on counts as taken; the choice is logged.
+
+    >>> free_dashboard_address("127.0.0.1:0")
+    '127.0.0.1:0'
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) == 0:
+        return address
+    bind_host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_host, int(port)))
+        except OSError as exc:
+            logger.info("dashboard port %s on %s is taken (%s); using a free port instead",
+                        port, bind_host, exc.strerror or exc)
+            return f"{host}:0"
+    return address
+
+
+def monitoring_urls(client: Client) -> dict[str, str]:
+    """The dashboard and Prometheus ``/metrics`` URLs of ``client``'s scheduler; empty without a dashboard.
+
+    Returns
+    -------
+    dict of str to str
+        ``{"dashboard": ".../status", "metrics": ".../metrics"}``.
+    """
+    try:
+        link = str(client.dashboard_link)
+    except Exception:  # no dashboard service on a foreign scheduler: nothing to point Prometheus at
+        return {}
+    base = link[: -len("/status")] if link.endswith("/status") else link.rstrip("/")
+    return {"dashboard": link, "metrics": base + METRICS_PATH}
+
+
+def close_local_workers(cluster: Any, timeout_s: float) -> None:
+    """Close the worker processes of a local ``SpecCluster`` before the cluster itself.
+
+    ``SpecCluster.close`` closes each nanny with its default 5 s timeout: after
+    4 s a worker process that has not exited is killed with a "Worker process still
+    alive after 4.0 seconds, killing" warning. A worker that imported torch spends
+    seconds in interpreter teardown (C++ and OpenMP finalisers, no Python frame
+    left) on a busy machine, so this closes every nanny with ``timeout_s``
+    instead; the cluster's own close then finds them closed.
+    """
+
+    async def close_all() -> None:
+        nannies = list(getattr(cluster, "workers", {}).values())
+        results = await asyncio.gather(*(n.close(timeout=timeout_s, reason="nclsm-close") for n in nannies),
+                                       return_exceptions=True)
+        for nanny, res in zip(nannies, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.info("closing worker %s: %s", getattr(nanny, "name", nanny), res)
+
+    cluster.sync(close_all)
 
 
 def _slurm_cluster(cfg: ClusterConfig, stack: contextlib.ExitStack) -> Any:
@@ -399,6 +475,7 @@ def _slurm_cluster(cfg: ClusterConfig, stack: contextlib.ExitStack) -> Any:
             "submit node (or inside a batch job)."
         )
     s = cfg.slurm
+    kwargs["scheduler_options"] = {"dashboard_address": free_dashboard_address(cfg.dashboard_address)}
     try:
         cluster = jobqueue.SLURMCluster(**kwargs)
     except (ValueError, OSError, RuntimeError) as exc:  # e.g. an unknown network interface
@@ -459,7 +536,7 @@ def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Client]:
         ``kind`` ``local`` (GPU-aware, :func:`local_worker_plan`), ``address``,
         ``slurm`` or ``kubernetes``; see the module docstring.
     echo : bool
-        Print the dashboard URL to stderr.
+        Print the dashboard and ``/metrics`` URLs to stderr (one line).
 
     Raises
     ------
@@ -476,6 +553,7 @@ def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Client]:
             gpus = [w.env["CUDA_VISIBLE_DEVICES"] for w in plan if w.resources]
             logger.info("local cluster: %d workers, GPU workers on %s", len(plan), gpus or "none")
             cluster = stack.enter_context(start_local_cluster(cfg, plan))
+            stack.callback(close_local_workers, cluster, cfg.close_timeout_s)  # after the client, before the cluster
             client = stack.enter_context(Client(cluster))
         elif cfg.kind == "address":
             try:
@@ -488,9 +566,10 @@ def open_client(cfg: ClusterConfig, *, echo: bool = True) -> Iterator[Client]:
             start = _slurm_cluster if cfg.kind == "slurm" else _kube_cluster
             cluster = start(cfg, stack)
             client = stack.enter_context(Client(cluster))
-        if echo:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-        logger.info("dask client %s, dashboard %s", client, client.dashboard_link)
+        urls = monitoring_urls(client)
+        if echo and urls:
+            print(f"Dask dashboard: {urls['dashboard']}  Prometheus metrics: {urls['metrics']}", file=sys.stderr)
+        logger.debug("dask client %s, monitoring %s", client, urls)
         yield client
 
 
@@ -504,7 +583,7 @@ def _track(futures: list[Future], desc: str) -> Iterator[Future]:
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from nclsm_scale.progress import current
+    from nclsm_scale.progress import bar_disabled, current
 
     if (run := current.get()) is not None:
         progress, key = run
@@ -513,7 +592,7 @@ def _track(futures: list[Future], desc: str) -> Iterator[Future]:
             progress.task_done(key)
             yield future
         return
-    with tqdm(total=len(futures), desc=desc, unit="task", disable=None, leave=False) as bar:
+    with tqdm(total=len(futures), desc=desc, unit="task", disable=bar_disabled(), leave=False) as bar:
         for future in as_completed(futures):
             bar.update(1)
             yield future

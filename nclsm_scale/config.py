@@ -504,7 +504,17 @@ class ClusterConfig(_Section):
         description="Local workers that each own one GPU (resource GPU=1); None = one per CUDA device torch "
         "sees (0 when model.device is cpu), 0 = none.",
     )
-    dashboard_address: str = Field(":0", description="Dashboard bind address (:0 picks a free port).")
+    dashboard_address: str = Field(
+        "127.0.0.1:8787",
+        description="Scheduler dashboard (and Prometheus /metrics) bind address of a local cluster, HOST:PORT; "
+        "when the port is taken a free one is used (logged). 0.0.0.0:8787 opens it to the network, :0 always "
+        "picks a free port.",
+    )
+    close_timeout_s: float = Field(
+        30.0, gt=0.0, le=600.0,
+        description="Seconds a local worker process may take to exit when the cluster closes (a process that "
+        "imported torch can need several seconds on a busy machine) before its nanny kills it.",
+    )
     slurm: SlurmConfig = Field(SlurmConfig(), description="Settings for kind=slurm.")
     kubernetes: KubernetesConfig = Field(KubernetesConfig(), description="Settings for kind=kubernetes.")
 

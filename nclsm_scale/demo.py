@@ -5,7 +5,10 @@
 the same stages in the same order as ``nclsm-scale run``): ``DIR`` becomes a run
 directory with the converted slides, their labels, the fibre tables, the slide
 statistics and the report. Then each slide's fibres are scored against the ground
-truth and a PNG overlay of a region of each slide is rendered
+truth at the segmentation level (whose level and pixel size are reported: ``nclsm-scale
+evaluate`` scores level 0, so its IoUs differ), their curated classes are compared
+with the classes the synthetic truth carries (AM / NTM / FAM / FR / DEBRIS) over the
+fibres matched at IoU 0.5, and a PNG overlay of a region of each slide is rendered
 (``DIR/overlay_<slide>.png``). A summary goes to ``DIR/demo.json``. The run
 resumes: a second demo reuses everything already done.
 """
@@ -24,7 +27,7 @@ import tifffile
 
 from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import StageError
-from nclsm_scale.evaluate import InstanceMetrics, evaluate_instances
+from nclsm_scale.evaluate import InstanceMetrics, class_agreement, evaluate_instances
 from nclsm_scale.io.pyramid import downsample_labels
 from nclsm_scale.layout import read_table_meta
 from nclsm_scale.overlay import composite_rgb, draw_outlines, save_png
@@ -55,7 +58,12 @@ class DemoSlide:
     f1_iou50: float = 0.0
     mean_matched_iou: float = 0.0
     overlay_png: str = ""
+    level: int = 0
+    pixel_size_um: float = 0.0
     class_counts: dict[str, int] = field(default_factory=dict)
+    class_agreement: float = 0.0
+    n_class_scored: int = 0
+    class_precision_recall: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -70,8 +78,8 @@ def _synthesize(out_dir: Path, cfg: RunConfig, n_slides: int) -> list[Path]:
     return paths
 
 
-def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, InstanceMetrics]:
-    """Predicted labels at the segmentation level and their metrics against the ground truth."""
+def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, np.ndarray, InstanceMetrics]:
+    """Predicted and GT labels at the segmentation level, and the metrics of one against the other."""
     slide = open_slide(store)
     pred = slide.read_labels("fibres", level, 0, 0, *slide.levels[level].shape[1:])
     gt = tifffile.imread(gt_tiff)
@@ -79,7 +87,19 @@ def _score(store: str, level: int, gt_tiff: Path) -> tuple[np.ndarray, InstanceM
     if factor > 1:
         gt = downsample_labels(gt, factor)
     gt = gt[: pred.shape[0], : pred.shape[1]]
-    return pred, evaluate_instances(pred, gt)
+    return pred, gt, evaluate_instances(pred, gt)
+
+
+def _classes(item: DemoSlide, pred: np.ndarray, gt: np.ndarray, table: Path, truth: Path) -> None:
+    """Fill ``item``'s class agreement: curated classes against the synthetic truth, fibres matched at IoU 0.5."""
+    import pandas as pd
+
+    ours = pd.read_parquet(table, columns=["fibre_id", "curation_class"]).set_index("fibre_id")["curation_class"]
+    theirs = pd.read_parquet(truth, columns=["fibre_id", "gt_class"]).set_index("fibre_id")["gt_class"]
+    r = class_agreement(pred, gt, ours, theirs)
+    item.class_agreement, item.n_class_scored = round(r.agreement, 4), r.n_scored
+    item.class_precision_recall = {c: [round(v["precision"], 3), round(v["recall"], 3)]
+                                   for c, v in r.classes.items() if v["n_true"] or v["n_called"]}
 
 
 def _overlay(store: str, level: int, pred: np.ndarray, png: Path) -> Path:
@@ -125,14 +145,18 @@ def run_demo(out_dir: str | Path, cfg: RunConfig, client: Client, *, n_slides: i
                          class_counts=dict(meta.get("class_counts", {})))
         item.seconds = {"synth": round(t_synth / n_slides, 2)}
         item.seconds.update({r.stage: round(r.seconds or 0.0, 2) for r in records if r.slide == outcome.name})
-        pred, metrics = _score(store, int(meta["level"]), output_paths(source)["fibres"])
+        item.level = int(meta["level"])
+        item.pixel_size_um = open_slide(store).pixel_size_um(item.level)
+        pred, gt, metrics = _score(store, item.level, output_paths(source)["fibres"])
+        _classes(item, pred, gt, result.run_dir / "tables" / "fibres" / f"{outcome.name}.parquet",
+                 output_paths(source)["parquet"])
         item.n_gt_fibres = metrics.n_gt
         item.f1_iou50 = round(metrics.f1["0.5"], 4)
         item.mean_matched_iou = round(metrics.mean_matched_iou, 4)
         item.overlay_png = str(_overlay(store, int(meta["level"]), pred, out / f"overlay_{item.slide_id}.png"))
         slides.append(item)
-        logger.info("demo %s: %d fibres (ground truth %d), F1@0.5 %.3f",
-                    item.slide_id, item.n_fibres, item.n_gt_fibres, item.f1_iou50)
+        logger.debug("demo %s: %d fibres (ground truth %d), F1@0.5 %.3f at level %d, class agreement %.3f",
+                     item.slide_id, item.n_fibres, item.n_gt_fibres, item.f1_iou50, item.level, item.class_agreement)
     demo = DemoRun(slides, result.report, round(time.perf_counter() - t0, 1))
     summary = {"slides": [asdict(s) for s in slides], "report": str(demo.report), "seconds": demo.seconds}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -15,6 +15,11 @@ Definitions (``P`` = predicted instances, ``G`` = ground-truth fibres):
   predictions belong to it. Symmetrically a GT fibre belongs to a prediction when
   at least half of the fibre lies in it; a prediction is a **merge** when two or
   more GT fibres belong to it (``merged_gt`` counts those fibres).
+
+Scores depend on the pixel grid they are computed on (an outline one pixel off
+weighs four times more at half the pixel size), so every caller states it:
+``evaluate`` scores level 0 of its inputs (:func:`labels_pixel_size_um`), the
+demo the slide's segmentation level.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import pandas as pd
 from nclsm_scale.errors import SlideReadError
 
 __all__ = [
-    "InstanceMetrics", "class_scores", "contingency", "evaluate_instances", "matched_pairs", "read_labels",
+    "ClassAgreement", "InstanceMetrics", "class_agreement", "class_scores", "contingency", "evaluate_instances",
+    "labels_pixel_size_um", "matched_pairs", "read_labels",
 ]
 
 THRESHOLDS = (0.5, 0.75, 0.9)
@@ -169,6 +175,89 @@ def class_scores(
             "n_called": float(len(called)), "n_true": float(len(true)), "tp": float(hits),
         }
     return out
+
+
+@dataclass(frozen=True)
+class ClassAgreement:
+    """Classes of matched fibres against the truth (:func:`class_agreement`)."""
+
+    n_matched: int
+    n_scored: int
+    agreement: float
+    classes: dict[str, dict[str, float]]
+
+
+def class_agreement(
+    pred: np.ndarray, gt: np.ndarray, pred_class: pd.Series, gt_class: pd.Series, threshold: float = 0.5
+) -> ClassAgreement:
+    """How often the predicted class of a fibre matched at ``threshold`` equals its ground-truth class.
+
+    Parameters
+    ----------
+    pred, gt : ndarray of shape (Y, X), integer labels on the same grid.
+    pred_class : Series of str, indexed by predicted id (e.g. ``curation_class``).
+    gt_class : Series of str, indexed by GT id (e.g. synth's ``gt_class``); a categorical's
+        categories are the classes the truth knows, else the values present.
+    threshold : IoU of the one-to-one matching.
+
+    Returns
+    -------
+    ClassAgreement
+        ``n_matched``; ``n_scored``, the matched fibres whose predicted class is
+        one the truth knows (EDGE and QC are not); ``agreement``, the share of those
+        whose classes are equal (NaN when none); ``classes``, per class the
+        :func:`class_scores` of the one-vs-rest flags.
+
+    >>> gt = np.array([[1, 1, 2, 2]]); pred = np.array([[5, 5, 6, 6]])
+    >>> truth = pd.Series(pd.Categorical(["AM", "NTM"], categories=["AM", "NTM", "FR"]), index=[1, 2])
+    >>> r = class_agreement(pred, gt, pd.Series({5: "AM", 6: "FR"}), truth)
+    >>> (r.n_matched, r.n_scored, r.agreement)
+    (2, 2, 0.5)
+    """
+    g_ids, p_ids, _ = matched_pairs(pred, gt, threshold)
+    categorical = isinstance(gt_class.dtype, pd.CategoricalDtype)
+    known = set(map(str, gt_class.cat.categories)) if categorical else set(gt_class.astype(str))
+    called = pred_class.astype(str).reindex(p_ids).to_numpy()
+    truth = gt_class.astype(str).reindex(g_ids).to_numpy()
+    scored = np.array([c in known for c in called], dtype=bool)
+    agreement = float(np.mean(called[scored] == truth[scored])) if scored.any() else float("nan")
+    classes = sorted(known | {c for c in pred_class.astype(str) if c in known})
+    p_flags = pd.DataFrame({c: pred_class.astype(str) == c for c in classes}, index=pred_class.index)
+    g_flags = pd.DataFrame({c: gt_class.astype(str) == c for c in classes}, index=gt_class.index)
+    return ClassAgreement(int(len(g_ids)), int(scored.sum()), agreement,
+                          class_scores(pred, gt, p_flags, g_flags, threshold))
+
+
+def labels_pixel_size_um(path: str | Path) -> float | None:
+    """Pixel size (um, x axis) of level 0 of a label image: OME-Zarr scale or OME-TIFF ``PhysicalSizeX``.
+
+    None when the file does not record it (a plain TIFF) or cannot be read.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            import zarr
+
+            from nclsm_scale.io.ome_zarr import read_multiscales
+
+            group = zarr.open_group(str(path), mode="r")
+            if "labels" in group:
+                group = zarr.open_group(str(path), path="labels/fibres", mode="r")
+            multiscales, _ = read_multiscales(group)
+            for t in multiscales["datasets"][0].get("coordinateTransformations", []):
+                if t.get("type") == "scale":
+                    return float(t["scale"][-1])
+            return None
+        import re
+
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            ome = tif.ome_metadata or ""
+        m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', ome)
+        return float(m[1]) if m else None
+    except Exception:  # the scores stand without it; the caller says "not recorded"
+        return None
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -6,6 +6,9 @@ sets :data:`current` to the run's :class:`RunProgress` and the slide's name; ``f
 to it instead, and the run shows one bar whose unit is a slide stage: a stage in
 progress counts as the share of its tasks finished, so the ETA moves with the
 blocks, not only when a slide ends.
+
+Every bar of the tool draws only on a terminal and never after ``--quiet``
+(:func:`set_quiet`, :func:`bar_disabled`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,29 @@ from __future__ import annotations
 import contextvars
 import threading
 
-__all__ = ["RunProgress", "current"]
+__all__ = ["RunProgress", "bar_disabled", "current", "set_quiet"]
+
+_quiet = [False]  # set by the command line's --quiet
 
 #: The run progress of the calling thread and the key of its slide (None outside ``run``).
 current: contextvars.ContextVar[tuple[RunProgress, str] | None] = contextvars.ContextVar(
     "nclsm_progress", default=None)
+
+
+def set_quiet(quiet: bool) -> None:
+    """Hide every progress bar of this process (the command line's ``--quiet``)."""
+    _quiet[0] = quiet
+
+
+def bar_disabled(show: bool | None = None) -> bool | None:
+    """Tqdm's ``disable`` for a bar: hidden when quiet or ``show`` is False, else only on a terminal (None).
+
+    >>> bar_disabled(False)
+    True
+    """
+    if _quiet[0] or show is False:
+        return True
+    return None
 
 
 class RunProgress:
@@ -30,7 +51,7 @@ class RunProgress:
     n_stages : int
         Stages per slide; the bar's total is ``n_slides * n_stages``.
     disable : bool, optional
-        ``None`` draws the bar only on a terminal.
+        ``None`` draws the bar only on a terminal (and never when quiet, :func:`set_quiet`).
     """
 
     def __init__(self, n_slides: int, n_stages: int, *, disable: bool | None = None) -> None:
@@ -43,7 +64,8 @@ class RunProgress:
         self.fibres = 0
         self._tasks: dict[str, tuple[int, int]] = {}  # per slide key: its current stage's (done, total) tasks
         self._lock = threading.Lock()
-        self.bar = tqdm(total=n_slides * n_stages, desc="run", unit="stage", disable=disable,
+        self.bar = tqdm(total=n_slides * n_stages, desc="run", unit="stage",
+                        disable=True if disable else bar_disabled(),
                         bar_format="{l_bar}{bar}| {n:.1f}/{total} stages [{elapsed}<{remaining}]{postfix}")
 
     def close(self) -> None:

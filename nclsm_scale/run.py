@@ -20,8 +20,11 @@ A slide that fails is recorded with a one-line reason (traceback in
 no permission, disk full) fails its slide without retries, naming the path. Slides
 that fail curate's slide quality control are listed in the summary
 (``RunResult.flagged``). ``RUN/run.json`` holds the resolved
-config, package versions, the model's sha256, per-slide normalisation constants
-and start/end times. ``RUN/run.lock`` keeps a second run out while one is active. The
+config, package versions, the model's sha256, per-slide normalisation constants,
+start/end times and the scheduler's dashboard and Prometheus ``/metrics`` URLs
+(``monitoring``). The run reports to the scheduler's metrics
+(:mod:`nclsm_scale.metrics`) as slides start and end and as each stage ends or is
+skipped. ``RUN/run.lock`` keeps a second run out while one is active. The
 lock and the archive are checked before the Dask cluster starts when
 :func:`run_archive` is given a function that opens the client.
 
@@ -54,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from nclsm_scale.aggregate import aggregate_run
 from nclsm_scale.archive import ArchiveSlide, discover, manifest_frame
+from nclsm_scale.cluster import monitoring_urls
 from nclsm_scale.config import RunConfig
 from nclsm_scale.convert import convert_slide
 from nclsm_scale.curate import curate_slide
@@ -61,7 +65,7 @@ from nclsm_scale.errors import WRITE_ERRNOS, NclsmError, SlideReadError, StageEr
 from nclsm_scale.layout import RunLayout, read_table_meta, work_dir
 from nclsm_scale.manifest import Damage, build_manifest, check_manifest, file_sha256, source_identity
 from nclsm_scale.measure.driver import measure_slide
-from nclsm_scale.metrics import register_metrics, report_slide
+from nclsm_scale.metrics import notify, register_metrics, report_slide
 from nclsm_scale.model.card import weights_record
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.progress import RunProgress
@@ -271,6 +275,7 @@ class _Run:
         self.progress = progress
         self.stop = threading.Event()  # set when the run is interrupted
         self.final: dict[str, str] = {}  # each slide's last stage fingerprint, for the archive's
+        self.monitoring = monitoring_urls(client)  # dashboard and /metrics URLs, for run.json
         self.damaged: list[str] = []  # damaged archive-level outputs found
 
     def fingerprints(self, slide: ArchiveSlide) -> dict[str, str]:
@@ -388,6 +393,7 @@ class _Run:
     def process(self, slide: ArchiveSlide) -> SlideOutcome:
         """Every stage of one slide not yet done; a failure stops this slide only."""
         progress_token = progress_var.set((self.progress, slide.name))  # for fan_out()
+        notify(self.client, "slide_started", slide=slide.name)
         out = SlideOutcome(slide.name, slide.source, "done")
         try:
             fingerprints = self.fingerprints(slide)
@@ -412,7 +418,7 @@ class _Run:
             out.fibres = pq.read_metadata(table).num_rows  # segmented by an earlier run
             self.progress.fibres_found(out.fibres)
         self.progress.slide_finished(out.status == "failed")
-        report_slide(self.client, out, self.state)  # metrics never raise
+        report_slide(self.client, out)  # metrics never raise
         return out
 
     def _run_stage(self, slide: ArchiveSlide, stage: str, fingerprint: str, out: SlideOutcome) -> None:
@@ -420,6 +426,7 @@ class _Run:
         why = ("an earlier stage ran again", []) if out.ran else self.why_redo(slide.name, stage, fingerprint)
         rec = self.state.get(slide.name, stage)
         if why is None and rec is not None and rec.status == "done":
+            notify(self.client, "stage_skipped", stage=stage)
             return
         if why is not None:
             reason, damage = why
@@ -454,11 +461,13 @@ class _Run:
                     out.status, out.stage, out.error = "failed", stage, one_line(exc)
                     return
             else:
+                seconds = time.perf_counter() - t0
+                notify(self.client, "stage", stage=stage, seconds=seconds)  # observed as the stage ends
                 out.ran.append(stage)
                 if fibres is not None:
                     out.fibres = fibres
                     self.progress.fibres_found(fibres)
-                logger.info("%s: %s done in %.1f s", slide.name, stage, time.perf_counter() - t0)
+                logger.info("%s: %s done in %.1f s", slide.name, stage, seconds)
                 return
 
     def _slide_outputs(self, name: str) -> list[str]:
@@ -498,6 +507,7 @@ class _Run:
             path = Path(build_report(self.layout.root, self.cfg, self.client))
             self.state.finish(ARCHIVE_KEY, "report", time.perf_counter() - t0, self.manifest(ARCHIVE_KEY, "report"))
             self.push(["report", "tables", "run.json", "logs", "state.sqlite"])
+            notify(self.client, "stage", stage="report", seconds=time.perf_counter() - t0)
         except Exception as exc:  # the slides' results stay valid; say what went wrong
             logger.error("aggregate/report failed: %s", one_line(exc), exc_info=True)
             self.state.fail(ARCHIVE_KEY, "report", time.perf_counter() - t0, one_line(exc))
@@ -529,6 +539,7 @@ def _write_run_json(run: _Run, started: float, ended: float | None) -> None:
         "model": _model_record(run.cfg),
         "slides": {s.name: {"source": s.source, **s.meta} for s in run.slides},
         "normalisation": norm,
+        "monitoring": run.monitoring,
     }
     tmp = path.with_name(".run.json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -631,6 +642,7 @@ def run_archive(
             try:
                 run = _Run(root, cfg, client, slides, bar, sync, verify)
                 register_metrics(client)  # idempotent; never raises
+                notify(client, "run_started", slides=len(slides))
                 if n := run.state.reset_running():
                     logger.warning("%d stage(s) were interrupted by an earlier run; redoing them", n)
                 for s in slides:

@@ -31,6 +31,26 @@ def client():
             yield c
 
 
+def _scrape(url: str) -> dict[str, float]:
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    samples = {"# TYPE " + m[1]: 0.0 for m in re.finditer(r"^# TYPE (\S+) ", text, re.M)}
+    for line in text.splitlines():
+        if m := re.fullmatch(r"([^#\s]\S*) (\S+)", line):
+            samples[m[1]] = float(m[2])
+    return samples
+
+
+@pytest.fixture(scope="session")
+def scrape():
+    """GET a Prometheus ``/metrics`` URL for real; samples by ``name{labels}``, families as ``# TYPE name``."""
+    return _scrape
+
+
 @pytest.fixture()
 def run_cli():
     """Run ``nclsm-scale ARGS`` in a fresh interpreter; return the CompletedProcess."""

@@ -149,7 +149,7 @@ def test_slurm_kwargs_cpu_default():
     assert kw["worker_extra_args"] == ["--lifetime", "235m", "--lifetime-stagger", "4m"]
     assert "job_extra_directives" not in kw and "queue" not in kw and "account" not in kw
     assert "job_script_prologue" not in kw and "python" not in kw  # left to jobqueue.yaml
-    assert kw["scheduler_options"] == {"dashboard_address": ":0"}
+    assert kw["scheduler_options"] == {"dashboard_address": "127.0.0.1:8787"}
 
 
 def test_slurm_kwargs_gpu_preset_with_overrides():
@@ -357,3 +357,60 @@ def test_info_with_cluster_presets(run_cli):
         assert done.returncode == 0, done.stderr
         assert f"cluster: {preset}" in done.stdout
         assert "presets:" in done.stdout and "slurm" in done.stdout
+
+
+# --- dashboard address, monitoring URLs, shutdown ------------------------------------------------
+
+
+def test_a_taken_dashboard_port_falls_back_to_a_free_one(caplog):
+    import logging
+    import socket
+
+    from nclsm_scale.cluster import free_dashboard_address
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.INFO, logger="nclsm_scale.cluster"):
+            assert free_dashboard_address(f"127.0.0.1:{port}") == "127.0.0.1:0"
+        assert f"dashboard port {port} on 127.0.0.1 is taken" in caplog.text
+    assert free_dashboard_address(f"127.0.0.1:{port}") == f"127.0.0.1:{port}"  # released: free again
+    assert free_dashboard_address(":0") == ":0"
+    assert ClusterConfig().dashboard_address == "127.0.0.1:8787"
+
+
+def test_monitoring_urls_sit_beside_the_dashboard():
+    from types import SimpleNamespace
+
+    from nclsm_scale.cluster import monitoring_urls
+
+    client = SimpleNamespace(dashboard_link="http://127.0.0.1:8787/status")
+    assert monitoring_urls(client) == {"dashboard": "http://127.0.0.1:8787/status",  # type: ignore[arg-type]
+                                       "metrics": "http://127.0.0.1:8787/metrics"}
+
+
+def _slow_exit(seconds: float) -> int:
+    """Make this worker process spend ``seconds`` in interpreter teardown, as torch's finalisers do under load."""
+    import atexit
+
+    import torch
+
+    atexit.register(time.sleep, seconds)
+    return int(torch.zeros(2).sum().item())
+
+
+@pytest.mark.parametrize(("close_timeout_s", "killed"), [(30.0, False), (5.0, True)])
+def test_a_local_cluster_lets_slow_exiting_workers_exit(caplog, close_timeout_s, killed):
+    """A worker taking 6 s to exit exits by itself; with the nanny's default 5 s (4 s, then SIGKILL) it is killed."""
+    import logging
+
+    cfg = ClusterConfig(n_workers=1, local_gpus=0, dashboard_address="127.0.0.1:0", close_timeout_s=close_timeout_s)
+    with caplog.at_level(logging.INFO, logger="distributed.nanny"):
+        with open_client(cfg, echo=False) as client:
+            assert client.submit(_slow_exit, 6.0, pure=False).result() == 0
+            t0 = time.monotonic()
+    seconds = time.monotonic() - t0
+    print(f"close_timeout_s={close_timeout_s}: closing took {seconds:.1f} s")
+    assert ("Worker process still alive after 4.0 seconds, killing" in caplog.text) is killed, caplog.text
+    assert seconds >= (4.0 if killed else 6.0)

@@ -89,11 +89,16 @@ def test_evaluate_command_prints_json(tmp_path, capsys):
     gt = _squares()
     tifffile.imwrite(tmp_path / "gt.tif", gt)
     tifffile.imwrite(tmp_path / "pred.tif", np.roll(gt, 4, axis=1))
+    tifffile.imwrite(tmp_path / "pred.ome.tif", np.roll(gt, 4, axis=1), ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
     assert main(["evaluate", str(tmp_path / "pred.tif"), str(tmp_path / "gt.tif"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_gt"] == 4 and out["f1"]["0.5"] == 1.0
-    assert main(["evaluate", str(tmp_path / "pred.tif"), str(tmp_path / "gt.tif")]) == 0
-    assert "mean IoU of matched fibres" in capsys.readouterr().out
+    assert out["level"] == 0 and out["pixel_size_um"] is None
+    assert main(["evaluate", str(tmp_path / "pred.ome.tif"), str(tmp_path / "gt.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "mean IoU of matched fibres" in out
+    assert out.splitlines()[0] == "scored at level 0, 60 x 60 px: PRED 0.5 um/px, GT pixel size not recorded"
     tifffile.imwrite(tmp_path / "small.tif", gt[:30])
     assert main(["evaluate", str(tmp_path / "small.tif"), str(tmp_path / "gt.tif")]) == 1
 
@@ -126,3 +131,19 @@ def test_class_scores_count_flags_over_matched_fibres():
     s = class_scores(pred, gt, pred_flags, gt_flags)
     assert set(s) == {"ntm"}
     assert s["ntm"]["tp"] == 1 and s["ntm"]["precision"] == 0.5 and s["ntm"]["recall"] == 1 / 3
+
+
+def test_class_agreement_scores_the_classes_the_truth_knows_over_matched_fibres():
+    from nclsm_scale.evaluate import class_agreement
+
+    gt = np.zeros((20, 20), np.uint32)
+    gt[0:5, 0:5], gt[10:15, 0:5], gt[0:5, 10:15] = 1, 2, 3
+    pred = np.zeros_like(gt)
+    pred[0:5, 0:5], pred[10:15, 0:5], pred[0:5, 10:15], pred[15:20, 15:20] = 7, 8, 9, 10
+    truth = pd.Series(pd.Categorical(["AM", "NTM", "AM"], categories=["AM", "NTM", "FAM", "FR", "DEBRIS"]),
+                      index=[1, 2, 3])
+    ours = pd.Series({7: "AM", 8: "FR", 9: "EDGE", 10: "AM"})  # 9: not a class of the truth; 10 matches nothing
+    r = class_agreement(pred, gt, ours, truth)
+    assert (r.n_matched, r.n_scored, r.agreement) == (3, 2, 0.5)
+    assert r.classes["AM"]["tp"] == 1 and r.classes["AM"]["precision"] == 0.5 and r.classes["AM"]["recall"] == 0.5
+    assert r.classes["NTM"]["recall"] == 0.0 and r.classes["FR"]["n_called"] == 1

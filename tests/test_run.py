@@ -110,6 +110,32 @@ def test_rerun_is_a_noop_for_done_stages_and_gives_identical_tables(first, archi
     assert [s.name for s in again.failed] == ["bad"]
 
 
+def test_a_resumed_run_counts_skipped_work_apart_in_the_metrics(first, archive, cfg, client, scrape):
+    """The scheduler outlives the run here (as with --scheduler): counters must not count done work again."""
+    run_dir = first[0]
+    url = f"http://127.0.0.1:{client.scheduler_info()['services']['dashboard']}/metrics"
+    before = scrape(url)
+    run_archive(archive / "manifest.csv", run_dir, cfg, client, progress=False)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["monitoring"]["metrics"] == url
+    deadline = time.monotonic() + 20
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    while True:
+        after = scrape(url)
+        if delta('nclsm_slides_failed_total{stage="convert"}') == 1.0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for stage in STAGES:
+        assert delta(f'nclsm_stages_skipped_total{{stage="{stage}"}}') == 2.0, stage  # S1, S2
+        assert delta(f'nclsm_stage_seconds_count{{stage="{stage}"}}') == 0.0, stage  # nothing computed again
+    assert delta("nclsm_slides_skipped_total") == 2.0 and delta("nclsm_slides_done_total") == 0.0
+    assert delta("nclsm_fibres_total") == 0.0
+    assert [after[f'nclsm_slides{{state="{k}"}}'] for k in ("pending", "running", "done", "failed")] == [0, 0, 2, 1]
+
+
 def test_an_interrupted_stage_is_redone_from_where_it_stopped(first, archive, cfg, client):
     run_dir, _, _, tables = first
     st = StateStore(run_dir / "state.sqlite")

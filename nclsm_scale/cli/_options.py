@@ -8,6 +8,22 @@ import typer
 
 from nclsm_scale.config import RunConfig, load_config, parse_set_option
 
+
+def config_default(key: str, text: str | None = None) -> str:
+    """Help text of an option's default that lives in the config: ``"KEY: VALUE"``.
+
+    ``text`` replaces the value's own spelling (``"4096x4096"`` for ``[4096, 4096]``).
+
+    >>> config_default("train.seed")
+    'train.seed: 0'
+    """
+    section, _, name = key.partition(".")
+    value = getattr(getattr(RunConfig(), section), name)
+    if text is None:
+        text = "auto" if value is None else ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return f"{key}: {text}"
+
+
 ConfigOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -24,9 +40,12 @@ SetOption = Annotated[
 
 SchedulerOption = Annotated[
     str | None,
-    typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler (tcp://HOST:8786)."),
+    typer.Option("--scheduler", metavar="ADDRESS", help="Use a running Dask scheduler (tcp://HOST:8786).",
+                 show_default="a local cluster"),
 ]
-WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="Number of local Dask workers.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="Number of local Dask workers.",
+    show_default=config_default("cluster.n_workers", "one per core"))]
 
 
 def cluster_overrides(scheduler: str | None, workers: int | None) -> dict[str, Any]:

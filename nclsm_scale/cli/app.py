@@ -18,9 +18,10 @@ import os
 import pkgutil
 import signal
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 import nclsm_scale
 from nclsm_scale.errors import WRITE_ERRNOS, NclsmError, write_error
@@ -60,6 +61,9 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    from nclsm_scale.progress import set_quiet
+
+    set_quiet(quiet)  # no progress bar anywhere
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose < 2:
@@ -73,6 +77,30 @@ def _root(
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class _Command(TyperCommand):
+    """A command whose arguments read the click way: ``Usage: nclsm-scale run [OPTIONS] ARCHIVE``.
+
+    Typer writes a required argument as ``{ARCHIVE}`` in the usage line, and one
+    without a metavar by its Python name (``{slide}``); here every argument is
+    named in capitals (``SLIDE``), optional ones in brackets, repeatable ones with ``...``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``[OPTIONS]`` and the arguments, in order."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = str(param.metavar) + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 def _register_commands() -> None:
     package = importlib.import_module("nclsm_scale.cli")
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
@@ -81,7 +109,7 @@ def _register_commands() -> None:
         module = importlib.import_module(f"nclsm_scale.cli.{info.name}")
         command = getattr(module, "main", None)
         if command is not None:
-            app.command(name=info.name.replace("_", "-"))(command)
+            app.command(name=info.name.replace("_", "-"), cls=_Command)(command)
 
 
 _register_commands()

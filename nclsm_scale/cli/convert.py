@@ -14,6 +14,7 @@ from nclsm_scale.cli._options import (
     WorkersOption,
     build_config,
     cluster_overrides,
+    config_default,
 )
 
 #: Dask settings for a conversion's local workers: drop the nanny's MALLOC_TRIM_THRESHOLD_;
@@ -34,7 +35,8 @@ def worker_config() -> Any:
 def main(
     inputs: Annotated[list[Path], typer.Argument(help="Slide files (TIFF, OME-TIFF, SVS, NDPI, PNG, JPEG, OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for <slide>.ome.zarr stores.")],
-    chunk: Annotated[int | None, typer.Option("--chunk", metavar="PX", help="Chunk edge in pixels.")] = None,
+    chunk: Annotated[int | None, typer.Option(
+        "--chunk", metavar="PX", help="Chunk edge in pixels.", show_default=config_default("convert.chunk_px"))] = None,
     pixel_size: Annotated[
         float | None, typer.Option("--pixel-size", metavar="UM", help="Pixel size for files that carry none.")
     ] = None,

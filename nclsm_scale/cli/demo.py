@@ -17,6 +17,11 @@ from nclsm_scale.cli._options import (
 from nclsm_scale.cli.synth import parse_size
 
 
+def _share(value: float) -> str:
+    """A precision or recall to two decimals; ``-`` when undefined (nothing called or nothing true)."""
+    return "-" if value != value else f"{value:.2f}"
+
+
 def main(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path(
         "demo-run"
@@ -40,10 +45,13 @@ def main(
         result = run_demo(out, cfg, client, n_slides=slides)
     for r in result.slides:
         counts = ", ".join(f"{k} {v}" for k, v in r.class_counts.items())
+        per_class = ", ".join(f"{c} {_share(p)}/{_share(q)}" for c, (p, q) in r.class_precision_recall.items())
         typer.echo(
-            f"{r.slide_id}: {r.n_fibres} fibres found (ground truth {r.n_gt_fibres}), "
+            f"{r.slide_id}: {r.n_fibres} fibres found (ground truth {r.n_gt_fibres}); scored at level {r.level} "
+            f"({r.pixel_size_um:g} um/px, the segmentation level; 'evaluate' scores level 0): "
             f"F1 at IoU 0.5 = {r.f1_iou50:.3f}, mean matched IoU = {r.mean_matched_iou:.3f}; "
-            f"classes: {counts}; overlay {r.overlay_png}"
+            f"class agreement with the ground truth {r.class_agreement:.3f} over {r.n_class_scored} matched fibres "
+            f"(precision/recall: {per_class}); classes: {counts}; overlay {r.overlay_png}"
         )
     typer.echo(f"report: {result.report}")
     typer.echo(f"labels: {out}/slides/<slide>.ome.zarr/labels/fibres (open with napari-ome-zarr)")

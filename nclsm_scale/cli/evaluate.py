@@ -27,11 +27,13 @@ def main(
     """Compare predicted fibre labels PRED with ground truth GT.
 
     Precision, recall and F1 at IoU 0.5/0.75/0.9, mean matched IoU, splits and
-    merges (one-to-one matching; definitions in nclsm_scale.evaluate).
+    merges (one-to-one matching; definitions in nclsm_scale.evaluate), scored at
+    level 0 of both, whose pixel size is printed: the demo scores the segmentation
+    level, so its IoUs differ from these.
     """
     build_config(config, set_)
     from nclsm_scale.errors import ValidationError
-    from nclsm_scale.evaluate import evaluate_instances, read_labels
+    from nclsm_scale.evaluate import evaluate_instances, labels_pixel_size_um, read_labels
 
     p, g = read_labels(pred), read_labels(gt)
     if p.shape != g.shape:
@@ -39,9 +41,12 @@ def main(
             f"{pred} has shape {p.shape} but {gt} has shape {g.shape}; they must match."
         )
     m = evaluate_instances(p, g)
+    sizes = [labels_pixel_size_um(pred), labels_pixel_size_um(gt)]
     if as_json:
-        typer.echo(json.dumps(m.to_dict()))
+        typer.echo(json.dumps({**m.to_dict(), "level": 0, "pixel_size_um": sizes[0] or sizes[1]}))
         return
+    where = [f"{s:g} um/px" if s is not None else "pixel size not recorded" for s in sizes]
+    typer.echo(f"scored at level 0, {p.shape[0]} x {p.shape[1]} px: PRED {where[0]}, GT {where[1]}")
     typer.echo(f"fibres: ground truth {m.n_gt}, predicted {m.n_pred}")
     typer.echo("IoU    precision  recall  F1")
     for key in m.f1:

@@ -14,6 +14,7 @@ from nclsm_scale.cli._options import (
     WorkersOption,
     build_config,
     cluster_overrides,
+    config_default,
 )
 
 
@@ -25,7 +26,8 @@ def main(
                      help="Folder of the table; default: the run's tables/measure (next to slides/)."),
     ] = None,
     block_size: Annotated[
-        int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.")
+        int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.",
+                                 show_default=config_default("grid.block_px"))
     ] = None,
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,

@@ -14,6 +14,7 @@ from nclsm_scale.cli._options import (
     WorkersOption,
     build_config,
     cluster_overrides,
+    config_default,
 )
 
 
@@ -23,10 +24,12 @@ def main(
         int | None, typer.Option("--level", help="Pyramid level; default: nearest segment.target_pixel_size_um.")
     ] = None,
     block_size: Annotated[
-        int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.")
+        int | None, typer.Option("--block-size", metavar="PX", help="Block core edge at the segmentation level.",
+                                 show_default=config_default("grid.block_px"))
     ] = None,
     halo_um: Annotated[
-        float | None, typer.Option("--halo-um", metavar="UM", help="Halo around each block core.")
+        float | None, typer.Option("--halo-um", metavar="UM", help="Halo around each block core.",
+                                   show_default=config_default("grid.halo_um", "the max fibre diameter"))
     ] = None,
     maps: Annotated[
         Path | None, typer.Option("--maps", metavar="STORED_MAPS_ZARR",

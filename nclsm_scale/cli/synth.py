@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import ConfigOption, SetOption, build_config, config_default
 from nclsm_scale.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -33,16 +33,20 @@ def main(
         typer.Argument(help="Output image, e.g. slide.ome.tiff (ground truth goes beside it)."),
     ],
     size: Annotated[
-        str | None, typer.Option("--size", help="HEIGHTxWIDTH in pixels, e.g. 4096x4096.")
+        str | None, typer.Option("--size", metavar="HxW", help="HEIGHTxWIDTH in pixels, e.g. 4096x4096.",
+                                  show_default=config_default("synth.size_px", "4096x4096"))
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Random seed (same seed, same files).")
+        int | None, typer.Option("--seed", help="Random seed (same seed, same files).",
+                                  show_default=config_default("synth.seed"))
     ] = None,
     pixel_size: Annotated[
-        float | None, typer.Option("--pixel-size", help="Pixel size in um.")
+        float | None, typer.Option("--pixel-size", metavar="UM", help="Pixel size in um.",
+                                    show_default=config_default("synth.pixel_size_um"))
     ] = None,
     chunk: Annotated[
-        int | None, typer.Option("--chunk", help="Rendering chunk edge in pixels.")
+        int | None, typer.Option("--chunk", metavar="PX", help="Rendering chunk edge in pixels.",
+                                  show_default=config_default("synth.chunk_px"))
     ] = None,
     from_mask: Annotated[
         Path | None,

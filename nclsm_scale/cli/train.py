@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SetOption, build_config
+from nclsm_scale.cli._options import ConfigOption, SetOption, build_config, config_default
 
 
 def main(
@@ -15,9 +15,11 @@ def main(
         Path, typer.Option("--out", help="Weights file to write (model card beside it).")
     ],
     steps: Annotated[
-        int | None, typer.Option("--steps", help="Optimiser steps (train.steps).")
+        int | None, typer.Option("--steps", help="Optimiser steps.", show_default=config_default("train.steps"))
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (train.seed).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed.", show_default=config_default("train.seed"))
+    ] = None,
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="synth, ncl-sm, an OME-Zarr store or a folder (repeatable)."),

@@ -109,7 +109,7 @@ def synthesize(
     from_mask: Path | None = None,
     mask_pixel_size_um: float | None = None,
     preview: Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Path]:
     """Everything ``nclsm-scale synth`` does: procedural or mask-based section, optional preview."""
     if from_mask is not None:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from nclsm_scale.config import SynthConfig
 from nclsm_scale.errors import SlideWriteError
+from nclsm_scale.progress import bar_disabled
 from nclsm_scale.synth.appearance import Appearance
 from nclsm_scale.synth.generate import (
     build_table,
@@ -171,7 +172,7 @@ def write_tiff(
                 tif.write(_tiles(arr, tile), subfiletype=1, metadata=None, **options)
 
 
-def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False) -> dict[str, Path]:
+def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool | None = False) -> dict[str, Path]:
     """Render ``cfg`` chunk by chunk and write image, ground truth and table.
 
     Parameters
@@ -182,8 +183,8 @@ def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False)
         (uint8: 0 background, 1 tissue, 2 fold), ``out.fibres.csv`` and ``.parquet``.
     cfg : SynthConfig
         The slide (size, seed, geometry and appearance ranges, chunk and tile size).
-    progress : bool
-        Show a tqdm bar over chunks.
+    progress : bool, optional
+        Show a tqdm bar over chunks; ``None``: only on a terminal, never when quiet.
 
     Returns
     -------
@@ -216,7 +217,7 @@ def write_section(path: str | Path, cfg: SynthConfig, *, progress: bool = False)
             "regions/0", shape=(h, w), chunks=(t, t), dtype=np.uint8, fill_value=0
         )
         parts = []
-        bar = tqdm(total=len(windows), desc="synth", unit="chunk", disable=not progress)
+        bar = tqdm(total=len(windows), desc="synth", unit="chunk", disable=bar_disabled(progress))
         for y0, x0, ch, cw in windows:
             win = render_window(plan, app, y0, x0, ch, cw)
             img[:, y0 : y0 + ch, x0 : x0 + cw] = win.image
