@@ -105,7 +105,8 @@ def test_overrides_recurate_and_reaggregate(client, measured, tmp_path) -> None:
     after, meta = read_fibre_table(layout.fibre_table("S1"))
     assert after.set_index("fibre_id").loc[ids, "curation_class"].tolist() == ["AM", "FAM", "NTM"]
     assert after["overridden"].sum() == 3
-    assert meta["overrides"] == {"stored": str(layout.overrides("S1")), "n": 3, "added_from": str(csv)}
+    assert meta["overrides"] == {"stored": str(layout.overrides("S1")), "n": 3, "added_from": str(csv),
+                                 "qupath_from": None, "n_from_qupath": 0}
     slides = pd.read_parquet(layout.slides_table)
     counts = after["curation_class"].value_counts()
     assert slides.loc[0, "n_overridden"] == 3
