@@ -8,6 +8,10 @@ mean matched IoU / baseline mean matched IoU. Writes a markdown table with
 ``--markdown PATH``.
 
     python bench/model_eval.py [--quick] [--weights W.pt] [--ncl-sm DIR] [--markdown OUT.md]
+        [--cpu-path eager|fused|bf16|compile]
+
+``--cpu-path`` evaluates one CPU inference path (``model.cpu_path``) through the same
+engine; the result records it.
 """
 
 from __future__ import annotations
@@ -108,10 +112,11 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights file (default: bundled)")
     parser.add_argument("--ncl-sm", default=str(DEFAULT_NCL_SM), help="folder with *_fibres.tiff")
     parser.add_argument("--markdown", default=None, help="write the table here")
+    parser.add_argument("--cpu-path", default=ModelConfig().cpu_path, help="model.cpu_path to evaluate")
     args = parser.parse_args()
     t0 = time.perf_counter()
     cfg = TrainConfig()
-    engine = load_engine(ModelConfig(weights=args.weights))
+    engine = load_engine(ModelConfig(weights=args.weights, cpu_path=args.cpu_path))
     seeds = [12345] if args.quick else [12345, 777, 2024]
     per_seed = []
     for seed in seeds:
@@ -130,6 +135,7 @@ def main() -> None:
         "seeds": seeds,
         "holdout_fraction": cfg.holdout_fraction,
         "device": engine.device.type,
+        "path": engine.path,
         "sha256": card.get("sha256", "?"),
         "trained": _training_line(card),
         "weights": weights,

@@ -283,6 +283,12 @@ class ModelConfig(_Section):
         1024, ge=64, le=4096, description="Network window edge (a multiple of the downsampling, 16)."
     )
     amp: bool = Field(True, description="Mixed precision on GPU (ignored on CPU).")
+    cpu_path: Literal["auto", "eager", "fused", "bf16", "compile"] = Field(
+        "auto",
+        description="CPU inference: eager (fp32 as trained), fused (batch norm folded into the convolutions, "
+        "channels-last, fp32), bf16 (fused under bfloat16 autocast), compile (fused, torch.compile; needs a "
+        "C++ compiler, compiles once per worker); auto = bf16 on CPUs with native bfloat16, else fused.",
+    )
     margin_px: int | None = Field(
         None, ge=0, le=1024, description="Discarded window border; None = the weights' measured receptive field."
     )

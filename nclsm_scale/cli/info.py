@@ -26,8 +26,10 @@ def _torch_lines() -> list[str]:
     mps = getattr(torch.backends, "mps", None)
     lines.append(f"mps: {'available' if mps is not None and mps.is_available() else 'not available'}")
     from nclsm_scale.model.device import select_device
+    from nclsm_scale.model.infer import resolve_cpu_path
 
     lines.append(f"device chosen for inference (model.device=auto): {select_device('auto')}")
+    lines.append(f"CPU inference path (model.cpu_path=auto): {resolve_cpu_path('auto')}")
     return lines
 
 

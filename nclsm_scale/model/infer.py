@@ -7,25 +7,36 @@ contributes only its valid centre ``[i * stride, (i + 1) * stride)``. The valid
 centres partition the slide, so every output pixel is computed by exactly one
 window whose input depends only on the slide: any region gives the same values
 as the whole slide, bit for bit. Batches always hold ``batch_size`` windows
-(zero windows pad the last one), so the batch shape never depends on the region.
+(zero windows pad the last one), so the batch shape never depends on the region,
+and every CPU path computes each window of a batch alike whatever windows share it.
+
+On the CPU the network runs one of four paths (``model.cpu_path``): ``eager`` (the
+trained module, fp32), ``fused`` (batch norm folded into the convolutions by
+``torch.fx``, channels-last, fp32), ``bf16`` (``fused`` under bfloat16 autocast) and
+``compile`` (``fused`` compiled by TorchInductor with frozen weights, compiled once
+when the engine is built); ``auto`` is ``bf16`` on CPUs with native bfloat16
+instructions (AVX512-BF16 or AMX), where it is fastest, else ``fused``. CUDA and MPS
+run channels-last with float16 autocast.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
+from torch import nn
 
 from nclsm_scale.config import ModelConfig
-from nclsm_scale.errors import ConfigError
+from nclsm_scale.errors import ConfigError, ModelError
 from nclsm_scale.model.device import select_device
 from nclsm_scale.model.net import FibreNet
 
-__all__ = ["MAP_CHANNELS", "Engine", "ReadFn", "load_engine"]
+__all__ = ["CPU_PATHS", "MAP_CHANNELS", "Engine", "ReadFn", "load_engine", "resolve_cpu_path"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +48,31 @@ MAP_CHANNELS: tuple[str, ...] = ("foreground", "boundary", "distance")
 ReadFn = Callable[[int, int, int, int], np.ndarray]
 
 
+#: CPU inference paths, as ``model.cpu_path`` names them (``auto`` picks one of them).
+CPU_PATHS: tuple[str, ...] = ("eager", "fused", "bf16", "compile")
+
+
+def resolve_cpu_path(requested: str) -> str:
+    """The CPU path ``requested`` stands for: ``auto`` is ``bf16`` with native bfloat16, else ``fused``.
+
+    >>> resolve_cpu_path("eager")
+    'eager'
+    """
+    if requested != "auto":
+        return requested
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fused"
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
+
+
+def _fuse(net: FibreNet) -> nn.Module:
+    """A copy of ``net`` (eval mode) with every batch norm folded into the convolution before it."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(net.eval()).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 class Engine:
@@ -59,6 +93,8 @@ class Engine:
     margin_px : int, optional
         Discarded border of each window; by default the measured effective
         receptive field radius rounded up to the downsampling factor.
+    cpu_path : {"auto", "eager", "fused", "bf16", "compile"}
+        How the network runs on the CPU (see the module docstring).
     """
 
     def __init__(
@@ -70,6 +106,7 @@ class Engine:
         window_px: int = 512,
         amp: bool = True,
         margin_px: int | None = None,
+        cpu_path: str = "auto",
     ) -> None:
         from nclsm_scale.model.net import measure_receptive_field
 
@@ -93,35 +130,62 @@ class Engine:
         self.batch_size = int(batch_size)
         self.device = torch.device(select_device(device))
         self.amp = bool(amp) and self.device.type in ("cuda", "mps")
+        if cpu_path != "auto" and cpu_path not in CPU_PATHS:
+            raise ConfigError(f"model.cpu_path={cpu_path!r} is not one of auto, {', '.join(CPU_PATHS)}.")
+        self.path = resolve_cpu_path(cpu_path) if self.device.type == "cpu" else "channels_last"
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.in_channels = net.spec.in_channels
-        self.net = net.to(self.device).eval()
-        if self.device.type != "cpu":
-            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        net = net.to(self.device).eval()
+        self.net: nn.Module = net
+        self.channels_last = self.path != "eager"
+        if self.path == "channels_last":
+            self.net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        elif self.path != "eager":
+            self.net = _fuse(net)
+        self.compile_seconds = 0.0
+        if self.path == "compile":
+            self.net = torch.compile(self.net, dynamic=False, options={"freezing": True})  # type: ignore[assignment]
+            t0 = time.perf_counter()
+            try:
+                self.forward(np.zeros((self.batch_size, self.in_channels, window_px, window_px), np.float32))
+            except torch._dynamo.exc.BackendCompilerFailed as exc:
+                raise ModelError(
+                    f"model.cpu_path 'compile' could not compile the network ({type(exc.inner_exception).__name__}); "
+                    "it needs a C++ compiler on every worker: install one or set model.cpu_path: fused."
+                ) from exc
+            self.compile_seconds = time.perf_counter() - t0
+            log.info("compiled the network for %d x %d px windows in %.1f s",
+                     window_px, window_px, self.compile_seconds)
 
     def __repr__(self) -> str:
         return (
             f"Engine(device={self.device.type}, window_px={self.window_px}, "
             f"margin_px={self.margin_px}, "
-            f"stride_px={self.stride_px}, batch_size={self.batch_size}, amp={self.amp})"
+            f"stride_px={self.stride_px}, batch_size={self.batch_size}, amp={self.amp}, "
+            f"path={self.path})"
         )
 
     def forward(self, windows: np.ndarray) -> np.ndarray:
         """Run one batch of windows ``(n, C, W, W)``; return maps ``(n, K, W, W)`` float32."""
         x = torch.from_numpy(windows).to(self.device)
-        if self.device.type != "cpu":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext()
-        )
         with torch.inference_mode():
-            with autocast:
+            with self.autocast():
                 logits = self.net(x)
             return logits.float().sigmoid_().cpu().numpy()
+
+    def autocast(self) -> AbstractContextManager[object]:
+        """The autocast context of this engine's path (float16 on GPU, bfloat16 on ``bf16``), else a no-op."""
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        if self.path == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
 
     def window_origins(
         self, shape_yx: tuple[int, int], y0: int, x0: int, y1: int, x1: int
@@ -235,6 +299,7 @@ def load_engine(cfg: ModelConfig) -> Engine:
         window_px=cfg.window_px,
         amp=cfg.amp,
         margin_px=cfg.margin_px if cfg.margin_px is not None else margin_px,
+        cpu_path=cfg.cpu_path,
     )
     log.info("inference engine: %r", engine)
     return engine

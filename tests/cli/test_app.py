@@ -101,7 +101,8 @@ def test_unknown_option_is_usage_error(run_cli):
 def test_info_reports_versions_devices_and_configs(run_cli):
     proc = run_cli("info")
     assert proc.returncode == 0, proc.stderr
-    for needle in ("torch:", "dask:", "zarr:", "device chosen for inference", "dask dashboard", "presets:"):
+    for needle in ("torch:", "dask:", "zarr:", "device chosen for inference", "CPU inference path", "dask dashboard",
+                   "presets:"):
         assert needle in proc.stdout
 
 

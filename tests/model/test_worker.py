@@ -53,3 +53,20 @@ def test_engine_is_loaded_once_per_worker_and_gives_identical_maps(tmp_path, tin
     assert all(len(ids) == 1 for ids in engines.values())
     assert {(pid, engine_id) for pid, engine_id, _ in again} <= {(p, e) for p, ids in engines.items() for e in ids}
     assert other == [3, 3, 3, 3]
+
+
+@pytest.mark.slow
+def test_a_compiled_engine_is_built_once_per_worker_and_reused_by_its_tasks(tmp_path, tiny_net, make_toy):
+    weights = save_net(tiny_net, tmp_path / "w.pt", margin_px=16)
+    cfg = ModelConfig(weights=str(weights), device="cpu", window_px=64, batch_size=2, cpu_path="compile")
+    image, _ = make_toy((70, 90), seed=5)
+    expected = load_engine(cfg).predict_image(image)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            register_model(client, cfg)
+            results = client.gather([client.submit(_task, image, pure=False) for _ in range(6)])
+    engines: dict[int, set[int]] = {}
+    for pid, engine_id, maps in results:
+        engines.setdefault(pid, set()).add(engine_id)
+        assert np.array_equal(maps, expected)
+    assert all(len(ids) == 1 for ids in engines.values())
