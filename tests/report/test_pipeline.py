@@ -108,6 +108,9 @@ def test_slide_table_has_one_row_per_slide_with_key_columns_first(e2e_run) -> No
     assert heads[7][2] == "µm²" and heads[6][2] == "%" and "Share of the fibres" in heads[6][0]
     assert block.count("<tr>") == 2  # the header and E1
     assert dict(zip(labels, [h[2] for h in heads], strict=True))["mito mean"] == "raw counts, this slide only"
+    groups = re.search(r'<table id="groups">(.*?)</table>', html, re.S).group(1)
+    labels = [h[1] for h in re.findall(r'<th title="([^"]*)">([^<]*)', groups)]
+    assert labels[:6] == ["group", "slides", "fibres", "analysable fibres", "analysable", "CSA median"]
 
 
 def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:
