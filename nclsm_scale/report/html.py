@@ -115,7 +115,8 @@ def column_label(name: str) -> str:
         return f"reason {name[7:]}"
     for key, fibre_type in sorted(_TYPES.items(), key=lambda kv: -len(kv[0])):
         if name.startswith(f"type_{key}_"):
-            rest = column_label(name[len(key) + 6:])
+            tail = name[len(key) + 6:]
+            rest = "" if tail == "pct" else column_label(tail)  # the unit (%) says it is a share
             return f"type {fibre_type} {rest}".strip()
     words = [_WORDS.get(w, w) for w in name.replace("feret_min", "min_feret").split("_")]
     words = [w for w in words if w]
