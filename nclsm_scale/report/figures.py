@@ -8,7 +8,7 @@ open a window.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "class_thumbnail",
     "density_bars",
     "draw_scale_bar",
+    "group_histograms",
     "histogram_png",
     "nice_length",
     "outline_width",
@@ -184,8 +185,23 @@ def density_bars(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> DensityB
                        float(counts[-1] / total) if total else 0.0)
 
 
-def histogram_png(hist: Any, name: str, quantity: str, unit: str, dpi: int) -> bytes:
-    """Density histogram of ``<name>_count`` per slide with bars as wide as their bins.
+def group_histograms(hist: Any, slides: pd.DataFrame, keys: Sequence[str]) -> Any:
+    """The histograms' counts summed over each group's slides: dimension ``group`` instead of ``slide``.
+
+    A group is a combination of the slide table's ``keys`` columns (manifest
+    metadata), labelled by their values joined with `` / ``.
+    """
+    import xarray as xr
+
+    labels = slides.set_index(slides["slide"].astype(str))[list(keys)].astype(str).agg(" / ".join, axis=1)
+    group = xr.DataArray(labels.reindex([str(s) for s in hist["slide"].values]).to_numpy(), dims="slide",
+                         name="group")
+    counts = hist[[v for v in hist.data_vars if str(v).endswith("_count")]]
+    return counts.groupby(group).sum()
+
+
+def histogram_png(hist: Any, name: str, quantity: str, unit: str, dpi: int, series: str = "slide") -> bytes:
+    """Density histogram of ``<name>_count`` per slide (or other ``series``) with bars as wide as their bins.
 
     Bar heights are shares of the slide's fibres per ``unit`` (bar area = share
     of fibres); the open last bin is written as a count and share beside the
@@ -197,7 +213,7 @@ def histogram_png(hist: Any, name: str, quantity: str, unit: str, dpi: int) -> b
     import matplotlib.pyplot as plt
 
     counts = np.asarray(hist[f"{name}_count"].values)
-    slides = [str(s) for s in hist["slide"].values]
+    slides = [str(s) for s in hist[series].values]
     lo, hi = np.asarray(hist[f"{name}_lo"].values), np.asarray(hist[f"{name}_hi"].values)
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     opened = []

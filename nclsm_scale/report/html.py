@@ -33,7 +33,13 @@ from nclsm_scale.config import RunConfig
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.model.card import weights_record
-from nclsm_scale.report.figures import class_breakdown_png, class_thumbnail, histogram_png, png_bytes
+from nclsm_scale.report.figures import (
+    class_breakdown_png,
+    class_thumbnail,
+    group_histograms,
+    histogram_png,
+    png_bytes,
+)
 from nclsm_scale.report.geojson import export_geojson
 from nclsm_scale.tables import GROUP_COLUMNS, QC_COLUMNS, SLIDE_COLUMNS, TYPE_KEYS, Column, FibreClass
 from nclsm_scale.versions import package_versions
@@ -308,14 +314,31 @@ def _quality(slides: pd.DataFrame) -> str:
             + row_table(qc, "slide", "qc", []))
 
 
-def _groups(groups: pd.DataFrame, group_by: list[str]) -> str:
-    """The group comparison: one row per manifest group, its slides, analysable share, sizes and types."""
+def _groups(groups: pd.DataFrame, slides: pd.DataFrame, histograms: xr.Dataset, group_by: list[str],
+            out: Path, dpi: int) -> str:
+    """The group comparison: one row per manifest group (slides, analysable share, sizes, types).
+
+    With several groups, each group's distributions follow (its slides' histograms
+    summed; the PNGs written to ``out``).
+    """
     g = groups.copy()
     keys = [c for c in group_by if c in g.columns]
     g.insert(0, "group", g[keys].astype(str).agg(" / ".join, axis=1))
     note = (f"<p class='meta'>Fibres pooled over each group's slides; groups by {html.escape(' / '.join(keys))} "
             "(the manifest's columns in <code>aggregate.group_by</code>). Sizes over the analysable fibres.</p>")
-    return "<h2>Groups</h2>" + note + row_table(g.drop(columns=keys), "group", "groups", KEY_STATS)
+    parts = ["<h2>Groups</h2>", note, row_table(g.drop(columns=keys), "group", "groups", KEY_STATS)]
+    if len(g) > 1 and all(k in slides.columns for k in keys):
+        pooled = group_histograms(histograms, slides, keys)
+        for name, title, quantity, unit in _GROUP_PLOTS:
+            png = _save(histogram_png(pooled, name, quantity, unit, dpi, series="group"), out / f"groups_{name}.png")
+            parts.append(f"<h3>{html.escape(title)} by group</h3>{_img(png, title, 'plot')}")
+    return "".join(parts)
+
+
+#: Distributions compared between groups: (histogram, title, quantity, unit).
+_GROUP_PLOTS = (("csa", "CSA", "CSA", "µm²"), ("feret_min", "Min Feret diameter", "min Feret diameter", "µm"),
+                ("mito_rel", "Mito intensity relative to each slide's median", "mito interior mean / slide median",
+                 ""))
 
 
 def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = None) -> Path:
@@ -371,7 +394,7 @@ def build_report(run_dir: str | Path, cfg: RunConfig, client: Client | None = No
         row_table(s, "slide", "slides", [*meta_cols, *KEY_STATS]),
     ]
     if groups is not None:
-        parts.append(_groups(groups, cfg.aggregate.group_by))
+        parts.append(_groups(groups, s, histograms, cfg.aggregate.group_by, out, cfg.report.figure_dpi))
     parts += [_provenance_html(provenance(layout.root, cfg)), "</body></html>"]
     index = out / "index.html"
     index.write_text("".join(parts), encoding="utf-8")

@@ -11,6 +11,7 @@ from nclsm_scale.report.figures import (
     class_outlines,
     density_bars,
     draw_scale_bar,
+    group_histograms,
     histogram_png,
     nice_length,
 )
@@ -79,3 +80,19 @@ def test_page_helpers_write_units_labels_and_relative_paths(tmp_path) -> None:
     assert column_label("mito_p90") == "mito 90th percentile"
     assert local_name(str(tmp_path / "slides" / "a.zarr"), tmp_path) == "slides/a.zarr"
     assert local_name(["/elsewhere/maps.zarr", 3], tmp_path) == ["maps.zarr", 3]
+
+
+def test_group_histograms_sum_each_groups_slides_and_draw_one_series_per_group() -> None:
+    import pandas as pd
+
+    hist = xr.Dataset({"csa_count": (("slide", "b"), [[1, 2, 0], [3, 0, 1], [5, 5, 5]]),
+                       "class_count": (("slide", "class"), [[1], [2], [3]])},
+                      coords={"slide": ["A", "B", "C"], "csa_lo": ("b", [0.0, 250.0, 1000.0]),
+                              "csa_hi": ("b", [250.0, 1000.0, np.inf])})
+    slides = pd.DataFrame({"slide": ["C", "A", "B"], "diagnosis": ["myopathy", "control", "control"],
+                           "muscle": ["VL", "VL", "VL"]})
+    pooled = group_histograms(hist, slides, ["diagnosis", "muscle"])
+    assert pooled["group"].values.tolist() == ["control / VL", "myopathy / VL"]
+    assert pooled["csa_count"].values.tolist() == [[4, 2, 1], [5, 5, 5]]
+    assert pooled["csa_lo"].values.tolist() == [0.0, 250.0, 1000.0]
+    assert histogram_png(pooled, "csa", "CSA", "µm²", 50, series="group")[:4] == b"\x89PNG"
