@@ -64,7 +64,7 @@ td.k,th.k{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace}
 .thumbs{display:flex;flex-wrap:wrap;gap:16px}.thumbs figure{margin:0}
 .thumbs img{max-width:640px;border:1px solid #ccc}figcaption{font-size:13px;color:#444}
 img.plot{max-width:760px}.scroll{overflow-x:auto}th .u{font-weight:normal;color:#666}
-th[title]{cursor:help}#classes td.k{font-family:inherit}
+th[title]{cursor:help}#classes .k{font-family:inherit}
 """
 
 
@@ -169,7 +169,7 @@ def row_table(df: pd.DataFrame, key: str, table_id: str, first: list[str]) -> st
 
 def class_table(slides: pd.DataFrame) -> str:
     """Every class code with its colour, meaning and run-wide counts (primary class, reason applies)."""
-    out = ['<table id="classes"><tr><th>class</th><th>meaning</th><th>fibres (primary class)</th>'
+    out = ['<table id="classes"><tr><th>class</th><th class="k">meaning</th><th>fibres (primary class)</th>'
            "<th>fibres the reason applies to</th></tr>"]
     for c in FibreClass:
         n = int(slides[f"n_{c.value}"].sum()) if f"n_{c.value}" in slides else 0
