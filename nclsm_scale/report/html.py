@@ -185,7 +185,7 @@ def class_table(slides: pd.DataFrame) -> str:
 
 
 #: Config sections that do not change what a run's report shows (made nothing in it).
-UNUSED_SECTIONS = ("synth", "train", "view", "report")
+UNUSED_SECTIONS = ("synth", "train", "view")
 
 
 def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

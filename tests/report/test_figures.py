@@ -96,3 +96,20 @@ def test_group_histograms_sum_each_groups_slides_and_draw_one_series_per_group()
     assert pooled["csa_count"].values.tolist() == [[4, 2, 1], [5, 5, 5]]
     assert pooled["csa_lo"].values.tolist() == [0.0, 250.0, 1000.0]
     assert histogram_png(pooled, "csa", "CSA", "µm²", 50, series="group")[:4] == b"\x89PNG"
+
+
+def test_provenance_lists_changed_settings_without_local_paths(tmp_path) -> None:
+    import json
+
+    from nclsm_scale.config import RunConfig
+    from nclsm_scale.report.html import provenance
+
+    (tmp_path / "run.json").write_text(json.dumps({"started": "2026-01-01T00:00:00Z", "ended": None,
+                                                   "config": {"x": str(tmp_path)}}))
+    cfg = RunConfig.model_validate({"synth": {"seed": 9}, "grid": {"block_px": 512},
+                                    "segment": {"maps": str(tmp_path / "maps" / "m.zarr")}})
+    prov = provenance(tmp_path, cfg)
+    assert prov["changed"] == {"grid.block_px": 512, "segment.maps": "maps/m.zarr"}  # synth made nothing
+    assert prov["run"] == {"started": "2026-01-01T00:00:00Z", "ended": None}
+    assert str(tmp_path) not in json.dumps(prov) and "/" not in prov["model"]["weights"]
+    assert prov["versions"]["numpy"] == np.__version__

@@ -84,6 +84,22 @@ def test_report_has_no_local_path_and_writes_units_as_symbols(e2e_run) -> None:
     assert "(µm²)" in html and "(µm)" in html and "(mm²)" in html and "scale bar in µm" in html
 
 
+def test_thumbnail_outlines_fibres_in_the_legend_colours_with_a_scale_bar(e2e_run) -> None:
+    from PIL import Image
+
+    layout = e2e_run["layout"]
+    rgb = np.asarray(Image.open(layout.report / "E1_classes.png").convert("RGB"))
+    table, _ = read_fibre_table(layout.fibre_table("E1"))
+    for code in set(table["curation_class"].astype(str)):
+        exact = np.all(rgb == np.array(FibreClass(code).rgb, np.uint8), axis=-1).sum()
+        assert exact >= 20, code  # drawn unblended, so the pixels carry the legend colour exactly
+    white = np.all(rgb == 255, axis=-1)
+    bottom_left = white[-40:, : rgb.shape[1] // 2]
+    assert bottom_left.sum(axis=1).max() >= 0.1 * rgb.shape[1]  # the scale bar
+    html = e2e_run["index"].read_text()
+    assert "scale bar in µm" in html
+
+
 def test_report_spells_out_classes_and_reasons(e2e_run) -> None:
     html = e2e_run["index"].read_text()
     slides = pd.read_parquet(e2e_run["layout"].slides_table)
