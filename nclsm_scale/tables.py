@@ -71,7 +71,8 @@ class FibreClass(StrEnum):
 
     Each member carries ``priority`` (rejections: the first that applies is a
     fibre's primary class; None for AM), ``rgb`` (display colour, also in the
-    GeoJSON export) and ``meaning``. Members are listed in the order tables and
+    GeoJSON export, the viewer and the report; the Okabe-Ito colour-blind-safe palette, greys for
+    the non-fibres) and ``meaning``. Members are listed in the order tables and
     plots show them. QC, the slide-level rejection of a slide that failed quality
     control, has no priority either: no per-fibre rule decides it, and it overrides them all.
     """
@@ -89,14 +90,14 @@ class FibreClass(StrEnum):
         obj.meaning = meaning
         return obj
 
-    AM = ("AM", None, (46, 204, 64), "analysable")
-    QC = ("QC", None, (57, 204, 204), "on a slide that failed quality control (the slide table's qc_flag)")
+    AM = ("AM", None, (0, 158, 115), "analysable")
+    QC = ("QC", None, (86, 180, 233), "on a slide that failed quality control (the slide table's qc_flag)")
     NF = ("NF", 0, (90, 90, 90), "not a fibre: interstitium, vessel or background (no fibre cytoplasm)")
     DEBRIS = ("DEBRIS", 1, (170, 170, 170), "too small to be a fibre")
-    EDGE = ("EDGE", 2, (0, 116, 217), "cut by the image or tissue border")
-    FR = ("FR", 3, (255, 65, 54), "in a folded region of the section")
-    FAM = ("FAM", 4, (177, 13, 201), "freeze artefact")
-    NTM = ("NTM", 5, (255, 180, 0), "non-transverse (oblique or longitudinal profile)")
+    EDGE = ("EDGE", 2, (0, 114, 178), "cut by the image or tissue border")
+    FR = ("FR", 3, (213, 94, 0), "in a folded region of the section")
+    FAM = ("FAM", 4, (204, 121, 167), "freeze artefact")
+    NTM = ("NTM", 5, (240, 228, 66), "non-transverse (oblique or longitudinal profile)")
 
 
 #: Rejection reasons in priority order (the first that applies is the primary class).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import re
 
@@ -70,8 +71,62 @@ def test_report_is_self_contained(e2e_run) -> None:
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) == 5  # thumbnail, class breakdown, three histograms
     assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
-    prov = json.loads(re.search(r"<pre>(.*)</pre>", html, re.S).group(1).replace("&quot;", '"'))
-    assert prov["config"]["grid"]["block_px"] == 256 and prov["versions"]["numpy"]
+    prov = re.search(r'<ul id="provenance"[^>]*>(.*?)</ul>', html, re.S).group(1)
+    assert "<code>grid.block_px = 256</code>" in prov and "numpy " in prov and "sha256" in prov
+    assert "synth." not in prov and "<code>segment.maps = &quot;maps.zarr&quot;</code>" in prov
+
+
+def test_report_has_no_local_path_and_writes_units_as_symbols(e2e_run) -> None:
+    html = e2e_run["index"].read_text()
+    root = e2e_run["layout"].root
+    assert str(root) not in html and str(root.parent) not in html and str(root.resolve()) not in html
+    assert not re.search(r"\b(um|um2|mm2)\b", re.sub(r'src="data:[^"]*"', "", html))
+    assert "(µm²)" in html and "(µm)" in html and "(mm²)" in html and "scale bar in µm" in html
+
+
+def test_thumbnail_outlines_fibres_in_the_legend_colours_with_a_scale_bar(e2e_run) -> None:
+    from PIL import Image
+
+    layout = e2e_run["layout"]
+    rgb = np.asarray(Image.open(layout.report / "E1_classes.png").convert("RGB"))
+    table, _ = read_fibre_table(layout.fibre_table("E1"))
+    for code in set(table["curation_class"].astype(str)):
+        exact = np.all(rgb == np.array(FibreClass(code).rgb, np.uint8), axis=-1).sum()
+        assert exact >= 20, code  # drawn unblended, so the pixels carry the legend colour exactly
+    white = np.all(rgb == 255, axis=-1)
+    bottom_left = white[-40:, : rgb.shape[1] // 2]
+    assert bottom_left.sum(axis=1).max() >= 0.1 * rgb.shape[1]  # the scale bar
+    html = e2e_run["index"].read_text()
+    assert "scale bar in µm" in html
+
+
+def test_report_spells_out_classes_and_reasons(e2e_run) -> None:
+    html = e2e_run["index"].read_text()
+    slides = pd.read_parquet(e2e_run["layout"].slides_table)
+    block = re.search(r'<table id="classes">(.*?)</table>', html, re.S).group(1)
+    rows = re.findall(r"</i>(\w+)</td><td class=\"k\">([^<]*)</td><td>(\d+)</td><td>([^<]*)</td>", block)
+    assert [r[0] for r in rows] == [c.value for c in FibreClass]
+    for code, meaning, n, n_reason in rows:
+        c = FibreClass(code)
+        assert html_lib.unescape(meaning) == c.meaning and int(n) == slides[f"n_{code}"].sum()
+        assert n_reason == (str(slides[f"reason_{code}"].sum()) if c.priority is not None else "–")
+        assert f'style="background:rgb{c.rgb}"' in block
+    assert "A fibre can have several reasons" in html
+
+
+def test_slide_table_has_one_row_per_slide_with_key_columns_first(e2e_run) -> None:
+    html = e2e_run["index"].read_text()
+    block = re.search(r'<table id="slides">(.*?)</table>', html, re.S).group(1)
+    heads = re.findall(r'<th title="([^"]*)">([^<]*)(?:<br><span class=\'u\'>\(([^)]*)\)</span>)?</th>', block)
+    labels = [h[1] for h in heads]
+    assert labels[:8] == ["slide", "subject", "diagnosis", "muscle", "fibres", "analysable fibres", "analysable",
+                          "CSA median"]
+    assert heads[7][2] == "µm²" and heads[6][2] == "%" and "Share of the fibres" in heads[6][0]
+    assert block.count("<tr>") == 2  # the header and E1
+    assert dict(zip(labels, [h[2] for h in heads], strict=True))["mito mean"] == "raw counts, this slide only"
+    groups = re.search(r'<table id="groups">(.*?)</table>', html, re.S).group(1)
+    labels = [h[1] for h in re.findall(r'<th title="([^"]*)">([^<]*)', groups)]
+    assert labels[:6] == ["group", "slides", "fibres", "analysable fibres", "analysable", "CSA median"]
 
 
 def test_geojson_polygons_are_level0_outlines_with_classes(e2e_run) -> None:
