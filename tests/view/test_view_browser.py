@@ -2,7 +2,7 @@
 
 Skips when playwright or a Chromium binary is missing (``apt-get install chromium``;
 playwright's own browsers are never downloaded). ``NCLSM_VIEWER_SCREENSHOT=PATH``
-also saves the zoomed-in screenshot there (``docs/viewer.png``).
+also saves the zoomed-in screenshot there (PNG; ``docs/viewer.jpg`` is one, saved as JPEG).
 """
 
 from __future__ import annotations
