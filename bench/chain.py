@@ -67,7 +67,7 @@ def _load() -> float:
 def _config(size: int, maps: str | None = None) -> RunConfig:
     cfg: dict[str, Any] = {
         "synth": {"size_px": [size, size], "seed": 5, "pixel_size_um": 1.0, "folds": 1},
-        "cluster": {"n_workers": 2, "threads_per_worker": 1},
+        "cluster": {"n_workers": 2, "threads_per_worker": 1, "local_gpus": 0},
     }
     if maps is not None:
         cfg["segment"] = {"maps": maps}
