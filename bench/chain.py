@@ -29,8 +29,23 @@ the chain needs to keep up with one such device.
 over each stage's window) and the client with cProfile, and lists the top self-time
 functions per stage (``profile`` in the JSON; ``--profile-top`` rows).
 
-Profile, 8192² (2026-12-07, load average ~2 on the 2 shared cores; see README "Throughput"):
-filled in from ``bench/results/chain.json`` -- see README.
+Profile of the first 8192² run (2026-12-07, ``--profile``; 1-minute load average 4.9-6.7 on
+the 2 shared cores; worker shares are % of Dask's profiler samples in the stage's window, which
+has 1 s granularity, so a stage's neighbours leak in by a few %). Where the >= 10 Mpx/s/core
+target has to come from, stage by stage (seconds of the 166 s chain):
+
+* measure (90.5 s, 55 %): ``fibres._intensities`` 84 % inclusive: ``intensity.channel_medians``
+  32 % self, ``intensity.holes`` 26 %, ``_intensities`` itself 16 %; geometry is a few %.
+* report (50.3 s, 30 %): the GeoJSON trace of every fibre on the workers, ``geojson.trace_block``
+  92 % inclusive, of which ``geojson._simplify`` 58 % self and ``np.argmax`` 14 %; on the client
+  (cProfile) it waits 48 s and no function takes over 0.4 s of self time (PNG encoding the most).
+* segment (20.8 s, 13 %): the workers wait 60 % of the time (4 blocks of 4096² px for 2
+  workers, seed pass then assignment pass, one block escalated): load balance first; then
+  ``assign.assign_block`` 15 % self, reading the stored maps (``maps.maps``) 26 % inclusive,
+  label pyramid (``levels.write``) 22 % inclusive.
+* curate (4.2 s, 3 %): fold counts on the workers, the fold score's Gaussian filtering on the
+  client (2.7 s of ``correlate1d``).
+* convert (7.5 s, beside the chain): ``shards.write_block`` (zstd) 46 % self, TIFF reads 34 %.
 
     python bench/chain.py [--size 8192] [--quick] [--device auto|cpu|cuda] [--profile]
 """
