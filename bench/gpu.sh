@@ -29,13 +29,13 @@ nvidia-smi -L
 start=$SECONDS
 
 echo "== pytest -m gpu"
-timeout 240 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+timeout 150 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 
 echo "== bench/infer.py --device cuda"
-timeout 120 "$PYTHON" bench/infer.py --device cuda > /dev/null
+timeout 90 "$PYTHON" bench/infer.py --device cuda > /dev/null
 
 echo "== bench/chain.py --size 4096 --device cuda"
-timeout 240 "$PYTHON" bench/chain.py --size 4096 --device cuda --name chain-gpu > /dev/null
+timeout 220 "$PYTHON" bench/chain.py --size 4096 --device cuda --name chain-gpu > /dev/null
 
 "$PYTHON" - <<'PY'
 import json
