@@ -45,7 +45,8 @@ target has to come from, stage by stage (seconds of the 166 s chain):
   label pyramid (``levels.write``) 22 % inclusive.
 * curate (4.2 s, 3 %): fold counts on the workers, the fold score's Gaussian filtering on the
   client (2.7 s of ``correlate1d``).
-* convert (7.5 s, beside the chain): ``shards.write_block`` (zstd) 46 % self, TIFF reads 34 %.
+* convert (7.5 s, beside the chain): ``shards.write_block`` (calls the zstd encoder) 46 % self,
+  TIFF reads 34 % inclusive.
 
     python bench/chain.py [--size 8192] [--quick] [--device auto|cpu|cuda] [--profile]
 """
