@@ -27,6 +27,14 @@ sizes); memory target < 1.5 GiB at every size. ``--repeat`` alternates the two a
 keeps each one's fastest run. ``--task-channels`` sets ``convert.task_channels`` (the
 baseline's shards then hold as many channels), to compare the memory of many-channel
 slides converted in channel groups with all channels in one task.
+
+``--codecs`` instead measures the codec choices on the pixels of a synthetic section
+(``synth.generate_section``, 1 um/px, 2 uint16 channels, 1024² chunks), one thread:
+encode and decode MB/s per core, size on disk (compressed / raw), and the encode cost
+in the chain's unit, Mpx/s per core of segmentation-level pixels (all channels of a
+pixel; the full mean pyramid adds 1/3 more pixels to encode, so ``with_pyramid`` is
+encode Mpx/s per core x 3/4). Codecs: none, zstd levels 1/3/5/9 (numcodecs, as
+``convert.compression_level``), blosc lz4 and blosc zstd-1 with byte shuffle.
 """
 
 from __future__ import annotations
@@ -222,6 +230,46 @@ def run_size(work: Path, size: int, repeat: int, channels: int, task_channels: i
     }
 
 
+def codecs(size_px: int, repeats: int = 3) -> dict:
+    """Encode/decode MB/s per core and size of each codec on a synthetic section's chunks."""
+    import numcodecs
+    from numcodecs import Blosc, Zstd
+
+    from nclsm_scale.config import SynthConfig
+    from nclsm_scale.synth import generate_section
+
+    numcodecs.blosc.set_nthreads(1)
+    image = generate_section(SynthConfig(size_px=(size_px, size_px), pixel_size_um=1.0, seed=5)).image
+    chunks = [np.ascontiguousarray(image[c, y:y + 1024, x:x + 1024]) for c in range(image.shape[0])
+              for y in range(0, size_px, 1024) for x in range(0, size_px, 1024)]
+    raw = sum(c.nbytes for c in chunks)
+    choices = {"none": None, **{f"zstd-{lv}": Zstd(level=lv) for lv in (1, 3, 5, 9)},
+               "blosc-lz4-shuffle": Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE),
+               "blosc-zstd1-shuffle": Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)}
+    bytes_per_px = image.shape[0] * image.dtype.itemsize
+    rows = {}
+    for name, codec in choices.items():
+        if codec is None:
+            rows[name] = {"size_ratio": 1.0}
+            continue
+        enc = min(_timed(lambda k=codec: [k.encode(c) for c in chunks]) for _ in range(repeats))
+        blobs = [codec.encode(c) for c in chunks]
+        dec = min(_timed(lambda k=codec, bs=blobs: [k.decode(b) for b in bs]) for _ in range(repeats))
+        mb_s = raw / 1e6 / enc
+        rows[name] = {"encode_mb_per_s_per_core": round(mb_s, 1),
+                      "decode_mb_per_s_per_core": round(raw / 1e6 / dec, 1),
+                      "size_ratio": round(sum(len(b) for b in blobs) / raw, 3),
+                      "encode_mpx_per_s_per_core": round(mb_s / bytes_per_px, 1),
+                      "with_pyramid_mpx_per_s_per_core": round(mb_s / bytes_per_px * 0.75, 1)}
+    return {"codec_section_px": size_px, "channels": int(image.shape[0]), "codecs": rows}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[16384, 49152],
@@ -236,10 +284,21 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="uncompressed contiguous test slides (memory-mapped, as many IMC OME-TIFFs)")
     parser.add_argument("--name", default="convert", help="result name (bench/results/<name>.json)")
+    parser.add_argument("--codecs", action="store_true", help="measure codec choices only (see the docstring)")
     parser.add_argument("--drive", nargs=3, metavar=("SRC", "OUT", "TASK_CHANNELS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         drive(args.drive[0], args.drive[1], int(args.drive[2]))
+        return
+    if args.codecs:
+        import os
+
+        load = round(os.getloadavg()[0], 2)
+        out = codecs(2048 if args.quick else 4096)
+        best = max((r.get("encode_mb_per_s_per_core", 0), k) for k, r in out["codecs"].items())
+        emit({"bench": "convert-codecs" if args.name == "convert" else args.name, "ratio": None, "target": None,
+              "metric": "codec encode/decode MB/s per core (1 thread) and size ratio on synthetic pixels",
+              **out, "fastest_encode": best[1], "load_at_start": load, "quick": args.quick})
         return
     sizes, repeat = ([8192], 1) if args.quick else (args.sizes, args.repeat)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-convert-"))

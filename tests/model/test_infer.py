@@ -172,6 +172,7 @@ def test_load_engine_takes_the_cpu_path_from_the_config(tmp_path, tiny_net):
     assert load_engine(ModelConfig(weights=str(path), device="cpu", window_px=64, cpu_path="eager")).path == "eager"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs a CUDA device")
 def test_cuda_path_gives_region_independent_maps(tiny_net, slide):
     engine = Engine(tiny_net, device="cuda", batch_size=3, window_px=64, margin_px=16)

@@ -57,6 +57,28 @@ def test_segment_with_the_network_on_dask_equals_single_block_run(engine_setup, 
     assert np.array_equal(got, ref.labels)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU check: needs a CUDA device")
+def test_cuda_segment_on_dask_is_bit_identical_across_block_sizes(engine_setup, client, tmp_path) -> None:
+    """The network on the CUDA device in the workers: the same labels for every block size, = one block."""
+    path, model, _, _ = engine_setup
+    cuda = model.model_copy(update={"device": "cuda"})
+    slide = open_slide(path)
+    engine = load_engine(cuda)
+    whole = EngineMaps(slide.path, 0, (448, 512), [0, 1], slide_norm(slide), engine=engine,
+                       stride_px=engine.stride_px).maps(0, 0, 448, 512)
+    params = SegmentParams.from_config(RunConfig().segment, 1.0, ("foreground", "boundary", "distance"))
+    ref = segment_plane(ArrayMaps(whole.astype(np.float16).astype(np.float32)), params, 1024, 150)
+    for block_px in (256, 512):
+        copy = tmp_path / f"G{block_px}.ome.zarr"
+        make_slide(copy, voronoi_fibres((448, 512), 60, 2, seed=4))
+        cfg = RunConfig.model_validate({"model": cuda.model_dump(), "grid": {"block_px": block_px}})
+        res = segment_slide(copy, cfg, client)
+        got = np.asarray(open_slide(copy).label_array("fibres", 0)[0])
+        assert res.n_fibres == ref.n_fibres
+        assert np.array_equal(got, ref.labels), f"block {block_px}: labels differ from the single-block run"
+
+
 @pytest.mark.parametrize(("shape", "stride", "batch", "block"),
                          [((4096, 4096), 960, 4, 1024), ((4096, 4096), 960, 4, 4096), ((5000, 3000), 192, 2, 256),
                           ((700, 9000), 448, 4, 2048), ((300, 300), 100, 3, 4096)])
