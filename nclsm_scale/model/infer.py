@@ -60,7 +60,9 @@ def resolve_cpu_path(requested: str) -> str:
     """
     if requested != "auto":
         return requested
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # torch's own CPU feature probes (private, so a torch without them counts as no native bfloat16)
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    native = any(probe() for probe in probes if probe is not None)
     return "bf16" if native else "fused"
 
 
