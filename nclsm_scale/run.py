@@ -219,12 +219,13 @@ class RunResult:
 
 #: Per stage, the config sections whose settings shape its outputs, each with the keys left out.
 #: ``grid`` only cuts the work into blocks (labels and tables are identical for any grid, tested bit
-#: for bit); ``cluster``, ``model.device`` and ``model.batch_size`` say where and how fast it runs;
+#: for bit); ``cluster`` and ``model.device`` say where it runs (``model.batch_size`` stays in: the
+#: fused CPU paths may pick other kernels for another batch size, so the maps can differ in the last bits);
 #: ``model.weights`` enters as the file's sha256, so a moved copy of the same weights is the same;
 #: the plausibility gates (pixel size range, minimum extent, memory budget) refuse work, they do not shape it.
 _SHAPED_BY: dict[str, dict[str, set[str]]] = {
     "convert": {"convert": {"overwrite", "task_px", "min_pixel_size_um", "max_pixel_size_um", "min_slide_um"}},
-    "segment": {"segment": {"overwrite", "max_memory_gib"}, "model": {"weights", "device", "batch_size"}},
+    "segment": {"segment": {"overwrite", "max_memory_gib"}, "model": {"weights", "device"}},
     "measure": {"measure": set()},
     "curate": {"curate": set()},
 }

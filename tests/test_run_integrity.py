@@ -141,7 +141,7 @@ def test_an_altered_file_passes_the_cheap_check_and_fails_verify(reference, arch
 
 @pytest.mark.parametrize(("setting", "redone"), [
     ({"grid": {"block_px": 512}}, []),
-    ({"model": {"batch_size": 3}}, []),
+    ({"model": {"batch_size": 3}}, ["segment", "measure", "curate"]),
     ({"cluster": {"n_workers": 1}}, []),
     ({"curate": {"debris_max_um2": 400.0}}, ["curate"]),
     ({"measure": {"ring_width_um": 3.0}}, ["measure", "curate"]),
