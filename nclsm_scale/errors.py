@@ -7,7 +7,9 @@ The command line prints the message without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -68,6 +70,20 @@ def write_error(exc: OSError, where: str | Path) -> SlideWriteError:
     """
     path = exc.filename if exc.filename is not None else where
     return SlideWriteError(f"{path}: cannot write: {exc.strerror or one_line(exc)}")
+
+
+@contextlib.contextmanager
+def naming_write_errors(where: str | Path) -> Iterator[None]:
+    """Re-raise a write that cannot succeed (an ``OSError`` of :data:`WRITE_ERRNOS`) as :func:`write_error`.
+
+    Other errors, and the tool's own, pass through unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, NclsmError) or exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(exc, where) from exc
 
 
 def one_line(exc: BaseException) -> str:

@@ -61,7 +61,7 @@ from nclsm_scale.cluster import monitoring_urls
 from nclsm_scale.config import RunConfig
 from nclsm_scale.convert import convert_slide
 from nclsm_scale.curate import curate_slide
-from nclsm_scale.errors import WRITE_ERRNOS, NclsmError, SlideReadError, StageError, one_line, write_error
+from nclsm_scale.errors import NclsmError, SlideReadError, StageError, naming_write_errors, one_line, write_error
 from nclsm_scale.layout import RunLayout, read_table_meta, work_dir
 from nclsm_scale.manifest import Damage, build_manifest, check_manifest, file_sha256, source_identity
 from nclsm_scale.measure.driver import measure_slide
@@ -374,16 +374,12 @@ class _Run:
         :class:`~nclsm_scale.errors.SlideWriteError` naming the file, or the run directory when the error names none.
         """
         job = SlideJob(slide.name, slide.path, self.layout)
-        try:
+        with naming_write_errors(self.layout.root):
             if stage != "convert":
                 return STAGES[stage](job, self.cfg, self.client)
             with self._staged(slide.path, slide.url):
                 STAGES[stage](job, self.cfg, self.client)
             self._record_norm(slide.name, job.store)
-        except OSError as exc:
-            if isinstance(exc, NclsmError) or exc.errno not in WRITE_ERRNOS:
-                raise
-            raise write_error(exc, self.layout.root) from exc
         return None
 
     def _record_norm(self, name: str, store: Path) -> None:
@@ -560,13 +556,10 @@ _SQLITE_WRITE_ERRORS = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY})
 
 @contextlib.contextmanager
 def _naming_write_errors(root: Path) -> Iterator[None]:
-    """Turn a write that cannot succeed (read-only, no permission, disk full) into one line naming its path."""
+    """Turn a write that cannot succeed (read-only, no permission, disk full; the state store's too) into one line."""
     try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, NclsmError) or exc.errno not in WRITE_ERRNOS:
-            raise
-        raise write_error(exc, root) from exc
+        with naming_write_errors(root):
+            yield
     except sqlite3.OperationalError as exc:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _SQLITE_WRITE_ERRORS:  # primary of extended codes
             raise
