@@ -153,6 +153,14 @@ class RunLayout:
         """Run provenance (config, versions, model hash)."""
         return self.root / "run.json"
 
+    def run_record(self) -> dict[str, Any]:
+        """What ``run.json`` holds; empty when it is absent or unreadable."""
+        try:
+            record = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
     def slide(self, name: str) -> Path:
         """Store of slide ``name``."""
         return self.slides / f"{name}.ome.zarr"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,11 +12,9 @@ from nclsm_scale.cli._options import ConfigOption, SchedulerOption, SetOption, W
 
 def _recorded_config(run_dir: Path) -> dict[str, Any] | None:
     """The config ``run.json`` records (the one the run's classes came from), if any."""
-    try:
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    config = record.get("config")
+    from nclsm_scale.layout import RunLayout
+
+    config = RunLayout(run_dir).run_record().get("config")
     return config if isinstance(config, dict) else None
 
 

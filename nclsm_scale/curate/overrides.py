@@ -24,6 +24,7 @@ from nclsm_scale.tables import FibreClass
 __all__ = [
     "apply_overrides",
     "check_fibres",
+    "default_reasons",
     "load_stored_overrides",
     "merge_overrides",
     "read_overrides",
@@ -34,6 +35,15 @@ logger = logging.getLogger(__name__)
 
 #: Columns of a normalised overrides table.
 OVERRIDE_COLUMNS = ["fibre_id", "class", "reasons"]
+
+
+def default_reasons(classes: pd.Series) -> pd.Series:
+    """The reasons an override of class ``classes`` gets when none are given: the class itself, none for AM.
+
+    >>> default_reasons(pd.Series(["NTM", "AM"])).tolist()
+    ['NTM', '']
+    """
+    return classes.where(classes != FibreClass.AM.value, "")
 
 
 def read_overrides(csv_path: str | Path) -> pd.DataFrame:
@@ -79,7 +89,7 @@ def read_overrides(csv_path: str | Path) -> pd.DataFrame:
                     f"{path}: unknown reason code(s) {sorted(codes - allowed)} in {cell!r}"
                 )
     else:
-        reasons = ov["class"].where(ov["class"] != FibreClass.AM.value, "")
+        reasons = default_reasons(ov["class"])
     return pd.DataFrame({"fibre_id": ids, "class": ov["class"], "reasons": reasons}).reset_index(drop=True)
 
 

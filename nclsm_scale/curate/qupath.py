@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nclsm_scale.curate.overrides import default_reasons
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.tables import FibreClass
 
@@ -205,7 +206,7 @@ def qupath_overrides(edits: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame
     index = pd.Index(current["fibre_id"].astype("int64"))
     was = current["curation_class"].astype(str).to_numpy()[index.get_indexer(pd.Index(edits["fibre_id"]))]
     changed = edits[edits["class"].to_numpy() != was]
-    reasons = changed["class"].where(changed["class"] != FibreClass.AM.value, "")
+    reasons = default_reasons(changed["class"])
     logger.info("%d of %d fibre(s) reclassified in QuPath", len(changed), len(edits))
     return pd.DataFrame({"fibre_id": changed["fibre_id"].to_numpy(np.int64), "class": changed["class"].to_numpy(),
                          "reasons": reasons.to_numpy()})

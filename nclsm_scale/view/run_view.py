@@ -16,7 +16,6 @@ the fibre tables include the change.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -145,11 +144,7 @@ class RunView:
         return sorted(p.stem for p in self.layout.fibres.glob("*.parquet") if self.layout.slide(p.stem).is_dir())
 
     def _run_norm(self, name: str) -> dict[str, Any] | None:
-        try:
-            record = json.loads(self.layout.run_json.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        norm = record.get("normalisation", {}).get(name)
+        norm = self.layout.run_record().get("normalisation", {}).get(name)
         return norm if isinstance(norm, dict) else None
 
     def slide(self, name: str) -> _SlideData:
