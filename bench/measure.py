@@ -59,7 +59,7 @@ def main() -> None:
     s = generate_section(SynthConfig(size_px=(size, size), pixel_size_um=1.0, seed=11))
     lab, n = s.fibres, int(s.fibres.max())
     roles = {"membrane": 0, "mito": 1}
-    tissue, folds = s.regions > 0, s.regions == 2
+    tissue = s.regions > 0
     ours = _best(lambda: measure_fibres(lab, None, pixel_size_um=1.0), 3)
     ours_full = _best(
         lambda: measure_fibres(
@@ -68,7 +68,6 @@ def main() -> None:
             pixel_size_um=1.0,
             channel_roles=roles,
             tissue_mask=tissue,
-            fold_mask=folds,
         ),
         2,
     )

@@ -689,6 +689,13 @@ class CurateConfig(_Section):
     fold_min_area_um2: float = Field(
         5000.0, ge=0.0, description="Smallest fold region kept (smaller bright patches are dropped)."
     )
+    napari_max_fibres: int = Field(
+        200_000, ge=0,
+        description="Write each fibre's class colour, class, reasons, confidence and key measurements into the "
+        "image-label metadata of labels/fibres, which napari-ome-zarr shows, on slides with at most this many fibres "
+        "(0: never). The metadata takes about 200 bytes a fibre in the label group's zarr.json, which every reader "
+        "of the group parses.",
+    )
 
 
 class AggregateConfig(_Section):

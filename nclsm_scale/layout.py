@@ -4,7 +4,7 @@
 
     RUN/
       slides/<slide>.ome.zarr        converted slides (convert); labels/fibres, labels/regions (segment),
-                                     labels/folds (curate) inside
+                                     labels/folds and the classes in labels/fibres' metadata (curate) inside
       slides/<slide>.ome.zarr.segment/  segment's resumable intermediate state (:func:`work_dir`)
       tables/measure/<slide>.parquet one row per fibre: measurements (measure)
       tables/curate/<slide>.parquet  one row per fibre: classes, reasons, fold fraction (curate), and
@@ -193,8 +193,16 @@ class RunLayout:
         return outputs[stage]
 
     def stage_skip(self, name: str, stage: str) -> list[Path]:
-        """Paths inside ``stage_outputs(name, stage)`` that other stages own (the store's ``labels/``)."""
-        return [self.slide(name) / "labels"] if stage == "convert" else []
+        """Paths inside ``stage_outputs(name, stage)`` that its manifest leaves out.
+
+        convert's store holds the later stages' ``labels/``. The metadata of
+        ``labels/fibres`` is segment's, but ``curate`` rewrites its ``image-label``
+        colours and properties (the classes, for napari) each time it runs, so
+        segment's manifest lists only its arrays; segment's completion mark in that
+        metadata is checked on its own.
+        """
+        labels = self.slide(name) / "labels"
+        return {"convert": [labels], "segment": [labels / "fibres" / "zarr.json"]}.get(stage, [])
 
     def archive_outputs(self) -> list[Path]:
         """What ``aggregate`` and ``report`` write for the whole archive."""

@@ -337,7 +337,17 @@ class _Run:
         if manifest is None:
             return "no record of what it wrote", []
         damage = check_manifest(self.layout.root, manifest, deep=self.verify)
+        if stage == "segment" and not self._segment_marked(name):  # its metadata is outside the manifest
+            meta = self.layout.slide(name) / "labels" / "fibres" / "zarr.json"
+            damage.append(Damage(meta.relative_to(self.layout.root).as_posix(), "no completion mark"))
         return ("an output is damaged", damage) if damage else None
+
+    def _segment_marked(self, name: str) -> bool:
+        """Whether ``labels/fibres`` of slide ``name`` carries segment's completion mark."""
+        try:
+            return bool(open_slide(self.layout.slide(name)).label_attrs("fibres").get("segment", {}).get("complete"))
+        except NclsmError:
+            return False
 
     def clear(self, name: str, stage: str) -> None:
         """Remove what ``stage`` wrote for slide ``name`` (and its intermediate state), so it starts afresh."""

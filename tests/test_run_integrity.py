@@ -139,6 +139,16 @@ def test_an_altered_file_passes_the_cheap_check_and_fails_verify(reference, arch
     _assert_same(run_dir, reference)
 
 
+def test_a_lost_completion_mark_redoes_segment(reference, archive, cfg, client, tmp_path):
+    """labels/fibres' metadata is outside segment's manifest (curate writes the classes into it), checked apart."""
+    run_dir = _copy(reference, tmp_path)
+    (RunLayout(run_dir).slide(NAME) / "labels" / "fibres" / "zarr.json").unlink()
+    result = run_archive(archive, run_dir, cfg, client, progress=False)
+    assert result.ok and result.slides[0].ran == ["segment", "measure", "curate"]
+    assert any("labels/fibres/zarr.json: no completion mark" in line for line in result.slides[0].damaged)
+    _assert_same(run_dir, reference)
+
+
 @pytest.mark.parametrize(("setting", "redone"), [
     ({"grid": {"block_px": 512}}, []),
     ({"model": {"batch_size": 3}}, ["segment", "measure", "curate"]),

@@ -41,6 +41,7 @@ from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
 from nclsm_scale.curate.folds import detect_folds, fold_channels
+from nclsm_scale.curate.napari import label_metadata
 from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
 from nclsm_scale.curate.qupath import qupath_edits, qupath_overrides
 from nclsm_scale.curate.rules import curate_fibres
@@ -48,7 +49,7 @@ from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
 from nclsm_scale.grid import Block, BlockGrid
 from nclsm_scale.io.labels import fill_label_pyramid
-from nclsm_scale.io.ome_zarr import create_labels
+from nclsm_scale.io.ome_zarr import annotate_labels, create_labels
 from nclsm_scale.layout import RunLayout, read_fibre_table, write_table
 from nclsm_scale.normalise import slide_norm
 from nclsm_scale.slide import Slide, open_slide
@@ -154,6 +155,22 @@ def _with_types(curated: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _annotate_fibres(slide: Slide, curated: pd.DataFrame, measured: pd.DataFrame, max_fibres: int) -> None:
+    """Classes, reasons and key measurements as the ``image-label`` metadata of ``labels/fibres`` (napari).
+
+    Above ``max_fibres`` fibres the default metadata (no properties) is written, so
+    no earlier run's classes stay behind.
+    """
+    if len(curated) > max_fibres:
+        annotate_labels(slide.path, "fibres", None, None)
+        logger.info("%s: %d fibres, over curate.napari_max_fibres (%d): no classes in labels/fibres for napari",
+                    slide.path, len(curated), max_fibres)
+        return
+    extra = ["fibre_id", *(c for c in measured.columns if c not in curated.columns)]
+    colors, properties = label_metadata(curated.merge(measured[extra], on="fibre_id", how="left"))
+    annotate_labels(slide.path, "fibres", colors, properties)
+
+
 def curate_slide(
     slide_path: str | Path,
     cfg: RunConfig,
@@ -240,6 +257,7 @@ def curate_slide(
         "analysable_area_um2": tissue_um2 - fold_um2, "class_counts": counts, "qc": qc.record(),
     }
     path = write_table(curated, layout.curate_table(slide.name), CURATE_COLUMNS, own)
+    _annotate_fibres(slide, curated, table, cfg.curate.napari_max_fibres)
     result = CurateResult(path, len(curated), counts, tissue_um2, fold_um2,
                           int(curated["overridden"].sum()), time.perf_counter() - t0, qc, len(from_qupath))
     logger.info("%s: curated %d fibres %s, %.1f s", slide.path, result.n_fibres, counts, result.seconds)

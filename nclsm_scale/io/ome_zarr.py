@@ -15,7 +15,9 @@ other task (zarr-python#3514).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +32,7 @@ from nclsm_scale.io.pyramid import downsample_labels, downsample_mean, level_sha
 __all__ = [
     "NGFF_VERSION",
     "array_at",
+    "annotate_labels",
     "attrs_of",
     "create_image",
     "create_labels",
@@ -265,6 +268,27 @@ def regions(shape_yx: Sequence[int], step_yx: Sequence[int]) -> list[tuple[int, 
     ]
 
 
+def _image_label(
+    where: str, colors: Mapping[int, Sequence[int]] | None, properties: Sequence[Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """The ``image-label`` metadata of ``colors`` (default: background transparent) and optional ``properties``."""
+    color_map = dict(colors) if colors is not None else {0: (0, 0, 0, 0)}
+    label_attrs: dict[str, Any] = {
+        "version": NGFF_VERSION,
+        "colors": [{"label-value": int(v), "rgba": [int(c) for c in rgba]} for v, rgba in color_map.items()],
+        "source": {"image": "../../"},
+    }
+    if properties:
+        values = sorted(int(p["label-value"]) for p in properties)
+        if values != sorted(int(v) for v in color_map):
+            raise SlideWriteError(
+                f"{where}: properties list {len(values)} label values but colors {len(color_map)} others; NGFF "
+                "validators require the same values in both"
+            )
+        label_attrs["properties"] = [dict(p) for p in properties]
+    return label_attrs
+
+
 def create_labels(
     image_path: str | Path,
     name: str,
@@ -295,20 +319,7 @@ def create_labels(
     labels = root.require_group("labels")
     listed = list(attrs_of(labels).get("ome", {}).get("labels", []))
     labels.attrs.update({"ome": {"version": NGFF_VERSION, "labels": sorted({*listed, name})}})
-    color_map = dict(colors) if colors is not None else {0: (0, 0, 0, 0)}
-    label_attrs: dict[str, Any] = {
-        "version": NGFF_VERSION,
-        "colors": [{"label-value": int(v), "rgba": [int(c) for c in rgba]} for v, rgba in color_map.items()],
-        "source": {"image": "../../"},
-    }
-    if properties:
-        values = sorted(int(p["label-value"]) for p in properties)
-        if values != sorted(int(v) for v in color_map):
-            raise SlideWriteError(
-                f"{image_path}: labels {name!r}: properties list label values {values} but colors list "
-                f"{sorted(color_map)}; NGFF validators require the same values in both"
-            )
-        label_attrs["properties"] = [dict(p) for p in properties]
+    label_attrs = _image_label(f"{image_path}: labels {name!r}", colors, properties)
     label_ms = {
         "name": name,
         "axes": ms["axes"],
@@ -332,3 +343,37 @@ def create_labels(
             )
         )
     return out
+
+
+def annotate_labels(
+    image_path: str | Path,
+    name: str,
+    colors: Mapping[int, Sequence[int]] | None,
+    properties: Sequence[Mapping[str, Any]] | None,
+) -> None:
+    """Replace the ``image-label`` ``colors`` and ``properties`` of the existing ``labels/<name>``.
+
+    Only the label group's ``zarr.json`` changes: its multiscales, other attributes
+    and arrays stay as they are. ``None`` for both restores the default (background
+    transparent, no properties). The file is written here, compact and atomically
+    (temporary file, then rename), not through zarr: zarr indents its JSON, which
+    doubles the size of a per-fibre list and takes about 5x as long to write
+    (200,000 fibres: about 100 MB and 9 s).
+    """
+    where = f"{image_path}: labels {name!r}"
+    meta_file = Path(image_path) / "labels" / name / "zarr.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SlideWriteError(f"{where}: no label image to annotate: {exc}") from None
+    ome = meta.get("attributes", {}).get("ome", {})
+    if meta.get("node_type") != "group" or "image-label" not in ome:
+        raise SlideWriteError(f"{where}: no image-label metadata to annotate")
+    ome["image-label"] = _image_label(where, colors, properties)
+    tmp = meta_file.with_name(f".{meta_file.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(meta, separators=(",", ":"), ensure_ascii=False))
+        os.replace(tmp, meta_file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SlideWriteError(f"{meta_file}: cannot write the label metadata: {exc}") from None

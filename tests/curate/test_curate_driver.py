@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import ome_zarr_models
 import pandas as pd
 import pytest
 import zarr
@@ -14,7 +15,7 @@ from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure.driver import measure_slide
 from nclsm_scale.synth import generate_section
-from nclsm_scale.tables import CURATE_COLUMNS, FOLD, join_fibre_tables
+from nclsm_scale.tables import CURATE_COLUMNS, FOLD, FibreClass, join_fibre_tables
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,53 @@ def test_a_membrane_and_mito_slide_has_no_fibre_types(measured, client) -> None:
     curated, _ = read_fibre_table(curate_slide(path, _cfg(512), client).table)
     assert (curated["fibre_type"] == "").all() and curated["type_confidence"].isna().all()
     assert (curated["not_judged"] == "").all()
+
+
+def _napari_fibres(path):
+    """The fibres layer as napari-ome-zarr's reader gives it to napari, as a napari Labels layer at full resolution.
+
+    (Without a canvas a multiscale layer looks at its coarsest level; zoomed in, napari shows level 0.)
+    """
+    from napari.layers import Labels
+    from napari_ome_zarr import napari_get_reader
+
+    layers = napari_get_reader(str(path))()
+    (data, meta, _), = [layer for layer in layers if layer[2] == "labels" and layer[1]["name"].endswith("fibres")]
+    return Labels(data[0], **{k: v for k, v in meta.items() if k in ("name", "properties", "colormap", "scale")})
+
+
+def test_napari_shows_each_fibres_class_reasons_and_measurements(client, measured, tmp_path) -> None:
+    path, _ = measured
+    csv, ids = _overrides_csv(path, tmp_path, client)
+    before = zarr.open_group(str(path), path="labels/fibres", mode="r").attrs.asdict()
+    res = curate_slide(path, _cfg(512), client, overrides=csv)
+    table, _ = _joined(path, res)
+    layer = _napari_fibres(path)
+    features = layer.features.set_index("index")
+    by_id = table.set_index("fibre_id")
+    assert features.loc[0, "class"] == "background" and len(features) == len(table) + 1
+    shown = features.loc[by_id.index]
+    assert shown["class"].tolist() == by_id["curation_class"].tolist()  # the overrides included
+    assert shown.loc[ids, "class"].tolist() == ["AM", "FAM", "NTM"] and shown.loc[ids[2], "reasons"] == "NTM;EDGE"
+    assert np.allclose(shown["CSA µm²"], by_id["area_um2"], atol=0.05)
+    assert np.allclose(shown["confidence"], by_id["confidence"], atol=5e-4)
+    # every fibre in its class colour, the background transparent
+    labels0 = np.asarray(zarr.open_array(str(path), path="labels/fibres/0", mode="r")[0])
+    y, x = np.argwhere(labels0 == ids[2])[0]
+    assert np.allclose(layer.colormap.map(ids[2])[:3], [c / 255 for c in FibreClass.NTM.rgb], atol=1e-3)
+    assert layer.colormap.map(0)[3] == 0
+    assert "NTM;EDGE" in str(layer.get_status((0, y, x))["coordinates"])  # what napari shows under the cursor
+    # only the image-label metadata changed, and the store still validates
+    after = zarr.open_group(str(path), path="labels/fibres", mode="r").attrs.asdict()
+    assert after["ome"].pop("image-label") != before["ome"].pop("image-label") and after == before
+    model = ome_zarr_models.open_ome_zarr(zarr.open_group(str(path), path="labels/fibres", mode="r"))
+    assert len(model.ome_attributes.image_label.properties) == len(table) + 1
+
+
+def test_napari_classes_are_left_out_of_large_slides(client, measured) -> None:
+    path, _ = measured
+    cfg = RunConfig.model_validate({"grid": {"block_px": 512}, "curate": {"napari_max_fibres": 10}})
+    curate_slide(path, cfg, client)
+    label = zarr.open_group(str(path), path="labels/fibres", mode="r").attrs.asdict()["ome"]["image-label"]
+    assert "properties" not in label and [c["label-value"] for c in label["colors"]] == [0]
+    assert _napari_fibres(path).features.empty

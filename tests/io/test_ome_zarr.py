@@ -12,7 +12,7 @@ from ome_zarr.reader import Reader
 from ome_zarr_models.v05.image import Image
 
 from nclsm_scale.errors import SlideWriteError
-from nclsm_scale.io.ome_zarr import create_image, create_labels, level_transforms, resolve_shard_px
+from nclsm_scale.io.ome_zarr import annotate_labels, create_image, create_labels, level_transforms, resolve_shard_px
 
 
 def _image(path, shard_px=None, pixel_size_um=0.5):
@@ -73,3 +73,28 @@ def test_create_labels_every_level_and_valid(tmp_path):
         create_labels(path, "odd", colors={0: (0, 0, 0, 0)}, properties=[{"label-value": 2}])
     with pytest.raises(SlideWriteError, match="integer"):
         create_labels(path, "bad", dtype=np.float32)
+
+
+def test_annotate_labels_replaces_only_colours_and_properties(tmp_path):
+    path = tmp_path / "l.ome.zarr"
+    _image(path)
+    create_labels(path, "fibres")
+    group = zarr.open_group(str(path), path="labels/fibres", mode="r+")
+    group.attrs["nclsm"] = {"segment": {"complete": True}}
+    before = group.attrs.asdict()
+    annotate_labels(path, "fibres", {0: (0, 0, 0, 0), 7: (1, 2, 3, 255)},
+                    [{"label-value": 0, "class": "background"}, {"label-value": 7, "class": "NTM", "CSA µm²": 1.5}])
+    after = zarr.open_group(str(path), path="labels/fibres", mode="r").attrs.asdict()
+    label = after["ome"].pop("image-label")
+    assert label["properties"][1] == {"label-value": 7, "class": "NTM", "CSA µm²": 1.5}
+    assert label["colors"][1] == {"label-value": 7, "rgba": [1, 2, 3, 255]}
+    before["ome"].pop("image-label")
+    assert after == before
+    Image.from_zarr(zarr.open_group(str(path), mode="r"))  # still valid
+    annotate_labels(path, "fibres", None, None)
+    label = zarr.open_group(str(path), path="labels/fibres", mode="r").attrs["ome"]["image-label"]
+    assert "properties" not in label and label["colors"] == [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    with pytest.raises(SlideWriteError, match="same values"):
+        annotate_labels(path, "fibres", {0: (0, 0, 0, 0)}, [{"label-value": 3}])
+    with pytest.raises(SlideWriteError, match="no label image"):
+        annotate_labels(path, "missing", None, None)
