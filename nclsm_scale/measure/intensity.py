@@ -131,8 +131,9 @@ def _packed(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, int] | N
         bits, shift = (values.astype(np.int64) - int(values.min())).astype(np.uint32), max(span.bit_length(), 1)
     else:
         return None
-    kind = np.uint32 if shift < 32 and int(group.max()).bit_length() + shift <= 32 else np.uint64
-    return (group.astype(kind) << kind(shift)) | bits.astype(kind), shift
+    kind = np.dtype(np.uint32 if shift < 32 and int(group.max()).bit_length() + shift <= 32 else np.uint64)
+    key: np.ndarray = np.left_shift(group.astype(kind), np.array(shift, kind)) | bits.astype(kind)
+    return key, shift
 
 
 def interior_median_noise(
