@@ -693,7 +693,7 @@ class CurateConfig(_Section):
         200_000, ge=0,
         description="Write each fibre's class colour, class, reasons, confidence and key measurements into the "
         "image-label metadata of labels/fibres, which napari-ome-zarr shows, on slides with at most this many fibres "
-        "(0: never). The metadata takes about 200 bytes a fibre in the label group's zarr.json, which every reader "
+        "(0: never). The metadata takes about 210 bytes a fibre in the label group's zarr.json, which every reader "
         "of the group parses.",
     )
 

@@ -10,7 +10,7 @@ the measurements of :data:`PROPERTIES`; label 0 is the transparent background
 
 The metadata is a view of curate's table, rewritten whenever ``curate`` runs, so
 napari shows the classes after overrides too. It lives in the label group's
-``zarr.json`` (about 200 bytes a fibre), which every reader of the group parses,
+``zarr.json`` (about 210 bytes a fibre), which every reader of the group parses,
 hence ``curate.napari_max_fibres``.
 """
 

@@ -363,7 +363,7 @@ def annotate_labels(
     where = f"{image_path}: labels {name!r}"
     meta_file = Path(image_path) / "labels" / name / "zarr.json"
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SlideWriteError(f"{where}: no label image to annotate: {exc}") from None
     ome = meta.get("attributes", {}).get("ome", {})
@@ -372,7 +372,7 @@ def annotate_labels(
     ome["image-label"] = _image_label(where, colors, properties)
     tmp = meta_file.with_name(f".{meta_file.name}.tmp")
     try:
-        tmp.write_text(json.dumps(meta, separators=(",", ":"), ensure_ascii=False))
+        tmp.write_text(json.dumps(meta, separators=(",", ":"), ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, meta_file)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
