@@ -126,3 +126,9 @@ def test_cpu_inference_starts_no_gpu_workers():
     assert RunConfig.model_validate({"model": {"device": "cpu"}}).cluster.local_gpus == 0
     assert RunConfig.model_validate({"model": {"device": "cpu"}, "cluster": {"local_gpus": 1}}).cluster.local_gpus == 1
     assert RunConfig().cluster.local_gpus is None
+
+
+def test_the_fast_convert_preset_changes_only_the_compression_level():
+    fast, default = load_config(["fast-convert"]), RunConfig()
+    assert fast.convert.compression_level == 1 < default.convert.compression_level
+    assert fast.model_copy(update={"convert": default.convert}) == default
