@@ -10,7 +10,8 @@ a local cluster keeps its scheduler in the same process) and every process below
 (Dask's nannies and their worker processes, multiprocessing helpers).
 
 Per size it prints the wall time, each stage's seconds (from the run's
-``state.sqlite``) and the peak RSS of the client and of the largest other process.
+``state.sqlite``), the peak RSS of the client (overall and while each stage ran) and
+of the largest other process.
 ``ratio`` is the largest size's peak over the smallest's, the larger of client and
 workers (flat memory: about 1); ``peak_over_target`` is the highest peak of any
 process over the 2 GiB target.
@@ -62,6 +63,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, tuple[int, str]] = {}  # pid -> (peak bytes, name)
+        self.client: list[tuple[float, int]] = []  # (epoch seconds, RSS bytes) of the root process
         self.samples = 0
         self.done = threading.Event()
 
@@ -83,15 +85,25 @@ class Sampler(threading.Thread):
                     continue
                 if rss > self.peaks.get(p.pid, (0, ""))[0]:
                     self.peaks[p.pid] = (rss, name)
+                if p.pid == self.pid:
+                    self.client.append((time.time(), rss))
             self.samples += 1
             self.done.wait(self.interval)
 
 
-def stage_seconds(run_dir: Path) -> dict[str, float]:
-    """Seconds of every stage of the run (slide stages and the archive's), from its state database."""
+def stage_times(run_dir: Path) -> list[tuple[str, float, float, float]]:
+    """``(stage, started, finished, seconds)`` of every finished stage (slide stages and the archive's)."""
     with sqlite3.connect(run_dir / "state.sqlite") as db:
-        rows = db.execute("SELECT stage, seconds FROM stages WHERE seconds IS NOT NULL").fetchall()
-    return {stage: round(float(s), 1) for stage, s in rows}
+        rows = db.execute("SELECT stage, started, finished, seconds FROM stages WHERE seconds IS NOT NULL").fetchall()
+    return [(stage, float(t0), float(t1), float(s)) for stage, t0, t1, s in rows]
+
+
+def client_by_stage(
+    samples: list[tuple[float, int]], stages: list[tuple[str, float, float, float]]
+) -> dict[str, float]:
+    """Peak client RSS (GiB) while each stage ran."""
+    return {stage: round(max((rss for t, rss in samples if t0 <= t <= t1), default=0) / GIB, 3)
+            for stage, t0, t1, _ in stages}
 
 
 def run_one(size: int, workers: int, interval: float) -> dict[str, Any]:
@@ -112,15 +124,18 @@ def run_one(size: int, workers: int, interval: float) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"run of the {size}² slide failed ({proc.returncode}): {err.strip()[-2000:]}")
     client = sampler.peaks.get(proc.pid, (0, ""))[0]
+    stages = stage_times(run_dir)
     others = sorted(((rss, name) for pid, (rss, name) in sampler.peaks.items() if pid != proc.pid), reverse=True)
     result = {
         "size_px": size, "mpx": round(size * size / 1e6, 1), "wall_s": round(wall, 1), "load_at_start": load,
-        "stage_s": stage_seconds(run_dir), "samples": sampler.samples,
+        "stage_s": {stage: round(sec, 1) for stage, _, _, sec in stages}, "samples": sampler.samples,
+        "client_peak_by_stage_gib": client_by_stage(sampler.client, stages),
         "client_peak_gib": round(client / GIB, 3),
         "other_peak_gib": round(others[0][0] / GIB, 3) if others else 0.0,
         "processes": [[name, round(rss / GIB, 3)] for rss, name in others],
     }
-    print(f"{size}²: {wall:.0f} s, client peak {result['client_peak_gib']} GiB, largest other process "
+    print(f"{size}²: {wall:.0f} s, client peak {result['client_peak_gib']} GiB "
+          f"(by stage {result['client_peak_by_stage_gib']}), largest other process "
           f"{result['other_peak_gib']} GiB; stages {result['stage_s']}", flush=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     return result
