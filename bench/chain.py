@@ -48,6 +48,12 @@ target has to come from, stage by stage (seconds of the 166 s chain):
 * convert (7.5 s, beside the chain): ``shards.write_block`` (calls the zstd encoder) 46 % self,
   TIFF reads 34 % inclusive.
 
+Profile after the first round of changes (2026-12-07, ``--profile``, load 1.3-2.6; medians by a
+packed-integer sort, since replaced by the compiled selection, and the compiled Douglas-Peucker;
+chain 30.8 s): measure (15.3 s) ``intensity.group_medians`` 24 % self, ``_intensities`` 22 %,
+waiting 10 %; report (5.8 s) ``geojson.fibre_polygons`` 38 % self (contour tracing), the
+contours' signed areas 16 %, waiting 26 %; segment (6.8 s) waiting 61 % (still 4 blocks).
+
     python bench/chain.py [--size 8192] [--quick] [--device auto|cpu|cuda] [--profile]
 """
 
