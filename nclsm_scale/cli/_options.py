@@ -57,12 +57,16 @@ def cluster_overrides(scheduler: str | None, workers: int | None) -> dict[str, A
     }
 
 
-def build_config(config: list[str] | None, set_: list[str] | None, **overrides: Any) -> RunConfig:
+def build_config(
+    config: list[str] | None, set_: list[str] | None, *, base: Any = None, **overrides: Any
+) -> RunConfig:
     """Merge config files, ``--set`` values and a command's own options (highest priority).
 
     ``overrides`` maps dotted config keys to option values; ``None`` means the
-    option was not given.
+    option was not given. ``base`` (a mapping: a recorded config) goes under all of
+    them; typed ``Any`` because callers unpack their overrides from one dict, whose
+    value type mypy would check against it.
     """
     dotted = dict(parse_set_option(item) for item in set_ or [])
     dotted.update({k: v for k, v in overrides.items() if v is not None})
-    return load_config(config or [], dotted)
+    return load_config(config or [], dotted, base=base)

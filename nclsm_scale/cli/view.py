@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nclsm_scale.cli._options import ConfigOption, SchedulerOption, SetOption, WorkersOption
+from nclsm_scale.cli._options import ConfigOption, SchedulerOption, SetOption, WorkersOption, build_config
 
 
 def _recorded_config(run_dir: Path) -> dict[str, Any] | None:
@@ -34,19 +34,16 @@ def main(
     Re-aggregation reruns curate with the run's recorded config (run.json) unless --config is given,
     on a local Dask cluster of 2 workers unless --scheduler, --workers or --set cluster.* say otherwise.
     """
-    from nclsm_scale.config import load_config, parse_set_option
     from nclsm_scale.view import RunView, make_server
 
-    sets = set_ or []
-    cluster_given = scheduler or workers or any(s.strip().startswith("cluster.") for s in sets)
+    cluster_given = scheduler or workers or any(s.strip().startswith("cluster.") for s in set_ or [])
     options: dict[str, Any] = {
         "view.port": port, "view.host": host,
         "cluster.kind": "address" if scheduler else (None if cluster_given else "local"),
         "cluster.address": scheduler,
         "cluster.n_workers": workers if workers else (None if cluster_given else 2),
     }
-    dotted = {**dict(parse_set_option(s) for s in sets), **{k: v for k, v in options.items() if v is not None}}
-    cfg = load_config(config or [], dotted, base=None if config else _recorded_config(run_dir))
+    cfg = build_config(config, set_, base=None if config else _recorded_config(run_dir), **options)
     view = RunView(run_dir, cfg)
     server = make_server(view, cfg.view.host, cfg.view.port)
     typer.echo(f"viewer of {run_dir} ({len(view.slide_names())} slide(s)): {server.url}  (Ctrl-C stops it)")
