@@ -99,6 +99,36 @@ def write_section_store():
 
 
 @pytest.fixture(scope="session")
+def converted_with_truth_maps(client):
+    """Render ``cfg.synth`` as ``<root>/synth/<name>.ome.tiff``, convert it into ``layout``, store maps of its truth.
+
+    The maps are made from the ground-truth fibres at the segmentation level (1 um/px:
+    level 1 of the 0.5 um/px section), so segment runs without the network. Returns
+    the converted store, ``cfg`` with ``segment.maps`` pointing at the maps, those
+    ground-truth labels and the paths ``write_section`` wrote.
+    """
+    import tifffile
+
+    from nclsm_scale.convert import convert
+    from nclsm_scale.io.pyramid import downsample_labels
+    from nclsm_scale.segment import maps_from_labels, write_maps
+    from nclsm_scale.synth import write_section
+
+    def _convert(root: Path, layout, cfg, name: str):
+        (root / "synth").mkdir()
+        paths = write_section(root / "synth" / f"{name}.ome.tiff", cfg.synth)
+        (conv,) = convert([paths["image"]], layout.slides, cfg.convert, client)
+        assert conv.status != "failed", conv.message
+        half_y, half_x = (n // 2 for n in cfg.synth.size_px)
+        gt = downsample_labels(tifffile.imread(paths["fibres"]), 2)[:half_y, :half_x]
+        maps = write_maps(str(root / "maps.zarr"), maps_from_labels(gt, seed=1, noise=0.02), chunk_px=256)
+        cfg = cfg.model_copy(update={"segment": cfg.segment.model_copy(update={"maps": maps.path})})
+        return conv.store, cfg, gt, paths
+
+    return _convert
+
+
+@pytest.fixture(scope="session")
 def write_svs():
     """Write an Aperio-like SVS at ``path`` (the layout ``convert`` reads as SVS).
 

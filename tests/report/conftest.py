@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import pytest
-import tifffile
 
 from nclsm_scale.config import RunConfig
 
 
 @pytest.fixture(scope="session")
-def e2e_run(tmp_path_factory, client):
+def e2e_run(tmp_path_factory, client, converted_with_truth_maps):
     """A run folder with one 1536^2 px (0.5 um/px) synthetic slide taken through every stage."""
     from nclsm_scale.aggregate import aggregate_run
-    from nclsm_scale.convert import convert
     from nclsm_scale.curate import curate_slide
-    from nclsm_scale.io.pyramid import downsample_labels
     from nclsm_scale.layout import RunLayout
     from nclsm_scale.measure.driver import measure_slide
     from nclsm_scale.report import build_report
-    from nclsm_scale.segment import maps_from_labels, segment_slide, write_maps
-    from nclsm_scale.synth import write_section
+    from nclsm_scale.segment import segment_slide
 
     root = tmp_path_factory.mktemp("e2e")
     layout = RunLayout(root / "run")
@@ -29,19 +25,13 @@ def e2e_run(tmp_path_factory, client):
         "grid": {"block_px": 256},
         "report": {"thumbnail_px": 800},
     })
-    (root / "synth").mkdir()
-    paths = write_section(root / "synth" / "E1.ome.tiff", cfg.synth)
-    (conv,) = convert([paths["image"]], layout.slides, cfg.convert, client)
-    assert conv.status != "failed", conv.message
-    gt = downsample_labels(tifffile.imread(paths["fibres"]), 2)[:768, :768]
-    maps = write_maps(str(root / "maps.zarr"), maps_from_labels(gt, seed=1, noise=0.02), chunk_px=256)
-    cfg = cfg.model_copy(update={"segment": cfg.segment.model_copy(update={"maps": maps.path})})
-    seg = segment_slide(conv.store, cfg, client)
-    table = measure_slide(conv.store, cfg, client)
-    cur = curate_slide(conv.store, cfg, client)
+    store, cfg, gt, paths = converted_with_truth_maps(root, layout, cfg, "E1")
+    seg = segment_slide(store, cfg, client)
+    table = measure_slide(store, cfg, client)
+    cur = curate_slide(store, cfg, client)
     manifest = {"E1": {"subject": "P1", "diagnosis": "control", "muscle": "vastus lateralis"}}
     aggregate_run(layout.root, cfg.aggregate, manifest)
     index = build_report(layout.root, cfg, client)
     return {"layout": layout, "cfg": cfg, "seg": seg, "table": table, "curate": cur, "index": index,
-            "gt": gt, "gt_table": paths["parquet"], "store": conv.store}
+            "gt": gt, "gt_table": paths["parquet"], "store": store}
 

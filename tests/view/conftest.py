@@ -8,25 +8,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import tifffile
 
 from nclsm_scale.config import RunConfig
 
 
 @pytest.fixture(scope="module")
-def view_run(tmp_path_factory, client):
+def view_run(tmp_path_factory, client, converted_with_truth_maps):
     """A run folder with one 1024^2 px (0.5 um/px) synthetic slide ``V1``, aggregated, and its config."""
     from nclsm_scale.aggregate import aggregate_run
-    from nclsm_scale.convert import convert
     from nclsm_scale.curate import curate_slide
-    from nclsm_scale.io.pyramid import downsample_labels
     from nclsm_scale.layout import RunLayout
     from nclsm_scale.measure.driver import measure_slide
     from nclsm_scale.normalise import slide_norm
     from nclsm_scale.report import build_report
-    from nclsm_scale.segment import maps_from_labels, segment_slide, write_maps
+    from nclsm_scale.segment import segment_slide
     from nclsm_scale.slide import open_slide
-    from nclsm_scale.synth import write_section
 
     root = tmp_path_factory.mktemp("view")
     layout = RunLayout(root / "run")
@@ -37,23 +33,17 @@ def view_run(tmp_path_factory, client):
         "view": {"tile_px": 256, "port": 0},
         "report": {"geojson": False, "thumbnail_px": 256},
     })
-    (root / "synth").mkdir()
-    paths = write_section(root / "synth" / "V1.ome.tiff", cfg.synth)
-    (conv,) = convert([paths["image"]], layout.slides, cfg.convert, client)
-    assert conv.status != "failed", conv.message
-    gt = downsample_labels(tifffile.imread(paths["fibres"]), 2)[:512, :512]
-    maps = write_maps(str(root / "maps.zarr"), maps_from_labels(gt, seed=1, noise=0.02), chunk_px=256)
-    cfg = cfg.model_copy(update={"segment": cfg.segment.model_copy(update={"maps": maps.path})})
-    segment_slide(conv.store, cfg, client)
-    measure_slide(conv.store, cfg, client)
-    curate_slide(conv.store, cfg, client)
+    store, cfg, _, _ = converted_with_truth_maps(root, layout, cfg, "V1")
+    segment_slide(store, cfg, client)
+    measure_slide(store, cfg, client)
+    curate_slide(store, cfg, client)
     aggregate_run(layout.root, cfg.aggregate)
     build_report(layout.root, cfg, client)
     # run.json's normalisation wins over the store's: record one that differs, so the tiles must use it
-    norm = slide_norm(open_slide(conv.store)).model_dump(mode="json")
+    norm = slide_norm(open_slide(store)).model_dump(mode="json")
     norm["hi"] = [lo + 0.8 * (hi - lo) for lo, hi in zip(norm["lo"], norm["hi"], strict=True)]
     layout.run_json.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "normalisation": {"V1": norm}}))
-    return {"layout": layout, "cfg": cfg, "store": Path(conv.store), "norm": norm}
+    return {"layout": layout, "cfg": cfg, "store": Path(store), "norm": norm}
 
 
 @pytest.fixture(scope="module")
