@@ -1,8 +1,10 @@
 """Driver of ``curate``: folds into ``labels/folds``, fold fraction per fibre, rules, overrides.
 
 1. Folds are detected on the regions level (about 8 um/px) from the image and the
-   tissue of ``labels/regions`` (:func:`~nclsm_scale.curate.folds.detect_folds`) and
-   written as ``labels/folds`` (value :data:`~nclsm_scale.tables.FOLD`), pyramid filled.
+   tissue of ``labels/regions``: their scores tile by tile on the workers
+   (:func:`~nclsm_scale.curate.folds.tile_masks`), the hysteresis on the masks in
+   the client (:func:`~nclsm_scale.curate.folds.hysteresis`); written as
+   ``labels/folds`` (value :data:`~nclsm_scale.tables.FOLD`), pyramid filled.
 2. ``fold_fraction``: a Dask pass over the block cores of the segmentation level
    that meet a fold counts each fibre's pixels inside the fold (integer counts,
    so independent of the block size); divided by ``area_seg_px``.
@@ -40,7 +42,7 @@ import pandas as pd
 from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
-from nclsm_scale.curate.folds import detect_folds, fold_channels
+from nclsm_scale.curate.folds import TILE_PX, FoldTile, fold_channels, fold_tiles, hysteresis, tile_masks
 from nclsm_scale.curate.napari import label_metadata
 from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
 from nclsm_scale.curate.qupath import qupath_edits, qupath_overrides
@@ -58,7 +60,7 @@ from nclsm_scale.tables import CURATE_COLUMNS, FOLD, FOLD_COLORS, MEASURE_COLUMN
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["CurateResult", "curate_slide", "fold_counts", "fold_counts_task", "write_folds"]
+__all__ = ["CurateResult", "curate_slide", "fold_counts", "fold_counts_task", "fold_tile_task", "write_folds"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,22 +81,40 @@ class CurateResult:
 
 
 def write_folds(slide: Slide, level: int, cfg: RunConfig, client: Client) -> tuple[np.ndarray, np.ndarray]:
-    """Detect folds on ``level`` and write them as ``labels/folds``; return the tissue and fold masks there."""
-    _, ny, nx = slide.levels[level].shape
+    """Detect folds on ``level`` and write them as ``labels/folds``; return the tissue and fold masks there.
+
+    The fold scores are computed tile by tile on the workers (:func:`fold_tile_task`),
+    so the client holds masks of the level, not its image.
+    """
     tissue = np.asarray(slide.label_array("regions", level)[0]) > 0
     c = cfg.curate
-    norm = slide_norm(slide)
-    image = fold_channels(slide.read(level, 0, 0, ny, nx), slide.roles, norm.lo,
-                          [h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)])
-    folds = detect_folds(
-        image, tissue, pixel_size_um=slide.pixel_size_um(level), background=[0.0] * len(image),
-        min_ratio=c.fold_min_ratio, low_ratio=c.fold_low_ratio, smooth_um=c.fold_smooth_um,
-        reference_um=c.fold_reference_um, min_area_um2=c.fold_min_area_um2,
-    )
+    px = slide.pixel_size_um(level)
+    folds = np.zeros(tissue.shape, bool)
+    if tissue.any():
+        norm = slide_norm(slide)
+        scale = [h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)]
+        tiles = fold_tiles(tissue.shape, TILE_PX, pixel_size_um=px, smooth_um=c.fold_smooth_um,
+                           reference_um=c.fold_reference_um)
+        kw = {"pixel_size_um": px, "min_ratio": c.fold_min_ratio, "low_ratio": c.fold_low_ratio,
+              "smooth_um": c.fold_smooth_um, "reference_um": c.fold_reference_um}
+        parts = fan_out(client, fold_tile_task, [(slide.path, level, list(norm.lo), scale, t, kw) for t in tiles],
+                        desc="curate: fold scores")
+        folds = hysteresis(tiles, parts, tissue, pixel_size_um=px, smooth_um=c.fold_smooth_um,
+                           min_area_um2=c.fold_min_area_um2)
     create_labels(slide.path, "folds", dtype=np.uint8, colors=FOLD_COLORS)
     slide.label_array("folds", level, mode="r+")[0] = np.where(folds, FOLD, 0).astype(np.uint8)
     fill_label_pyramid(slide.path, "folds", level, run=partial(fan_out, client, desc="curate: folds"))
     return tissue, folds
+
+
+def fold_tile_task(
+    slide_path: str, level: int, lo: list[float], scale: list[float], tile: FoldTile, kw: dict[str, float]
+) -> tuple[np.ndarray, int]:
+    """One tile's fold threshold masks and exclusions (:func:`~nclsm_scale.curate.folds.tile_masks`)."""
+    slide = open_slide(slide_path)
+    window = (tile.wy0, tile.wx0, tile.wy1, tile.wx1)
+    image = fold_channels(slide.read(level, *window), slide.roles, lo, scale)
+    return tile_masks(image, slide.read_labels("regions", level, *window) > 0, tile, **kw)
 
 
 def fold_counts(labels: np.ndarray, fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

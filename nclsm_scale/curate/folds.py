@@ -13,18 +13,40 @@ Hysteresis: regions with a score of at least ``min_ratio`` grow into connected
 tissue scoring at least ``low_ratio``; specks are opened away, small regions
 dropped and holes filled. :func:`nclsm_scale.grid.lowres_window` brings the
 low-resolution mask onto a window of the segmentation level.
+
+Tiles: the scores are computed tile by tile (:func:`fold_tiles`, :func:`tile_masks`),
+each tile on a window with a halo of the Gaussians' reach (the smoothing, then the
+reference twice), so memory follows the tile, not the slide, and ``curate`` fans
+the tiles out to Dask. Only the threshold masks (a byte a pixel) and the
+hysteresis on them are whole-level (:func:`hysteresis`). A tile's core sees
+exactly the pixels the whole image gives it, so the mask does not depend on the
+tiling (tested bit for bit). Written by hand rather than with ``dask.array``
+overlap because the second pass needs the whole level's first-pass exclusion
+count before either pass's masks can be chosen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from nclsm_scale.normalise import cytoplasm_signal
 
-__all__ = ["detect_folds", "fold_channels", "fold_score"]
+__all__ = [
+    "TILE_PX", "FoldTile", "detect_folds", "fold_channels", "fold_score", "fold_tiles", "hysteresis", "tile_masks",
+]
+
+#: Tile edge (low-resolution px) of the fold scores: a window of about 1550² px, some 120 MB of work.
+TILE_PX = 1024
+#: Gaussian truncation of :func:`scipy.ndimage.gaussian_filter` (its default), in sigmas.
+_TRUNCATE = 4.0
+#: First-pass scores above this leave the second pass's reference (:func:`fold_score`).
+_EXCLUDE_RATIO = 1.25
+#: Below this share of the tissue left for the second pass's reference, the first pass stands.
+_MIN_REFERENCE_SHARE = 0.2
 
 
 def _masked_mean(img: np.ndarray, mask: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -62,6 +84,39 @@ def fold_channels(
     return np.stack(planes)
 
 
+def _pass_scores(
+    img: np.ndarray, tissue: np.ndarray, sig_s: float, sig_r: float, exclude_ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold scores of both passes on one window (background already subtracted)."""
+    local = [_masked_mean(img[c], tissue, sig_s) for c in range(img.shape[0])]
+
+    def score(ref_mask: np.ndarray) -> np.ndarray:
+        ratios = []
+        for sm in local:
+            ref = _masked_mean(np.nan_to_num(sm), ref_mask, sig_r)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios.append(np.where(ref > 0, sm / ref, np.nan))
+        return np.where(tissue, np.fmin(*ratios) if len(ratios) == 2 else np.nanmin(ratios, axis=0), np.nan)
+
+    first = score(tissue)
+    return first, score(tissue & ~(first > exclude_ratio))
+
+
+def _first_pass_stands(tissue_px: int, excluded_px: int) -> bool:
+    """True when the first pass's exclusions leave too little tissue for a second reference."""
+    return tissue_px - excluded_px < _MIN_REFERENCE_SHARE * tissue_px
+
+
+def _background_free(image_lowres: np.ndarray, tissue: np.ndarray, background: Sequence[float] | None) -> np.ndarray:
+    """``image_lowres`` as float32 less its per-channel background (default: median off tissue)."""
+    img = np.asarray(image_lowres, np.float32)
+    if img.ndim != 3 or img.shape[1:] != tissue.shape:
+        raise ValueError(f"image {img.shape} and tissue mask {tissue.shape} do not match")
+    if background is None:
+        background = [float(np.median(img[c][~tissue])) if (~tissue).any() else 0.0 for c in range(img.shape[0])]
+    return img - np.asarray(background, np.float32)[:, None, None]
+
+
 def fold_score(
     image_lowres: np.ndarray,
     tissue_mask: np.ndarray,
@@ -69,7 +124,7 @@ def fold_score(
     pixel_size_um: float,
     smooth_um: float = 24.0,
     reference_um: float = 250.0,
-    exclude_ratio: float = 1.25,
+    exclude_ratio: float = _EXCLUDE_RATIO,
     background: list[float] | None = None,
 ) -> np.ndarray:
     """Per-pixel fold score: the smaller channel ratio of local signal to the shading-corrected reference.
@@ -78,31 +133,126 @@ def fold_score(
     ``exclude_ratio``: pixels scoring above it in the first pass are left out of
     the reference of the second pass (a wide fold must not raise its own reference).
     """
-    img = np.asarray(image_lowres, np.float32)
     tissue = np.asarray(tissue_mask, bool)
-    if img.ndim != 3 or img.shape[1:] != tissue.shape:
-        raise ValueError(f"image {img.shape} and tissue mask {tissue.shape} do not match")
-    sig_s, sig_r = smooth_um / pixel_size_um, reference_um / pixel_size_um
-    local = []
-    for c in range(img.shape[0]):
-        if background is not None:
-            bg = float(background[c])
-        else:
-            bg = float(np.median(img[c][~tissue])) if (~tissue).any() else 0.0
-        local.append(_masked_mean(img[c] - bg, tissue, sig_s))
-    ref_mask = tissue
-    score = np.full(tissue.shape, np.nan)
-    for _ in range(2):
-        ratios = []
-        for sm in local:
-            ref = _masked_mean(np.nan_to_num(sm), ref_mask, sig_r)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratios.append(np.where(ref > 0, sm / ref, np.nan))
-        score = np.where(tissue, np.fmin(*ratios) if len(ratios) == 2 else np.nanmin(ratios, axis=0), np.nan)
-        ref_mask = tissue & ~(score > exclude_ratio)
-        if ref_mask.sum() < 0.2 * tissue.sum():
-            break
-    return score
+    img = _background_free(image_lowres, tissue, background)
+    first, second = _pass_scores(img, tissue, smooth_um / pixel_size_um, reference_um / pixel_size_um, exclude_ratio)
+    excluded = int((tissue & (first > exclude_ratio)).sum())
+    return first if _first_pass_stands(int(tissue.sum()), excluded) else second
+
+
+@dataclass(frozen=True)
+class FoldTile:
+    """One tile of the low-resolution grid: its core and the window (core plus halo, clipped) it is read with."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    wy0: int
+    wx0: int
+    wy1: int
+    wx1: int
+
+    @property
+    def core(self) -> tuple[slice, slice]:
+        """The core in the grid."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def inner(self) -> tuple[slice, slice]:
+        """The core in the window."""
+        return slice(self.y0 - self.wy0, self.y1 - self.wy0), slice(self.x0 - self.wx0, self.x1 - self.wx0)
+
+
+def fold_tiles(
+    shape: tuple[int, ...], tile_px: int, *, pixel_size_um: float, smooth_um: float, reference_um: float
+) -> list[FoldTile]:
+    """Tiles of ``tile_px`` covering a ``(Y, X)`` grid, each with the halo its scores need."""
+
+    def reach(sigma_px: float) -> int:  # scipy.ndimage.gaussian_filter's kernel radius
+        return int(_TRUNCATE * sigma_px + 0.5) if sigma_px > 0 else 0
+
+    halo = reach(smooth_um / pixel_size_um) + 2 * reach(reference_um / pixel_size_um)
+    ny, nx = int(shape[0]), int(shape[1])
+    tiles = []
+    for y0 in range(0, ny, tile_px):
+        for x0 in range(0, nx, tile_px):
+            y1, x1 = min(y0 + tile_px, ny), min(x0 + tile_px, nx)
+            tiles.append(FoldTile(y0, x0, y1, x1, max(y0 - halo, 0), max(x0 - halo, 0),
+                                  min(y1 + halo, ny), min(x1 + halo, nx)))
+    return tiles
+
+
+def tile_masks(
+    image: np.ndarray,
+    tissue: np.ndarray,
+    tile: FoldTile,
+    *,
+    pixel_size_um: float,
+    min_ratio: float,
+    low_ratio: float,
+    smooth_um: float,
+    reference_um: float,
+) -> tuple[np.ndarray, int]:
+    """Threshold masks of one tile's core for both passes, and its first-pass exclusions.
+
+    Parameters
+    ----------
+    image : ndarray, (C, h, w)
+        The fold channels of the tile's window, background already subtracted.
+    tissue : ndarray, (h, w) bool
+        Tissue on the window.
+    tile : FoldTile
+    pixel_size_um, min_ratio, low_ratio, smooth_um, reference_um : float
+        As in :func:`detect_folds`.
+
+    Returns
+    -------
+    masks : ndarray, (2, 2, core h, core w) bool
+        ``[pass, (score >= low_ratio, score >= min_ratio)]``.
+    excluded : int
+        Core tissue pixels the first pass leaves out of the second pass's reference.
+    """
+    scores = _pass_scores(np.asarray(image, np.float32), tissue, smooth_um / pixel_size_um,
+                          reference_um / pixel_size_um, _EXCLUDE_RATIO)
+    inner = tile.inner
+    masks = np.stack([np.stack([sc[inner] >= low_ratio, sc[inner] >= min_ratio]) for sc in scores])
+    return masks, int((tissue[inner] & (scores[0][inner] > _EXCLUDE_RATIO)).sum())
+
+
+def hysteresis(
+    tiles: Sequence[FoldTile],
+    parts: Sequence[tuple[np.ndarray, int]],
+    tissue_mask: np.ndarray,
+    *,
+    pixel_size_um: float,
+    smooth_um: float = 24.0,
+    min_area_um2: float = 5000.0,
+) -> np.ndarray:
+    """The fold mask from every tile's :func:`tile_masks`: seeded regions of the low threshold, cleaned.
+
+    The low-threshold mask is opened with a disk of half ``smooth_um``; its
+    regions holding a seed (min threshold) and at least ``min_area_um2`` are kept,
+    their holes filled, within tissue.
+    """
+    tissue = np.asarray(tissue_mask, bool)
+    passes = np.zeros((2, 2, *tissue.shape), bool)
+    for tile, (masks, _) in zip(tiles, parts, strict=True):
+        passes[(slice(None), slice(None), *tile.core)] = masks
+    low, seed = passes[0 if _first_pass_stands(int(tissue.sum()), sum(n for _, n in parts)) else 1]
+    del passes
+    radius = max(1, int(round(0.5 * smooth_um / pixel_size_um)))
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    low = ndimage.binary_opening(low, disk)
+    lab, n = ndimage.label(low)
+    if not n:
+        return np.zeros(tissue.shape, bool)
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(lab[seed & low])] = True
+    sizes = np.bincount(lab.ravel(), minlength=n + 1) * pixel_size_um**2
+    keep = seeded & (sizes >= min_area_um2)
+    keep[0] = False
+    return ndimage.binary_fill_holes(keep[lab]) & tissue
 
 
 def detect_folds(
@@ -116,6 +266,7 @@ def detect_folds(
     reference_um: float = 250.0,
     min_area_um2: float = 5000.0,
     background: list[float] | None = None,
+    tile_px: int = TILE_PX,
 ) -> np.ndarray:
     """Boolean ``(Y, X)`` mask of folded tissue on the low-resolution grid.
 
@@ -138,25 +289,18 @@ def detect_folds(
     background : list of float, optional
         Per-channel background subtracted first; default: the median of
         non-tissue pixels (0 when the image is all tissue).
+    tile_px : int
+        Edge of the tiles the scores are computed on (memory, not results).
     """
     tissue = np.asarray(tissue_mask, bool)
+    img = _background_free(image_lowres, tissue, background)
     if not tissue.any():
-        if np.ndim(image_lowres) != 3 or np.shape(image_lowres)[1:] != tissue.shape:
-            raise ValueError(f"image {np.shape(image_lowres)} and tissue mask {tissue.shape} do not match")
         return np.zeros(tissue.shape, bool)
-    score = fold_score(image_lowres, tissue, pixel_size_um=pixel_size_um, smooth_um=smooth_um,
-                       reference_um=reference_um, background=background)
-    score = np.nan_to_num(score, nan=0.0)
-    low = score >= low_ratio
-    radius = max(1, int(round(0.5 * smooth_um / pixel_size_um)))
-    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    low = ndimage.binary_opening(low, disk)
-    lab, n = ndimage.label(low)
-    if not n:
-        return np.zeros(tissue.shape, bool)
-    seeded = np.zeros(n + 1, bool)
-    seeded[np.unique(lab[(score >= min_ratio) & low])] = True
-    sizes = np.bincount(lab.ravel(), minlength=n + 1) * pixel_size_um**2
-    keep = seeded & (sizes >= min_area_um2)
-    keep[0] = False
-    return ndimage.binary_fill_holes(keep[lab]) & tissue
+    tiles = fold_tiles(tissue.shape, tile_px, pixel_size_um=pixel_size_um, smooth_um=smooth_um,
+                       reference_um=reference_um)
+    kw = {"pixel_size_um": pixel_size_um, "min_ratio": min_ratio, "low_ratio": low_ratio, "smooth_um": smooth_um,
+          "reference_um": reference_um}
+    parts = [tile_masks(img[:, t.wy0 : t.wy1, t.wx0 : t.wx1], tissue[t.wy0 : t.wy1, t.wx0 : t.wx1], t, **kw)
+             for t in tiles]
+    return hysteresis(tiles, parts, tissue, pixel_size_um=pixel_size_um, smooth_um=smooth_um,
+                      min_area_um2=min_area_um2)

@@ -10,10 +10,14 @@ import zarr
 
 from nclsm_scale.aggregate import aggregate_run
 from nclsm_scale.config import RunConfig, SynthConfig
-from nclsm_scale.curate import curate_slide
+from nclsm_scale.curate import curate_slide, detect_folds
+from nclsm_scale.curate import driver as curate_driver
+from nclsm_scale.curate.folds import fold_channels
 from nclsm_scale.errors import ValidationError
 from nclsm_scale.layout import RunLayout, read_fibre_table
 from nclsm_scale.measure.driver import measure_slide
+from nclsm_scale.normalise import slide_norm
+from nclsm_scale.slide import open_slide
 from nclsm_scale.synth import generate_section
 from nclsm_scale.tables import CURATE_COLUMNS, FOLD, FibreClass, join_fibre_tables
 
@@ -72,6 +76,24 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
     in_fold = (a["fold_fraction"] >= 0.3) & (a["interior_membrane_fraction"] >= 0.007)
     assert a.loc[in_fold, "reasons"].str.contains("FR").all() and fr.any()
     assert ((first == a["curation_class"]) | (a["curation_class"] == "AM")).all()
+
+
+def test_fold_tiles_on_the_workers_give_the_folds_of_the_whole_level(client, measured, monkeypatch) -> None:
+    """Tiles of 24 px (36 tasks) and of the default size write the same folds and classes."""
+    path, _ = measured
+    a, _ = _joined(path, curate_slide(path, _cfg(512), client))
+    low = np.asarray(zarr.open_array(str(path), path="labels/folds/3", mode="r")[0]) == FOLD
+    slide = open_slide(path)
+    norm = slide_norm(slide)
+    planes = fold_channels(slide.read(3, 0, 0, 128, 128), slide.roles, norm.lo,
+                           [h - lo for lo, h in zip(norm.lo, norm.hi, strict=True)])
+    tissue = slide.read_labels("regions", 3, 0, 0, 128, 128) > 0
+    assert low.any() and np.array_equal(
+        low, detect_folds(planes, tissue, pixel_size_um=8.0, background=[0.0, 0.0], tile_px=4096))
+    monkeypatch.setattr(curate_driver, "TILE_PX", 24)
+    b, _ = _joined(path, curate_slide(path, _cfg(512), client))
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert np.array_equal(np.asarray(zarr.open_array(str(path), path="labels/folds/3", mode="r")[0]) == FOLD, low)
 
 
 def _overrides_csv(path, tmp_path, client):
