@@ -8,8 +8,10 @@ its annotation:
   G mito), given as is at its estimated pixel size (``--figure-pixel-size``,
   default 3.6 um/px). F1 at IoU 0.5 and mean matched IoU against ``labels.tif``;
   precision/recall of the annotators' classes (``classes.csv``: analysable, NTM,
-  FAM, FR) over fibres matched at IoU 0.5. "reported" counts only the objects the
-  pipeline reports as fibres (not NF or DEBRIS). A reliability table of
+  FAM, FR) over fibres matched at IoU 0.5: all of them, those not cut by the
+  figure's half split (``cut_by_crop``: the annotators judged the whole fibre, the
+  image holds part of it, and a part is EDGE), and those off the image border.
+  "reported" counts only the objects the pipeline reports as fibres (not NF or DEBRIS). A reliability table of
   ``confidence`` against the annotators' classes (coarse bins: a few hundred fibres).
 - ``fibersight-human``: membrane (WGA/laminin) plus MyHC I / IIa / IIx, no mito
   channel, 0.922 um/px. F1 against the Cellpose-made reference labels, and the
@@ -168,7 +170,8 @@ def figure(data: Path, work: Path, client: Any, pixel_size_um: float, model: dic
         "fr": reasons.map(lambda r: "FR" in r).to_numpy(),
     }, index=table["fibre_id"].astype(np.int64))
     theirs = classes[["analysable", "ntm", "fam", "fr"]].astype(bool)
-    inside = ~classes["touches_image_border"].astype(bool) & ~classes["cut_by_crop"].astype(bool)
+    crop_cut = classes["cut_by_crop"].astype(bool)
+    inside = ~classes["touches_image_border"].astype(bool) & ~crop_cut
     reported = _reported(labels, table)
     not_judged = sorted({r for cell in table.get("not_judged", pd.Series([], dtype=str)).astype(str)
                          for r in cell.split(";") if r})
@@ -178,6 +181,8 @@ def figure(data: Path, work: Path, client: Any, pixel_size_um: float, model: dic
         "classes": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))], theirs),
         "classes_off_border": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))],
                                            theirs[inside]),
+        "classes_not_crop_cut": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))],
+                                             theirs[~crop_cut]),
         "class_counts": table["curation_class"].value_counts().to_dict(), "not_judged": not_judged,
         "reliability": reliability(reported, gt, table, theirs),
     }
