@@ -285,6 +285,8 @@ def _near_nontissue(
     out = np.zeros(n, bool)
     for i, (y0, x0, y1, x1) in enumerate(bbox):
         sl = np.s_[max(y0 - r, 0) : min(y1 + r, h), max(x0 - r, 0) : min(x1 + r, w)]
+        if not outside[sl].any():  # no ring pixel can lie outside tissue (most fibres): skip the dilation
+            continue
         ring = ndimage.binary_dilation(comp[sl] == i + 1, disk) & ~occupied[sl] & valid[sl]
         total = np.count_nonzero(ring)
         out[i] = total > 0 and np.count_nonzero(ring & outside[sl]) >= min_fraction * total
