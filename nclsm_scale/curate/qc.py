@@ -57,6 +57,7 @@ __all__ = [
     "membrane_contrast",
     "reject_slide",
     "slide_qc",
+    "tissue_picks",
 ]
 
 #: Flag: less tissue than ``curate.qc_min_tissue_um2``.
@@ -150,6 +151,24 @@ def focus_share(tiles: list[np.ndarray], pixel_size_um: float) -> float:
     return float(np.clip(fine_signal / (fine_signal + coarse_signal), 0.0, 1.0))
 
 
+def tissue_picks(tissue: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """``(row, col)`` of up to ``n`` tissue pixels at evenly spaced ranks in raster order.
+
+    The ranks are found through per-row counts, without listing every tissue pixel
+    (a regions level can hold 10^8 of them).
+
+    >>> tissue_picks(np.array([[0, 1, 1], [0, 0, 0], [1, 0, 1]], bool), 3)
+    [(0, 1), (2, 0), (2, 2)]
+    """
+    row_ends = np.cumsum(np.count_nonzero(tissue, axis=1))
+    total = int(row_ends[-1]) if row_ends.size else 0
+    picks = []
+    for i in np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)).tolist():
+        row = int(np.searchsorted(row_ends, i, side="right"))
+        picks.append((row, int(np.flatnonzero(tissue[row])[i - (int(row_ends[row - 1]) if row else 0)])))
+    return picks
+
+
 def focus_tiles(slide: Slide, tissue: np.ndarray, regions_level: int) -> tuple[list[np.ndarray], float]:
     """Membrane-channel tiles of tissue at the level nearest 1 um/px, and that level's pixel size.
 
@@ -166,12 +185,10 @@ def focus_tiles(slide: Slide, tissue: np.ndarray, regions_level: int) -> tuple[l
     _, ny, nx = slide.levels[level].shape
     edge = min(int(round(FOCUS_TILE_UM / px)), ny, nx)
     scale = slide.pixel_size_um(regions_level) / px
-    ys, xs = np.nonzero(tissue)
-    picks = np.unique(np.linspace(0, ys.size - 1, min(FOCUS_TILES, ys.size)).round().astype(int))
     channel = slide.roles["membrane"]
     tiles = []
-    for i in picks:
-        cy, cx = int((ys[i] + 0.5) * scale), int((xs[i] + 0.5) * scale)
+    for row, col in tissue_picks(tissue, FOCUS_TILES):
+        cy, cx = int((row + 0.5) * scale), int((col + 0.5) * scale)
         y0, x0 = min(max(cy - edge // 2, 0), ny - edge), min(max(cx - edge // 2, 0), nx - edge)
         tiles.append(slide.read(level, y0, x0, y0 + edge, x0 + edge)[channel])
     return tiles, px

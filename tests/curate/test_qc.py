@@ -18,6 +18,7 @@ from nclsm_scale.curate.qc import (
     membrane_contrast,
     reject_slide,
     slide_qc,
+    tissue_picks,
 )
 from nclsm_scale.io.readers import assign_roles
 from nclsm_scale.measure import measure_fibres
@@ -99,3 +100,14 @@ def test_a_flagged_slide_has_no_analysable_fibre_and_keeps_its_reasons(section):
     for before, after in zip(curated["reasons"], rejected["reasons"], strict=True):
         assert after == (f"QC;{before}" if before else "QC")
     assert curated["curation_class"].eq("AM").any()  # the input is left as it was
+
+
+@pytest.mark.parametrize("n", [1, 7, 25, 10_000])
+def test_tissue_picks_are_the_evenly_ranked_tissue_pixels(n):
+    """The same pixels as listing every tissue pixel and taking evenly spaced ranks."""
+    tissue = np.random.default_rng(3).random((300, 211)) > 0.8
+    tissue[:40] = False  # empty rows first
+    ys, xs = np.nonzero(tissue)
+    ranks = np.unique(np.linspace(0, ys.size - 1, min(n, ys.size)).round().astype(int))
+    assert tissue_picks(tissue, n) == [(int(ys[i]), int(xs[i])) for i in ranks]
+    assert tissue_picks(np.zeros((5, 5), bool), n) == []
