@@ -33,9 +33,17 @@ def tissue_mask(image: np.ndarray, pixel_size_um: float, smooth_um: float) -> np
     """uint8 ``(y, x)`` tissue mask of a low-resolution ``(c, y, x)`` image."""
     from skimage.filters import threshold_otsu
 
-    img = np.asarray(image, dtype=np.float32)
-    scale = np.percentile(img.reshape(img.shape[0], -1), 99.0, axis=1)
-    signal = (img / np.where(scale > 0, scale, 1.0)[:, None, None]).sum(axis=0)
+    img = np.asarray(image)
+
+    def scaled(c: int) -> np.ndarray:  # one float plane at a time: a regions level can hold 10^8 px
+        plane = img[c].astype(np.float32)
+        scale = np.percentile(plane, 99.0)
+        plane /= scale if scale > 0 else np.float32(1.0)
+        return plane
+
+    signal = scaled(0)
+    for c in range(1, img.shape[0]):
+        signal += scaled(c)
     if smooth_um > 0:
         signal = ndi.gaussian_filter(signal, smooth_um / pixel_size_um)
     lo, hi = float(signal.min()), float(signal.max())
