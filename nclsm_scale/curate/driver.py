@@ -102,7 +102,7 @@ def write_folds(slide: Slide, level: int, cfg: RunConfig, client: Client) -> tup
         folds = hysteresis(tiles, parts, tissue, pixel_size_um=px, smooth_um=c.fold_smooth_um,
                            min_area_um2=c.fold_min_area_um2)
     create_labels(slide.path, "folds", dtype=np.uint8, colors=FOLD_COLORS)
-    slide.label_array("folds", level, mode="r+")[0] = np.where(folds, FOLD, 0).astype(np.uint8)
+    slide.label_array("folds", level, mode="r+")[0] = folds.astype(np.uint8) * np.uint8(FOLD)
     fill_label_pyramid(slide.path, "folds", level, run=partial(fan_out, client, desc="curate: folds"))
     return tissue, folds
 

@@ -17,8 +17,8 @@ low-resolution mask onto a window of the segmentation level.
 Tiles: the scores are computed tile by tile (:func:`fold_tiles`, :func:`tile_masks`),
 each tile on a window with a halo of the Gaussians' reach (the smoothing, then the
 reference twice), so memory follows the tile, not the slide, and ``curate`` fans
-the tiles out to Dask. Only the threshold masks (a byte a pixel) and the
-hysteresis on them are whole-level (:func:`hysteresis`). A tile's core sees
+the tiles out to Dask. Only the threshold masks (bits packed along x until one
+pass is chosen, then a byte a pixel) and the hysteresis on them are whole-level (:func:`hysteresis`). A tile's core sees
 exactly the pixels the whole image gives it, so the mask does not depend on the
 tiling (tested bit for bit). Written by hand rather than with ``dask.array``
 overlap because the second pass needs the whole level's first-pass exclusion
@@ -208,8 +208,9 @@ def tile_masks(
 
     Returns
     -------
-    masks : ndarray, (2, 2, core h, core w) bool
-        ``[pass, (score >= low_ratio, score >= min_ratio)]``.
+    masks : ndarray, (2, 2, core h, ceil(core w / 8)) uint8
+        ``[pass, (score >= low_ratio, score >= min_ratio)]``, bits packed along x
+        (:func:`numpy.packbits`: an eighth of the bytes to send and hold).
     excluded : int
         Core tissue pixels the first pass leaves out of the second pass's reference.
     """
@@ -217,7 +218,7 @@ def tile_masks(
                           reference_um / pixel_size_um, _EXCLUDE_RATIO)
     inner = tile.inner
     masks = np.stack([np.stack([sc[inner] >= low_ratio, sc[inner] >= min_ratio]) for sc in scores])
-    return masks, int((tissue[inner] & (scores[0][inner] > _EXCLUDE_RATIO)).sum())
+    return np.packbits(masks, axis=-1), int((tissue[inner] & (scores[0][inner] > _EXCLUDE_RATIO)).sum())
 
 
 def hysteresis(
@@ -236,11 +237,10 @@ def hysteresis(
     their holes filled, within tissue.
     """
     tissue = np.asarray(tissue_mask, bool)
-    passes = np.zeros((2, 2, *tissue.shape), bool)
+    chosen = 0 if _first_pass_stands(int(tissue.sum()), sum(n for _, n in parts)) else 1
+    low, seed = np.zeros(tissue.shape, bool), np.zeros(tissue.shape, bool)
     for tile, (masks, _) in zip(tiles, parts, strict=True):
-        passes[(slice(None), slice(None), *tile.core)] = masks
-    low, seed = passes[0 if _first_pass_stands(int(tissue.sum()), sum(n for _, n in parts)) else 1]
-    del passes
+        low[tile.core], seed[tile.core] = np.unpackbits(masks[chosen], axis=-1, count=tile.x1 - tile.x0).view(bool)
     radius = max(1, int(round(0.5 * smooth_um / pixel_size_um)))
     disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
     low = ndimage.binary_opening(low, disk)

@@ -73,7 +73,7 @@ def test_tile_masks_equal_the_thresholded_scores_of_the_whole_level(section_lowr
     for i, score in enumerate((first, second)):
         got = np.zeros((2, *tissue.shape), bool)
         for t, (masks, _) in zip(tiles, parts, strict=True):
-            got[(slice(None), *t.core)] = masks[i]
+            got[(slice(None), *t.core)] = np.unpackbits(masks[i], axis=-1, count=t.x1 - t.x0)
         assert np.array_equal(got, np.stack([score >= 1.25, score >= 1.5]))
     assert sum(n for _, n in parts) == int((tissue & (first > 1.25)).sum()) > 0
     assert np.array_equal(whole := fold_score(planes, tissue, pixel_size_um=8.0, background=[0.0, 0.0],
