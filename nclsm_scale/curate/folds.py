@@ -18,11 +18,11 @@ Tiles: the scores are computed tile by tile (:func:`fold_tiles`, :func:`tile_mas
 each tile on a window with a halo of the Gaussians' reach (the smoothing, then the
 reference twice), so memory follows the tile, not the slide, and ``curate`` fans
 the tiles out to Dask. Only the threshold masks (bits packed along x until one
-pass is chosen, then a byte a pixel) and the hysteresis on them are whole-level (:func:`hysteresis`). A tile's core sees
-exactly the pixels the whole image gives it, so the mask does not depend on the
-tiling (tested bit for bit). Written by hand rather than with ``dask.array``
-overlap because the second pass needs the whole level's first-pass exclusion
-count before either pass's masks can be chosen.
+pass is chosen, then a byte a pixel) and the hysteresis on them are whole-level
+(:func:`hysteresis`). A tile's core sees exactly the pixels the whole image gives
+it, so the mask does not depend on the tiling (tested bit for bit). Written by
+hand rather than with ``dask.array`` overlap because the second pass needs the
+whole level's first-pass exclusion count before either pass's masks can be chosen.
 """
 
 from __future__ import annotations
