@@ -11,8 +11,9 @@ its annotation:
   FAM, FR) over fibres matched at IoU 0.5: all of them, those not cut by the
   figure's half split (``cut_by_crop``: the annotators judged the whole fibre, the
   image holds part of it, and a part is EDGE), and those off the image border.
-  "reported" counts only the objects the pipeline reports as fibres (not NF or DEBRIS). A reliability table of
-  ``confidence`` against the annotators' classes (coarse bins: a few hundred fibres).
+  "reported" counts only the objects the pipeline reports as fibres (not NF or
+  DEBRIS). A reliability table of ``confidence`` against the annotators' classes
+  (coarse bins: a few hundred fibres).
 - ``fibersight-human``: membrane (WGA/laminin) plus MyHC I / IIa / IIx, no mito
   channel, 0.922 um/px. F1 against the Cellpose-made reference labels, and the
   fibre types called.
@@ -173,16 +174,15 @@ def figure(data: Path, work: Path, client: Any, pixel_size_um: float, model: dic
     crop_cut = classes["cut_by_crop"].astype(bool)
     inside = ~classes["touches_image_border"].astype(bool) & ~crop_cut
     reported = _reported(labels, table)
+    ours_reported = ours.loc[ours.index.isin(np.unique(reported))]
     not_judged = sorted({r for cell in table.get("not_judged", pd.Series([], dtype=str)).astype(str)
                          for r in cell.split(";") if r})
     out = {
         "image": "ncl-sm-figure-left", "pixel_size_um": pixel_size_um,
         "all_objects": _scores(labels, gt), "reported_fibres": _scores(reported, gt),
-        "classes": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))], theirs),
-        "classes_off_border": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))],
-                                           theirs[inside]),
-        "classes_not_crop_cut": class_scores(reported, gt, ours.loc[ours.index.isin(np.unique(reported))],
-                                             theirs[~crop_cut]),
+        "classes": class_scores(reported, gt, ours_reported, theirs),
+        "classes_off_border": class_scores(reported, gt, ours_reported, theirs[inside]),
+        "classes_not_crop_cut": class_scores(reported, gt, ours_reported, theirs[~crop_cut]),
         "class_counts": table["curation_class"].value_counts().to_dict(), "not_judged": not_judged,
         "reliability": reliability(reported, gt, table, theirs),
     }
