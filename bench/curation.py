@@ -1,13 +1,19 @@
-"""Curation against synthetic ground truth: per-reason precision/recall and calibration of the confidence.
+"""Curation against synthetic ground truth: per-reason precision/recall, the FR model and the confidence's calibration.
 
 Sections are rendered with exact ground-truth classes and every ground-truth fibre
 is measured the way the pipeline measures it (``tests/curate/sections.py``: tissue
 and folds from an 8 um/px view, normalisation from it), so this scores curation
 alone, not segmentation.
 
-- ``--fit``: on the DESIGN sections (the only ones looked at while choosing the
-  rules), fit the score -> probability maps of FR, FAM and NTM by isotonic
-  regression and write them to ``nclsm_scale/curate/calibration.json``.
+- ``--fit``: on the TRAINING sections (the DESIGN sections, the only ones looked
+  at while choosing the rules and the FR model's features, and as many more of
+  the same kinds), train the FR model
+  (``nclsm_scale/curate/fr_model.py``; scikit-learn gradient boosting, written to
+  ``fr_model.json``) and choose its threshold on out-of-section predictions (each
+  section predicted by a model trained on the others), then fit the
+  score -> probability maps of FR, FAM and NTM by isotonic regression on the
+  same out-of-section FR scores and write them to
+  ``nclsm_scale/curate/calibration.json``.
 - default: on the HELD_OUT sections (seeds never used while designing; sizes,
   appearances, 0.5 um/px, mouse-sized fibres, membrane + myosin stains without a
   mito channel), per-reason precision/recall pooled and per section (the worst
@@ -39,22 +45,37 @@ sys.path.insert(0, str(HERE.parent / "tests" / "curate"))
 from _common import RESULTS, emit  # noqa: E402
 from sections import judgeable, measure_section, primary_without_edge  # noqa: E402
 
-from nclsm_scale.curate import curate_fibres  # noqa: E402
+from nclsm_scale.config import CurateConfig  # noqa: E402
+from nclsm_scale.curate import curate_fibres, fr_model  # noqa: E402
 from nclsm_scale.curate.calibration import BUNDLED, Calibration, fit_isotonic  # noqa: E402
+from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features  # noqa: E402
 
 SCORED = ("NTM", "FR", "FAM")
 CALIBRATED = ("FR", "FAM", "NTM")
 TARGETS = {"NTM": 0.9, "FR": 0.9, "FAM": 0.85}
 MYOSIN = ["membrane", "myh1", "myh2a", "myh2x"]
 
-#: Sections used while designing the rules and to fit the calibration.
+#: Sections used while designing the rules and the FR model, and to fit the model and the calibration
+#: (seeds 21-28: the held-out kinds of section, other seeds).
 DESIGN: list[dict[str, Any]] = [
     dict(seed=1), dict(seed=2), dict(seed=3),
     dict(seed=4, signal_range=(800.0, 3000.0), read_noise_range=(40.0, 60.0)),
     dict(seed=5, stains=MYOSIN), dict(seed=6, pixel_size_um=0.5, size_px=3072),
     dict(seed=7, blur_sigma_um_range=(1.0, 1.6)), dict(seed=8, mean_csa_um2=2000.0),
     dict(seed=9, ntm_fraction=0.8),
+    dict(seed=21), dict(seed=22, size_px=3072), dict(seed=23, stains=[*MYOSIN, "dapi"]),
+    dict(seed=24, illumination_range=(0.3, 0.45)), dict(seed=25, read_noise_range=(60.0, 90.0)),
+    dict(seed=26, pixel_size_um=0.5, size_px=3072), dict(seed=27, mean_csa_um2=1800.0, csa_cv=0.35),
+    dict(seed=28, blur_sigma_um_range=(1.0, 1.6), membrane_width_um_range=(1.2, 2.0)),
 ]
+#: The sections that train the FR model and fit the calibration: the design sections and as many more of
+#: the same kinds (seeds 31-39, 51-58), which were not looked at one by one.
+TRAINING: list[dict[str, Any]] = DESIGN + [dict(kw, seed=kw["seed"] + 30) for kw in DESIGN]
+#: The FR model's gradient boosting (scikit-learn ``HistGradientBoostingClassifier``).
+FR_BOOSTING = dict(max_depth=4, max_iter=300, learning_rate=0.1, early_stopping=False, random_state=0)
+#: Candidate thresholds of the FR model's probability: the one whose smaller of precision and recall out of
+#: section is best is kept.
+FR_THRESHOLDS = np.round(np.arange(0.3, 0.71, 0.05), 2)
 #: Sections never looked at while designing: the acceptance set.
 HELD_OUT: list[dict[str, Any]] = [
     dict(seed=901), dict(seed=902, size_px=3072), dict(seed=903, size_px=1536),
@@ -73,19 +94,77 @@ def _describe(kw: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in kw.items())
 
 
-def curated_sections(specs: list[dict[str, Any]], calibration: Calibration | None = None) -> list[pd.DataFrame]:
-    """Measure and curate each section; columns of curate plus ``gt`` and ``section``."""
+Section = tuple[pd.DataFrame, np.ndarray, float, str]
+
+
+def measured_sections(specs: list[dict[str, Any]]) -> list[Section]:
+    """Measure each section: (table, ground-truth classes, pixel size, description)."""
     out = []
     for kw in specs:
         table, gt, px = measure_section(**kw)
+        out.append((table, gt, px, _describe(kw)))
+        print(f"  {_describe(kw)}: {len(table)} fibres", file=sys.stderr, flush=True)
+    return out
+
+
+def curated_sections(sections: list[Section], calibration: Calibration | None = None,
+                     fr_models: list[TreeEnsemble] | None = None) -> list[pd.DataFrame]:
+    """Curate each measured section (its own FR model where given); columns of curate plus ``gt`` and ``section``."""
+    out = []
+    for k, (table, gt, px, name) in enumerate(sections):
         far = table.attrs["far_from_border"]
-        table.attrs = {}
-        c = curate_fibres(table, pixel_size_um=px, calibration=calibration)
-        c["gt"], c["section"], c["far"] = gt, _describe(kw), far
+        t = table.copy()
+        t.attrs = {}
+        c = curate_fibres(t, pixel_size_um=px, calibration=calibration,
+                          fr_model=None if fr_models is None else fr_models[k])
+        c["gt"], c["section"], c["far"] = gt, name, far
         c.attrs["px"] = px
         out.append(c)
-        print(f"  {_describe(kw)}: {len(c)} fibres", file=sys.stderr, flush=True)
     return out
+
+
+def fit_fr(sections: list[Section]) -> tuple[TreeEnsemble, list[TreeEnsemble]]:
+    """The FR model on all sections, and per section one trained on the others (threshold chosen on those).
+
+    Trained on the fibres whose ridges are judged (the model decides only those),
+    not DEBRIS; the outcome is the ground truth FR.
+    """
+    from sklearn import __version__ as sklearn_version
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    cfg = CurateConfig()
+    xs, ys = [], []
+    for table, gt, px, _ in sections:
+        f = fr_features(table, neighbours=cfg.fr_neighbours, fold_min=cfg.fr_min_fold_fraction,
+                        min_area_um2=cfg.debris_max_um2)[list(fr_model.FEATURES)].to_numpy(np.float64)
+        keep = (gt != "DEBRIS") & np.isfinite(f[:, 1]) & (px <= cfg.fr_ridge_max_pixel_size_um)
+        xs.append(f[keep])
+        ys.append(gt[keep] == "FR")
+    held_p, models = [], []
+    for k in range(len(sections)):
+        x = np.concatenate([a for j, a in enumerate(xs) if j != k])
+        y = np.concatenate([a for j, a in enumerate(ys) if j != k])
+        m = HistGradientBoostingClassifier(**FR_BOOSTING).fit(x, y)
+        held_p.append(m.predict_proba(xs[k])[:, 1])
+        models.append(m)
+    p, y = np.concatenate(held_p), np.concatenate(ys)
+
+    def pr(t: float) -> tuple[float, float]:
+        tp = float(((p >= t) & y).sum())
+        return tp / max(float((p >= t).sum()), 1.0), tp / max(float(y.sum()), 1.0)
+
+    threshold = float(max(FR_THRESHOLDS, key=lambda t: min(pr(float(t)))))
+    precision, recall = pr(threshold)
+    print(f"FR model, each section predicted by a model trained on the others: threshold {threshold:.2f}, "
+          f"precision {precision:.3f}, recall {recall:.3f} ({int(y.sum())} FR of {len(y)} fibres)",
+          file=sys.stderr, flush=True)
+    names = list(fr_model.FEATURES)
+    final = HistGradientBoostingClassifier(**FR_BOOSTING).fit(np.concatenate(xs), y)
+    about = dict(bench="bench/curation.py --fit", fitted_on=[s[3] for s in sections], fibres=len(y),
+                 boosting=FR_BOOSTING, sklearn=sklearn_version,
+                 out_of_section=dict(threshold=threshold, precision=round(precision, 4), recall=round(recall, 4)))
+    return (TreeEnsemble.from_sklearn(final, tuple(names), threshold, **about),
+            [TreeEnsemble.from_sklearn(m, tuple(names), threshold) for m in models])
 
 
 def scores(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -109,15 +188,15 @@ def _scored(tables: list[pd.DataFrame]) -> pd.DataFrame:
     return both[~both["touches_image_border"].to_numpy(bool) & keep & (both["curation_class"] != "EDGE")]
 
 
-def fit(tables: list[pd.DataFrame]) -> Calibration:
-    """Both stages of the calibration from the design sections (see nclsm_scale.curate.calibration)."""
-    both = _scored(tables)
+def fit(sections: list[Section], fr_models: list[TreeEnsemble]) -> Calibration:
+    """Both stages of the calibration from the training sections (see nclsm_scale.curate.calibration).
+
+    Each section's FR scores come from ``fr_models``, trained without it.
+    """
+    both = _scored(curated_sections(sections, fr_models=fr_models))
     maps = {r: fit_isotonic(both[f"score_{r}"].to_numpy(np.float64), (both["gt"] == r).to_numpy())
             for r in CALIBRATED}
-    first = Calibration(maps)
-    again = _scored([curate_fibres(t.drop(columns=["gt", "section", "far"]), pixel_size_um=float(t.attrs["px"]),
-                                   calibration=first).assign(gt=t["gt"].to_numpy())
-                     for t in tables])
+    again = _scored(curated_sections(sections, Calibration(maps), fr_models))
     right = again["curation_class"].astype(str).to_numpy() == again["gt"].astype(str).to_numpy()
     classes = {}
     for cls in ("AM", *CALIBRATED):
@@ -167,16 +246,20 @@ def reliability_png(table: pd.DataFrame, path: Path, title: str) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fit", action="store_true", help="fit the calibration on the design sections and save it")
+    ap.add_argument("--fit", action="store_true",
+                    help="train the FR model and fit the calibration on the training sections, and save both")
     ap.add_argument("--quick", action="store_true", help="the first four held-out sections only")
     args = ap.parse_args()
     if args.fit:
-        design = curated_sections(DESIGN)
-        calibration = fit(design)
-        calibration.save(BUNDLED, fitted_on=[_describe(k) for k in DESIGN], reasons=list(CALIBRATED),
+        training = measured_sections(TRAINING)
+        model, per_section = fit_fr(training)
+        print(f"FR model written to {model.save(fr_model.BUNDLED)}", file=sys.stderr)
+        calibration = fit(training, per_section)
+        calibration.save(BUNDLED, fitted_on=[_describe(k) for k in TRAINING], reasons=list(CALIBRATED),
+                         fr_scores="each section's from an FR model trained on the others",
                          bench="bench/curation.py --fit")
         print(f"calibration written to {BUNDLED}", file=sys.stderr)
-    tables = curated_sections(HELD_OUT[:4] if args.quick else HELD_OUT, Calibration.bundled())
+    tables = curated_sections(measured_sections(HELD_OUT[:4] if args.quick else HELD_OUT), Calibration.bundled())
     s = scores(tables)
     pooled = s.groupby("cls")[["tp", "fp", "fn"]].sum()
     result: dict[str, Any] = {"bench": "curation", "sections": [_describe(k) for k in HELD_OUT[: len(tables)]]}

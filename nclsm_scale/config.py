@@ -609,19 +609,32 @@ class CurateConfig(_Section):
     )
     edge_image_border: bool = Field(True, description="Reject fibres cut by the image border (EDGE).")
     edge_tissue_border: bool = Field(True, description="Reject fibres touching non-tissue (EDGE).")
+    fr_method: Literal["model", "rules"] = Field(
+        "model",
+        description="How FR is decided where interior ridges can be judged: 'model', the bundled gradient-boosted "
+        "trees over the fold share, ridges, membrane and cytoplasm against the neighbours' and shape "
+        "(curate/fr_model.py); 'rules', the fold and ridge thresholds below (also the fallback without a model, "
+        "and what decides where ridges cannot be judged).",
+    )
+    fr_neighbours: int = Field(
+        32, ge=4, le=1000,
+        description="FR model: the nearest fibres (outside detected folds) whose median intensities a fibre is "
+        "compared with.",
+    )
     fr_min_interior_membrane: float = Field(
         0.03, gt=0.0, le=1.0,
-        description="Fibres with at least this share of their interior on membrane ridges (interior_membrane_fraction: "
-        "a folded second layer's sarcolemma crosses them) are FR.",
+        description="FR rules: fibres with at least this share of their interior on membrane ridges "
+        "(interior_membrane_fraction: a folded second layer's sarcolemma crosses them) are FR.",
     )
     fr_min_fold_fraction: float = Field(
         0.3, gt=0.0, le=1.0,
         description="Fibres with at least this share in a detected (low-resolution) fold are FR when they also show "
-        "interior membrane (fr_min_interior_membrane_in_fold), or alone when the membrane feature is missing.",
+        "interior membrane (fr_min_interior_membrane_in_fold; FR rules), or alone when the ridges cannot be judged "
+        "(either method). The FR model's neighbour references leave such fibres out.",
     )
     fr_min_interior_membrane_in_fold: float = Field(
         0.007, ge=0.0, le=1.0,
-        description="Interior membrane share that suffices for FR inside a detected fold.",
+        description="FR rules: interior membrane share that suffices for FR inside a detected fold.",
     )
     fr_ridge_max_pixel_size_um: float = Field(
         1.5, gt=0.0, le=50.0,

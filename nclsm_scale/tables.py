@@ -251,7 +251,9 @@ CURATE_COLUMNS: dict[str, Column] = {
     ),
     **{f"score_{c.value}": _C(
         "float64", "",
-        f"Score of the {c.value} rule: its feature's log ratio to the threshold (>= 0: {c.meaning}); NaN: not judged.",
+        f"Score of the {c.value} rule: its feature's log ratio to the threshold (>= 0: {c.meaning}); NaN: not judged."
+        + (" With the FR model (curate.fr_method), its log-odds over the model's threshold." if c is FibreClass.FR
+           else ""),
     ) for c in FibreClass if c.priority is not None},
     "curation_class": _C(
         "str",

@@ -6,7 +6,7 @@ Public API::
 
 - :func:`curate_slide` (slide_path, cfg, client) -> the stage: folds, fold fractions, rules, overrides.
 - :func:`curate_fibres` (table, cfg, pixel_size_um=...) -> table with ``curation_class``, ``reasons``,
-  calibrated ``confidence`` and ``not_judged``.
+  calibrated ``confidence`` and ``not_judged`` (FR from the model of :mod:`~nclsm_scale.curate.fr_model`).
 - :func:`call_fibre_types` (intensities) -> fibre types with per-slide thresholds.
 - :func:`detect_folds` (image_lowres, tissue_mask, *, pixel_size_um, ...) -> bool fold mask.
 - :func:`apply_overrides` (table, csv_path or table): user corrections; :func:`read_overrides` reads

@@ -13,14 +13,16 @@ or a pixel too coarse to resolve the structure the rule looks for.
   with a cytoplasm signal.
 - DEBRIS: CSA below ``debris_max_um2``.
 - EDGE: the fibre touches the image border or non-tissue (it is cut).
-- FR: a folded second layer covers it. Its sarcolemma crosses the fibre
-  (``interior_membrane_fraction`` at least ``fr_min_interior_membrane``), or a
-  weaker share of it (``fr_min_interior_membrane_in_fold``) lies inside a
-  detected low-resolution fold (``fold_fraction`` at least
-  ``fr_min_fold_fraction``). Where the ridges cannot be judged (no membrane
-  channel, pixels coarser than ``fr_ridge_max_pixel_size_um``) the fold alone
-  decides. A fibre wholly in a detected fold without ridges stays AM, with the
-  low confidence calibration gives it.
+- FR: a folded second layer covers it. By default the bundled tree ensemble
+  decides (:mod:`nclsm_scale.curate.fr_model`: fold share, ridges, membrane and
+  cytoplasm against the neighbours', shape; the score is its log-odds over its
+  threshold's). The rules, its fallback (``fr_method = "rules"``): its
+  sarcolemma crosses the fibre (``interior_membrane_fraction`` at least
+  ``fr_min_interior_membrane``), or a weaker share of it
+  (``fr_min_interior_membrane_in_fold``) lies inside a detected low-resolution
+  fold (``fold_fraction`` at least ``fr_min_fold_fraction``). Where the ridges
+  cannot be judged (no membrane interior, pixels coarser than
+  ``fr_ridge_max_pixel_size_um``) the fold alone decides, with either method.
 - FAM: ice-crystal holes, which are empty (near background), unlike ordinary
   mitochondrial texture: at least ``fam_min_holes`` holes covering at least
   ``fam_min_hole_fraction`` of the interior (one or two nuclei are not an
@@ -47,15 +49,20 @@ that none of the judged reasons applies.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
 from nclsm_scale.config import CurateConfig
 from nclsm_scale.curate.calibration import Calibration
+from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features
 from nclsm_scale.tables import PRIORITY, FibreClass
 
 __all__ = ["curate_fibres", "field_elongation", "reason_scores", "typical_diameter_um"]
+
+logger = logging.getLogger(__name__)
 
 #: Largest aspect ratio entering the neighbourhood elongation (lines and slivers are capped).
 _MAX_AR = 10.0
@@ -126,12 +133,15 @@ def _quantile(values: np.ndarray, q: float) -> float:
     return float(np.quantile(finite, q)) if finite.size else float("nan")
 
 
-def reason_scores(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None) -> pd.DataFrame:
+def reason_scores(
+    table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None, fr_model: TreeEnsemble | None = None
+) -> pd.DataFrame:
     """Per fibre and reason, the rule's score (``>= 0``: applies; NaN: not judged), and the features behind it.
 
     Adds to a copy of ``table`` the derived features ``field_aspect_ratio``,
     ``aligned_aspect_ratio``, ``relative_aspect_ratio`` and ``cytoplasm_rel`` and
     one ``score_<reason>`` column per reason of :data:`~nclsm_scale.tables.PRIORITY`.
+    FR is scored by ``fr_model`` where given (see :func:`curate_fibres`), else by the rules.
     """
     out = table.copy()
     n = len(out)
@@ -163,7 +173,7 @@ def reason_scores(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float |
         FibreClass.NF: _log_ratio(np.full(n, cfg.nf_max_cytoplasm), 1.0) - _log_ratio(cyto_rel, 1.0),
         FibreClass.DEBRIS: _log_ratio(np.full(n, cfg.debris_max_um2), 1.0) - _log_ratio(area, 1.0),
         FibreClass.EDGE: np.where(edge, 1.0, -1.0),
-        FibreClass.FR: _fr_score(out, cfg, pixel_size_um),
+        FibreClass.FR: _fr_score(out, cfg, pixel_size_um, fr_model),
         FibreClass.FAM: _fam_score(out, cfg) if fine else np.full(n, np.nan),
         FibreClass.NTM: _ntm_score(ar, field, cut, ntm_threshold, cfg),
     }
@@ -172,16 +182,28 @@ def reason_scores(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float |
     return out
 
 
-def _fr_score(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None) -> np.ndarray:
-    """FR: strong interior membrane ridges, or weaker ones (or none judgeable) inside a detected fold."""
+def _fr_score(
+    table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None, fr_model: TreeEnsemble | None
+) -> np.ndarray:
+    """FR: the model's score where ridges are judged; else strong ridges, or weaker ones inside a detected fold.
+
+    Where the ridges cannot be judged, the fold alone decides.
+    """
     fold = np.nan_to_num(table["fold_fraction"].to_numpy(np.float64), nan=0.0)
     ridges = table["interior_membrane_fraction"].to_numpy(np.float64)
     if pixel_size_um is not None and pixel_size_um > cfg.fr_ridge_max_pixel_size_um:
         ridges = np.full_like(ridges, np.nan)  # a sarcolemma line is not resolved
     in_fold = _log_ratio(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction)
+    judged = np.isfinite(ridges)
+    if fr_model is not None:
+        score = in_fold.copy()
+        if judged.any():
+            x = fr_features(table, neighbours=cfg.fr_neighbours, fold_min=cfg.fr_min_fold_fraction,
+                            min_area_um2=cfg.debris_max_um2)
+            score[judged] = fr_model.score(x[list(fr_model.features)].to_numpy(np.float64)[judged])
+        return score
     strong = _log_ratio(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane)
     weak = _log_ratio(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4))
-    judged = np.isfinite(ridges)
     return np.where(judged, np.maximum(strong, np.minimum(in_fold, weak)), in_fold)
 
 
@@ -215,6 +237,7 @@ def curate_fibres(
     *,
     pixel_size_um: float | None = None,
     calibration: Calibration | None = None,
+    fr_model: TreeEnsemble | None = None,
 ) -> pd.DataFrame:
     """Add ``curation_class``, ``reasons``, ``confidence``, ``not_judged`` and the features the rules use.
 
@@ -229,6 +252,9 @@ def curate_fibres(
         resolve are not judged. None judges every reason the channels allow.
     calibration : Calibration, optional
         Score-to-probability maps; default the bundled ones (:func:`Calibration.bundled`).
+    fr_model : TreeEnsemble, optional
+        The FR model when ``cfg.fr_method`` is ``"model"``; default the bundled one
+        (:meth:`TreeEnsemble.bundled`; without it the rules decide, with a warning).
 
     Returns
     -------
@@ -238,7 +264,11 @@ def curate_fibres(
     """
     cfg = cfg or CurateConfig()
     calibration = calibration or Calibration.bundled()
-    out = reason_scores(table, cfg, pixel_size_um)
+    if cfg.fr_method == "model" and fr_model is None:
+        fr_model = TreeEnsemble.bundled()
+        if fr_model is None:
+            logger.warning("no bundled FR model (curate/fr_model.json): FR is decided by the rules")
+    out = reason_scores(table, cfg, pixel_size_um, fr_model if cfg.fr_method == "model" else None)
     n = len(out)
     primary = np.full(n, FibreClass.AM.value, dtype=object)
     confidence = np.ones(n)

@@ -73,8 +73,8 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
     assert sum(meta["class_counts"].values()) == len(a) == res.n_fibres
     fr = a["curation_class"] == "FR"
     first = a["reasons"].str.split(";").str[0]
-    in_fold = (a["fold_fraction"] >= 0.3) & (a["interior_membrane_fraction"] >= 0.007)
-    assert a.loc[in_fold, "reasons"].str.contains("FR").all() and fr.any()
+    assert (a["reasons"].str.contains("FR") == (a["score_FR"] >= 0)).all() and fr.any()
+    assert a.loc[a["fold_fraction"] >= 0.5, "reasons"].str.contains("FR").all()
     assert ((first == a["curation_class"]) | (a["curation_class"] == "AM")).all()
 
 

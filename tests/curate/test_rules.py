@@ -127,7 +127,7 @@ def test_thresholds_come_from_config(measured_sections):
     none = curate_fibres(
         table,
         CurateConfig(
-            ntm_min_aspect_ratio=20.0, ntm_cut_field_aspect_ratio=20.0, fam_min_holes=1000,
+            ntm_min_aspect_ratio=20.0, ntm_cut_field_aspect_ratio=20.0, fam_min_holes=1000, fr_method="rules",
             fr_min_interior_membrane=1.0, fr_min_interior_membrane_in_fold=1.0, fr_min_fold_fraction=1.0,
             edge_image_border=False, edge_tissue_border=False, debris_max_um2=0.0, nf_max_cytoplasm=1e-6,
         ),
