@@ -225,9 +225,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--figure-pixel-size", type=float, default=3.6)
     ap.add_argument("--weights", default=None, help="weights file (default: bundled)")
+    ap.add_argument("--cpu-path", default=None, help="the network's CPU path (model.cpu_path; default: the config's)")
     args = ap.parse_args()
     cfg = RunConfig.model_validate({"cluster": {"n_workers": args.workers}})
-    model = {"weights": args.weights}
+    model = {"weights": args.weights, **({"cpu_path": args.cpu_path} if args.cpu_path else {})}
     with tempfile.TemporaryDirectory() as tmp, open_client(cfg.cluster, echo=False) as client:
         results = [figure(args.data, Path(tmp), client, args.figure_pixel_size, model),
                    fibersight(args.data, Path(tmp), client, model)]
