@@ -46,6 +46,7 @@ from nclsm_scale.curate.folds import TILE_PX, FoldTile, fold_channels, fold_tile
 from nclsm_scale.curate.napari import label_metadata
 from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
 from nclsm_scale.curate.qupath import qupath_edits, qupath_overrides
+from nclsm_scale.curate.fr_model import bundled_record
 from nclsm_scale.curate.rules import curate_fibres
 from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
@@ -269,6 +270,7 @@ def curate_slide(
     counts = {str(k): int(v) for k, v in curated["curation_class"].value_counts().sort_index().items()}
     own = {
         "curate": cfg.curate.model_dump(mode="json"),
+        "fr_model": bundled_record() if cfg.curate.fr_method == "model" else None,
         "overrides": {"stored": str(store) if len(merged) else None, "n": len(merged),
                       "added_from": str(overrides) if overrides is not None else None,
                       "qupath_from": str(qupath) if qupath is not None else None, "n_from_qupath": len(from_qupath)},

@@ -26,6 +26,7 @@ bundled model), and decide fibres whose interior ridges cannot be judged
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-__all__ = ["BUNDLED", "FEATURES", "TreeEnsemble", "fr_features", "neighbour_ratio"]
+__all__ = ["BUNDLED", "FEATURES", "TreeEnsemble", "bundled_record", "fr_features", "neighbour_ratio"]
 
 #: The model shipped with the package.
 BUNDLED = Path(__file__).resolve().parent / "fr_model.json"
@@ -255,3 +256,12 @@ class TreeEnsemble:
         """Log-odds over the threshold's: ``>= 0`` where P(FR) is at least :attr:`threshold`."""
         t = min(max(self.threshold, 1e-9), 1 - 1e-9)
         return self.raw(x) - np.log(t / (1.0 - t))
+
+
+def bundled_record() -> dict[str, Any] | None:
+    """The bundled model's file, sha256 and threshold, as a run's curate table records them (None without one)."""
+    model = TreeEnsemble.bundled()
+    if model is None:
+        return None
+    return {"file": str(BUNDLED), "sha256": hashlib.sha256(BUNDLED.read_bytes()).hexdigest(),
+            "threshold": model.threshold}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import ome_zarr_models
 import pandas as pd
@@ -10,7 +12,7 @@ import zarr
 
 from nclsm_scale.aggregate import aggregate_run
 from nclsm_scale.config import RunConfig, SynthConfig
-from nclsm_scale.curate import curate_slide, detect_folds
+from nclsm_scale.curate import curate_slide, detect_folds, fr_model
 from nclsm_scale.curate import driver as curate_driver
 from nclsm_scale.curate.folds import fold_channels
 from nclsm_scale.errors import ValidationError
@@ -69,6 +71,7 @@ def test_folds_are_written_and_fold_fractions_are_exact(client, measured) -> Non
     b, meta = _joined(path, again)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert meta["fold_area_um2"] == float((low == FOLD).sum() * 64)
+    assert meta["fr_model"]["sha256"] == hashlib.sha256(fr_model.BUNDLED.read_bytes()).hexdigest()
     assert meta["tissue_area_um2"] == float((tissue > 0).sum() * 64)
     assert sum(meta["class_counts"].values()) == len(a) == res.n_fibres
     fr = a["curation_class"] == "FR"
