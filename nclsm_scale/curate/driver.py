@@ -43,10 +43,10 @@ from nclsm_scale.cluster import fan_out
 from nclsm_scale.config import RunConfig
 from nclsm_scale.curate import overrides as ov
 from nclsm_scale.curate.folds import TILE_PX, FoldTile, fold_channels, fold_tiles, hysteresis, tile_masks
+from nclsm_scale.curate.fr_model import bundled_record
 from nclsm_scale.curate.napari import label_metadata
 from nclsm_scale.curate.qc import SlideQC, focus_share, focus_tiles, reject_slide, slide_qc
 from nclsm_scale.curate.qupath import qupath_edits, qupath_overrides
-from nclsm_scale.curate.fr_model import bundled_record
 from nclsm_scale.curate.rules import curate_fibres
 from nclsm_scale.curate.types import slide_fibre_types
 from nclsm_scale.errors import SlideReadError
