@@ -60,7 +60,7 @@ FEATURES: tuple[str, ...] = (
 _MIN_NEIGHBOURS = 4
 #: Fibres per block of the neighbour queries and the tree evaluation (bounds their memory: the trees hold
 #: a few arrays of fibres x trees).
-_BLOCK = 4096
+_BLOCK = 1024
 
 
 def neighbour_ratio(
