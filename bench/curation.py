@@ -48,7 +48,7 @@ from sections import judgeable, measure_section, primary_without_edge  # noqa: E
 from nclsm_scale.config import CurateConfig  # noqa: E402
 from nclsm_scale.curate import curate_fibres, fr_model  # noqa: E402
 from nclsm_scale.curate.calibration import BUNDLED, Calibration, fit_isotonic  # noqa: E402
-from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features  # noqa: E402
+from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features, ridges_judged  # noqa: E402
 
 SCORED = ("NTM", "FR", "FAM")
 CALIBRATED = ("FR", "FAM", "NTM")
@@ -135,9 +135,8 @@ def fit_fr(sections: list[Section]) -> tuple[TreeEnsemble, list[TreeEnsemble]]:
     cfg = CurateConfig()
     xs, ys = [], []
     for table, gt, px, _ in sections:
-        f = fr_features(table, neighbours=cfg.fr_neighbours, fold_min=cfg.fr_min_fold_fraction,
-                        min_area_um2=cfg.debris_max_um2)[list(fr_model.FEATURES)].to_numpy(np.float64)
-        keep = (gt != "DEBRIS") & np.isfinite(f[:, 1]) & (px <= cfg.fr_ridge_max_pixel_size_um)
+        f = fr_features(table, cfg)[list(fr_model.FEATURES)].to_numpy(np.float64)
+        keep = (gt != "DEBRIS") & ridges_judged(table, cfg, px)
         xs.append(f[keep])
         ys.append(gt[keep] == "FR")
     held_p, models = [], []

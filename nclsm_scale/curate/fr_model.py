@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-__all__ = ["BUNDLED", "FEATURES", "TreeEnsemble", "bundled_record", "fr_features", "neighbour_ratio"]
+from nclsm_scale.config import CurateConfig
+
+__all__ = ["BUNDLED", "FEATURES", "TreeEnsemble", "bundled_record", "fr_features", "neighbour_ratio", "ridges_judged"]
 
 #: The model shipped with the package.
 BUNDLED = Path(__file__).resolve().parent / "fr_model.json"
@@ -56,6 +58,16 @@ FEATURES: tuple[str, ...] = (
     "membrane_interior_over_ring",
 )
 
+#: The ensemble's node arrays: name -> (scikit-learn's node field, dtype).
+_NODES: dict[str, tuple[str, type]] = {
+    "feature": ("feature_idx", np.int64),
+    "split": ("num_threshold", np.float64),
+    "left": ("left", np.int64),
+    "right": ("right", np.int64),
+    "missing_left": ("missing_go_to_left", np.bool_),
+    "leaf": ("is_leaf", np.bool_),
+    "value": ("value", np.float64),
+}
 #: Fewest usable neighbours a local reference needs (else the ratio is NaN).
 _MIN_NEIGHBOURS = 4
 #: Fibres per block of the neighbour queries and the tree evaluation (bounds their memory: the trees hold
@@ -95,19 +107,31 @@ def neighbour_ratio(
     return out
 
 
-def fr_features(table: pd.DataFrame, *, neighbours: int, fold_min: float, min_area_um2: float) -> pd.DataFrame:
+def ridges_judged(table: pd.DataFrame, cfg: CurateConfig, pixel_size_um: float | None) -> np.ndarray:
+    """Fibres whose interior ridges can be judged: the model decides these, the fold alone the others.
+
+    ``interior_membrane_fraction`` is finite (a membrane channel, an interior) and the
+    pixels are at most ``cfg.fr_ridge_max_pixel_size_um`` (a sarcolemma line is resolved).
+    """
+    if pixel_size_um is not None and pixel_size_um > cfg.fr_ridge_max_pixel_size_um:
+        return np.zeros(len(table), bool)
+    return np.isfinite(table["interior_membrane_fraction"].to_numpy(np.float64))
+
+
+def fr_features(table: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
     """The model's :data:`FEATURES` per fibre (NaN where a channel or the neighbours are missing).
 
-    The neighbour references leave out fibres in a detected fold (``fold_fraction``
-    at least ``fold_min``) and debris (below ``min_area_um2``): a fibre under a
-    fold is compared with the plain tissue around it.
+    The neighbour references (``cfg.fr_neighbours`` nearest) leave out fibres in a
+    detected fold (``fold_fraction`` at least ``cfg.fr_min_fold_fraction``) and debris
+    (below ``cfg.debris_max_um2``): a fibre under a fold is compared with the plain
+    tissue around it.
     """
     fold = np.nan_to_num(table["fold_fraction"].to_numpy(np.float64), nan=0.0)
-    use = (fold < fold_min) & (table["area_um2"].to_numpy(np.float64) >= min_area_um2)
+    use = (fold < cfg.fr_min_fold_fraction) & (table["area_um2"].to_numpy(np.float64) >= cfg.debris_max_um2)
     rel = neighbour_ratio(
         table,
         ["membrane_interior_median", "membrane_ring_median", "membrane_interior_mean", "cytoplasm_interior_median"],
-        neighbours,
+        cfg.fr_neighbours,
         use,
     )
     interior = table["membrane_interior_median"].to_numpy(np.float64)
@@ -160,39 +184,20 @@ class TreeEnsemble:
         """
         trees = [p[0].nodes for p in model._predictors]
         width = max(len(t) for t in trees)
-
-        def pad(field: str, dtype: type) -> np.ndarray:
-            out: np.ndarray = np.zeros((len(trees), width), dtype)
+        nodes: dict[str, np.ndarray] = {}
+        for name, (field, dtype) in _NODES.items():
+            nodes[name] = np.zeros((len(trees), width), dtype)
             for i, t in enumerate(trees):
-                out[i, : len(t)] = t[field]
-            return out
-
-        return cls(
-            features=tuple(features),
-            baseline=float(np.ravel(model._baseline_prediction)[0]),
-            feature=pad("feature_idx", np.int64),
-            split=pad("num_threshold", np.float64),
-            left=pad("left", np.int64),
-            right=pad("right", np.int64),
-            missing_left=pad("missing_go_to_left", np.bool_),
-            leaf=pad("is_leaf", np.bool_),
-            value=pad("value", np.float64),
-            threshold=float(threshold),
-            about=dict(about),
-        )
+                nodes[name][i, : len(t)] = t[field]
+        return cls(features=tuple(features), baseline=float(np.ravel(model._baseline_prediction)[0]),
+                   threshold=float(threshold), about=dict(about), **nodes)
 
     @classmethod
     def load(cls, path: str | Path) -> TreeEnsemble:
         """Read a model written by :meth:`save`."""
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-        arr = {k: np.asarray(d[k]) for k in ("feature", "split", "left", "right", "missing_left", "leaf", "value")}
-        return cls(
-            features=tuple(d["features"]), baseline=float(d["baseline"]),
-            feature=arr["feature"].astype(np.int64), split=arr["split"].astype(np.float64),
-            left=arr["left"].astype(np.int64), right=arr["right"].astype(np.int64),
-            missing_left=arr["missing_left"].astype(np.bool_), leaf=arr["leaf"].astype(np.bool_),
-            value=arr["value"].astype(np.float64), threshold=float(d["threshold"]), about=d.get("about", {}),
-        )
+        return cls(features=tuple(d["features"]), baseline=float(d["baseline"]), threshold=float(d["threshold"]),
+                   about=d.get("about", {}), **{k: np.asarray(d[k], dtype) for k, (_, dtype) in _NODES.items()})
 
     @classmethod
     def bundled(cls) -> TreeEnsemble | None:
@@ -204,8 +209,7 @@ class TreeEnsemble:
         d = {
             "about": self.about, "features": list(self.features), "baseline": self.baseline,
             "threshold": self.threshold,
-            **{k: getattr(self, k).tolist() for k in ("feature", "split", "left", "right", "missing_left", "leaf",
-                                                        "value")},
+            **{k: getattr(self, k).tolist() for k in _NODES},
         }
         path = Path(path)
         path.write_text(json.dumps(d, separators=(",", ":")) + "\n", encoding="utf-8")

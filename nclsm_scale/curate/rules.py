@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 
 from nclsm_scale.config import CurateConfig
 from nclsm_scale.curate.calibration import Calibration
-from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features
+from nclsm_scale.curate.fr_model import TreeEnsemble, fr_features, ridges_judged
 from nclsm_scale.tables import PRIORITY, FibreClass
 
 __all__ = ["curate_fibres", "field_elongation", "reason_scores", "typical_diameter_um"]
@@ -190,18 +190,15 @@ def _fr_score(
     Where the ridges cannot be judged, the fold alone decides.
     """
     fold = np.nan_to_num(table["fold_fraction"].to_numpy(np.float64), nan=0.0)
-    ridges = table["interior_membrane_fraction"].to_numpy(np.float64)
-    if pixel_size_um is not None and pixel_size_um > cfg.fr_ridge_max_pixel_size_um:
-        ridges = np.full_like(ridges, np.nan)  # a sarcolemma line is not resolved
     in_fold = _log_ratio(np.maximum(fold, 1e-3), cfg.fr_min_fold_fraction)
-    judged = np.isfinite(ridges)
+    judged = ridges_judged(table, cfg, pixel_size_um)
     if fr_model is not None:
         score = in_fold.copy()
         if judged.any():
-            x = fr_features(table, neighbours=cfg.fr_neighbours, fold_min=cfg.fr_min_fold_fraction,
-                            min_area_um2=cfg.debris_max_um2)
-            score[judged] = fr_model.score(x[list(fr_model.features)].to_numpy(np.float64)[judged])
+            x = fr_features(table, cfg)[list(fr_model.features)].to_numpy(np.float64)
+            score[judged] = fr_model.score(x[judged])
         return score
+    ridges = table["interior_membrane_fraction"].to_numpy(np.float64)
     strong = _log_ratio(np.maximum(ridges, 1e-4), cfg.fr_min_interior_membrane)
     weak = _log_ratio(np.maximum(ridges, 1e-4), max(cfg.fr_min_interior_membrane_in_fold, 1e-4))
     return np.where(judged, np.maximum(strong, np.minimum(in_fold, weak)), in_fold)

@@ -75,7 +75,7 @@ def test_neighbour_ratio_is_the_value_over_the_median_of_the_k_nearest_usable_ot
 
 def test_features_compare_with_neighbours_outside_folds(measured_sections):
     table, _, _ = measured_sections[0]
-    f = fr_features(table, neighbours=32, fold_min=0.3, min_area_um2=150.0)
+    f = fr_features(table, CurateConfig())
     assert list(f.columns) == list(FEATURES) and f.index.equals(table.index)
     plain = (table.fold_fraction < 0.3) & table.membrane_interior_median.notna()
     assert 0.8 < f.loc[plain, "membrane_interior_rel"].median() < 1.25  # plain tissue: like its neighbours
@@ -94,7 +94,7 @@ def test_fr_method_rules_is_the_rule_and_the_model_is_the_default(measured_secti
     assert fr.sum() >= 20 and (gt[fr] == "FR").mean() >= 0.85
     bundled = TreeEnsemble.bundled()
     assert bundled is not None and bundled.features == FEATURES and 0.0 < bundled.threshold < 1.0
-    x = fr_features(table, neighbours=32, fold_min=0.3, min_area_um2=150.0).to_numpy(np.float64)
+    x = fr_features(table, CurateConfig()).to_numpy(np.float64)
     judged = table.interior_membrane_fraction.notna().to_numpy()
     assert np.array_equal(model.score_FR.to_numpy()[judged], bundled.score(x)[judged])
 
