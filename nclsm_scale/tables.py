@@ -132,7 +132,7 @@ class Column:
 _C = Column
 
 #: Version of the tables' schema (columns, dtypes, frames), in every file's metadata; raised on any change.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Columns that key every per-fibre table, first in each.
 KEY_COLUMNS: dict[str, Column] = {
@@ -224,6 +224,12 @@ MEASURE_COLUMNS: dict[str, Column] = {
         "least ridge_ratio x the fibre's own sarcolemma ridge strength and ridge_noise_z robust deviations above "
         "its interior (a second layer's sarcolemma crossing the fibre: folds). NaN without a membrane channel or "
         "deep interior.",
+    ),
+    "membrane_interior_p75": _C(
+        "float64", "counts",
+        "75th percentile of the membrane channel inside the band of ring_width_um along the outline, minus the "
+        "slide's background (a fold's second layer over part of the fibre raises it before the median). NaN "
+        "without a membrane channel.",
     ),
 }
 

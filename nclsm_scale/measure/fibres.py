@@ -27,6 +27,7 @@ from nclsm_scale.measure.intensity import (
     band_masks,
     channel_medians,
     channel_stats,
+    group_quantiles,
     holes,
     interior_median_noise,
     interior_ridge_fraction,
@@ -308,7 +309,8 @@ def _intensities(
 ) -> dict[str, np.ndarray]:
     """Per-channel band and interior statistics, the membrane ridges, the cytoplasm level and holes."""
     out: dict[str, np.ndarray] = {
-        k: np.full(n, np.nan) for k in ("cytoplasm_interior_median", "hole_fraction", "interior_membrane_fraction")
+        k: np.full(n, np.nan)
+        for k in ("cytoplasm_interior_median", "hole_fraction", "interior_membrane_fraction", "membrane_interior_p75")
     }
     out["hole_count"] = np.zeros(n, np.int64)
     if image is None:
@@ -327,6 +329,9 @@ def _intensities(
             comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), bbox,
             ratio=cfg.ridge_ratio, noise_z=cfg.ridge_noise_z,
         )
+        idx = np.flatnonzero(interior)
+        out["membrane_interior_p75"] = group_quantiles(comp.ravel()[idx].astype(np.int64) - 1, image[c].ravel()[idx],
+                                                       n, 0.75) - bg[c]
     cyto = cytoplasm_signal(image, roles, bg, list(scale) if scale is not None else [1.0] * image.shape[0])
     if cyto is not None:
         med, noise = interior_median_noise(comp, interior, cyto, bbox, 0.0)

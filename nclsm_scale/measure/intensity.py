@@ -19,6 +19,7 @@ __all__ = [
     "channel_medians",
     "channel_stats",
     "group_medians",
+    "group_quantiles",
     "holes",
     "interior_median_noise",
     "interior_ridge_fraction",
@@ -87,11 +88,20 @@ def group_medians(group: np.ndarray, values: np.ndarray, n: int, offset: np.ndar
     return _group_medians(np.ascontiguousarray(group, np.int64), np.ascontiguousarray(values), n, off)
 
 
+def group_quantiles(group: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:
+    """The ``q`` quantile of ``values`` per group ``0..n-1``, as :func:`numpy.quantile` (linear) of each group's.
+
+    In float64; NaN for an empty group or one holding a NaN. Compiled, as :func:`group_medians`.
+    """
+    return _group_quantiles(np.ascontiguousarray(group, np.int64), np.ascontiguousarray(values), n, float(q))
+
+
 @numba.njit(cache=True, nogil=True)
-def _group_medians(
-    group: np.ndarray, values: np.ndarray, n: int, offset: np.ndarray
-) -> np.ndarray:  # pragma: no cover - compiled
-    """:func:`group_medians`: values gathered group by group (stable), then :func:`numpy.median` of each run."""
+def _by_group(group: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The values in float64 gathered group by group (a stable counting sort): ``(gathered, starts)``.
+
+    Group ``g``'s values are ``gathered[starts[g]:starts[g + 1]]``.
+    """
     counts = np.zeros(n + 1, np.int64)
     for g in group:
         counts[g + 1] += 1
@@ -102,10 +112,30 @@ def _group_medians(
         g = group[i]
         gathered[pos[g]] = values[i] + 0.0  # -0.0 -> 0.0, which numpy.median does not tell apart
         pos[g] += 1
+    return gathered, starts
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_medians(
+    group: np.ndarray, values: np.ndarray, n: int, offset: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`group_medians`: :func:`numpy.median` of each group's run of :func:`_by_group`."""
+    gathered, starts = _by_group(group, values, n)
     out = np.full(n, np.nan)
     for g in range(n):
         if starts[g + 1] > starts[g]:
             out[g] = np.median(gathered[starts[g] : starts[g + 1]] - offset[g])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_quantiles(group: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:  # pragma: no cover
+    """:func:`group_quantiles`: :func:`numpy.quantile` of each group's run of :func:`_by_group`."""
+    gathered, starts = _by_group(group, values, n)
+    out = np.full(n, np.nan)
+    for g in range(n):
+        if starts[g + 1] > starts[g]:
+            out[g] = np.quantile(gathered[starts[g] : starts[g + 1]], q)
     return out
 
 

@@ -82,6 +82,8 @@ def test_features_compare_with_neighbours_outside_folds(measured_sections):
     folded = (table.fold_fraction > 0.8) & table.membrane_interior_median.notna()
     assert folded.sum() >= 10
     assert f.loc[folded, "membrane_interior_rel"].median() > 1.3  # under a second layer: brighter
+    assert f.loc[folded, "membrane_interior_p75_rel"].median() > 1.3
+    assert (f["membrane_interior_p75_over_median"].dropna() >= 1.0).all()  # the 75th percentile is above the median
 
 
 def test_fr_method_rules_is_the_rule_and_the_model_is_the_default(measured_sections):

@@ -160,7 +160,11 @@ def test_every_channel_gets_its_statistics_under_its_role_or_name(section):
     for i in (1, 17, 40):
         assert t.loc[i - 1, "vdac_interior_median"] == np.median(image[1][interior & (comp == i)])
         assert t.loc[i - 1, "myhc_x_ring_mean"] == pytest.approx(image[2][ring & (comp == i)].mean())
+        assert t.loc[i - 1, "membrane_interior_p75"] == np.quantile(image[0][interior & (comp == i)], 0.75)
     assert t["cytoplasm_interior_median"].isna().all() and t["interior_membrane_fraction"].notna().any()
+    no_membrane = measure_fibres(section.fibres, image, pixel_size_um=1.0, channel_roles={"mito": 1},
+                                 channel_names=["dystrophin", "VDAC", "MyHC x"], background=[0.0, 0.0, 0.0])
+    assert no_membrane["membrane_interior_p75"].isna().all()
 
 
 def test_without_image_intensities_are_nan(section):

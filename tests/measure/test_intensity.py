@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from nclsm_scale.config import MeasureConfig
 from nclsm_scale.measure import measure_fibres
-from nclsm_scale.measure.intensity import group_medians, interior_median_noise, smoothing_choice
+from nclsm_scale.measure.intensity import group_medians, group_quantiles, interior_median_noise, smoothing_choice
 
 ROLES = {"membrane": 0, "mito": 1}
 
@@ -106,6 +106,18 @@ def test_group_medians_equal_numpy_median_per_group(dtype, n):
         assert shifted[g] == np.median(v - offset[g])
     empty = np.setdiff1d(np.arange(min(n, 300)), group)
     assert np.isnan(got[empty]).all()
+
+
+@pytest.mark.parametrize("q", [0.0, 0.25, 0.75, 1.0])
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_group_quantiles_equal_numpy_quantile_per_group(q, dtype):
+    rng = np.random.default_rng(3)
+    group = rng.integers(0, 60, 4000)
+    values = (rng.standard_normal(4000) * 500 + 2000).astype(dtype)
+    got = group_quantiles(group, values, 62, q)
+    for g in range(60):
+        assert got[g] == np.quantile(values[group == g].astype(np.float64), q)
+    assert np.isnan(got[60:]).all()
 
 
 def test_group_medians_of_a_group_with_nan_is_nan_as_numpy_median():
