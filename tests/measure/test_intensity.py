@@ -8,7 +8,14 @@ from scipy import ndimage
 
 from nclsm_scale.config import MeasureConfig
 from nclsm_scale.measure import measure_fibres
-from nclsm_scale.measure.intensity import group_medians, group_quantiles, interior_median_noise, smoothing_choice
+from nclsm_scale.measure.intensity import (
+    SMOOTH_TRUNCATE,
+    group_medians,
+    group_quantiles,
+    interior_median_noise,
+    ridge_strength,
+    smoothing_choice,
+)
 
 ROLES = {"membrane": 0, "mito": 1}
 
@@ -125,3 +132,29 @@ def test_group_medians_of_a_group_with_nan_is_nan_as_numpy_median():
     values = np.array([1.0, np.nan, 2.0, 3.0, 5.0], np.float32)
     got = group_medians(group, values, 3)
     assert np.isnan(got[0]) and got[1] == 4.0 and np.isnan(got[2])
+
+
+def _ridge_strength_numpy(channel, sigma_px):
+    """ridge_strength as NumPy expressions (what the compiled pass replaced)."""
+    sm = np.pad(ndimage.gaussian_filter(channel.astype(np.float32), sigma_px, truncate=SMOOTH_TRUNCATE,
+                                        mode="nearest"), 1, mode="edge")
+    c = sm[1:-1, 1:-1]
+    hyy = sm[2:, 1:-1] - 2 * c + sm[:-2, 1:-1]
+    hxx = sm[1:-1, 2:] - 2 * c + sm[1:-1, :-2]
+    hxy = (sm[2:, 2:] - sm[2:, :-2] - sm[:-2, 2:] + sm[:-2, :-2]) * np.float32(0.25)
+    lmin = (hyy + hxx) * np.float32(0.5) - np.sqrt(((hyy - hxx) * np.float32(0.5)) ** 2 + hxy * hxy)
+    return np.maximum(-lmin, np.float32(0.0)) * np.float32(sigma_px * sigma_px)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (6, 1), (130, 97)])
+@pytest.mark.parametrize("sigma_px", [0.5, 1.7])
+def test_ridge_strength_equals_the_numpy_expressions_bit_for_bit(shape, sigma_px):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    for image in ((rng.random(shape) * 4000).astype(np.uint16), rng.standard_normal(shape).astype(np.float32)):
+        got, expected = ridge_strength(image, sigma_px), _ridge_strength_numpy(image, sigma_px)
+        assert got.dtype == np.float32 and got.shape == shape
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    with_nan = np.ones((7, 7), np.float32)
+    with_nan[3, 3] = np.nan
+    np.testing.assert_array_equal(np.isnan(ridge_strength(with_nan, sigma_px)),
+                                  np.isnan(_ridge_strength_numpy(with_nan, sigma_px)))
