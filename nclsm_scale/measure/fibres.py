@@ -334,7 +334,7 @@ def _intensities(
                                                        n, 0.75) - bg[c]
     cyto = cytoplasm_signal(image, roles, bg, list(scale) if scale is not None else [1.0] * image.shape[0])
     if cyto is not None:
-        med, noise = interior_median_noise(comp, interior, cyto, bbox, 0.0)
+        med, noise = interior_median_noise(comp, interior, cyto, n, 0.0)
         out["cytoplasm_interior_median"] = med
         out["hole_fraction"], out["hole_count"] = holes(
             comp, interior, cyto, med, noise,

@@ -140,27 +140,61 @@ def _group_quantiles(group: np.ndarray, values: np.ndarray, n: int, q: float) ->
 
 
 def interior_median_noise(
-    comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, bbox: np.ndarray, background: float
+    comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, n: int, background: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-fibre median of ``channel - background`` and pixel noise over the interior (NaN when empty).
 
-    The noise is a robust white-noise standard deviation from horizontally adjacent
-    interior pixel pairs: ``1.4826 * median(|a - b|) / sqrt(2)`` (texture finer than
-    a pixel counts as noise).
+    ``comp`` holds fibres ``1..n``. The noise is a robust white-noise standard
+    deviation from horizontally adjacent interior pixel pairs of one fibre:
+    ``1.4826 * median(|a - b|) / sqrt(2)`` (texture finer than a pixel counts as
+    noise). Compiled (:func:`_median_noise`): one pass gathers every fibre's
+    values and pair differences, then :func:`numpy.median` of each, the median in
+    the channel's own dtype as NumPy takes it (float32 sums for a float32 channel),
+    the differences in float64; the values equal those of a loop over the fibres
+    with NumPy (tested), in a third of its time.
     """
-    median = np.full(len(bbox), np.nan)
-    noise = np.full(len(bbox), np.nan)
-    for i, (y0, x0, y1, x1) in enumerate(bbox):
-        sl = np.s_[y0:y1, x0:x1]
-        m = interior[sl] & (comp[sl] == i + 1)
-        c = channel[sl]
-        v = c[m]
-        if v.size:
-            median[i] = float(np.median(v)) - background
-        pair = m[:, 1:] & m[:, :-1]
-        if pair.any():
-            c = c.astype(np.float64)
-            noise[i] = 1.4826 / np.sqrt(2.0) * float(np.median(np.abs(c[:, 1:] - c[:, :-1])[pair]))
+    median, noise = _median_noise(np.ascontiguousarray(comp), np.ascontiguousarray(interior),
+                                  np.ascontiguousarray(channel), n)
+    return median - background, noise
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_noise(
+    comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`interior_median_noise` before the background: (median, noise) per fibre."""
+    h, w = comp.shape
+    count = np.zeros(n + 1, np.int64)
+    pairs = np.zeros(n + 1, np.int64)
+    for y in range(h):
+        for x in range(w):
+            if interior[y, x]:
+                g = comp[y, x]
+                count[g] += 1
+                if x + 1 < w and interior[y, x + 1] and comp[y, x + 1] == g:
+                    pairs[g] += 1
+    start, pstart = np.zeros(n + 2, np.int64), np.zeros(n + 2, np.int64)
+    start[1:] = np.cumsum(count)
+    pstart[1:] = np.cumsum(pairs)
+    values = np.empty(start[-1], channel.dtype)
+    diffs = np.empty(pstart[-1], np.float64)
+    pos, ppos = start[:-1].copy(), pstart[:-1].copy()
+    for y in range(h):
+        for x in range(w):
+            if interior[y, x]:
+                g = comp[y, x]
+                values[pos[g]] = channel[y, x]
+                pos[g] += 1
+                if x + 1 < w and interior[y, x + 1] and comp[y, x + 1] == g:
+                    diffs[ppos[g]] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
+                    ppos[g] += 1
+    median, noise = np.full(n, np.nan), np.full(n, np.nan)
+    k = 1.4826 / np.sqrt(2.0)
+    for g in range(1, n + 1):
+        if start[g + 1] > start[g]:
+            median[g - 1] = np.median(values[start[g] : start[g + 1]])
+        if pstart[g + 1] > pstart[g]:
+            noise[g - 1] = k * np.median(diffs[pstart[g] : pstart[g + 1]])
     return median, noise
 
 

@@ -10,12 +10,14 @@ from nclsm_scale.config import MeasureConfig
 from nclsm_scale.measure import measure_fibres
 from nclsm_scale.measure.intensity import (
     SMOOTH_TRUNCATE,
+    band_masks,
     group_medians,
     group_quantiles,
     interior_median_noise,
     ridge_strength,
     smoothing_choice,
 )
+from nclsm_scale.measure.shape import perimeters
 
 ROLES = {"membrane": 0, "mito": 1}
 
@@ -71,8 +73,37 @@ def test_pixel_noise_estimates_white_noise(rng):
     comp = np.ones((200, 200), np.uint32)
     interior = np.ones(comp.shape, bool)
     channel = 500.0 + rng.normal(0.0, 25.0, comp.shape)
-    _, est = interior_median_noise(comp, interior, channel, np.array([[0, 0, 200, 200]]), 0.0)
+    _, est = interior_median_noise(comp, interior, channel, 1, 0.0)
     assert est[0] == pytest.approx(25.0, rel=0.05)
+
+
+def _median_noise_numpy(comp, interior, channel, n):
+    """interior_median_noise as a loop over the fibres with NumPy (what the compiled pass replaced)."""
+    median, noise = np.full(n, np.nan), np.full(n, np.nan)
+    for i in range(n):
+        m = interior & (comp == i + 1)
+        if m.any():
+            median[i] = float(np.median(channel[m]))
+        pair = m[:, 1:] & m[:, :-1]
+        if pair.any():
+            c = channel.astype(np.float64)
+            noise[i] = 1.4826 / np.sqrt(2.0) * float(np.median(np.abs(c[:, 1:] - c[:, :-1])[pair]))
+    return median, noise
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "float64"])
+def test_interior_median_noise_equals_numpy_per_fibre(section, dtype):
+    comp = section.fibres[:300, :300]
+    n = int(comp.max())
+    _, _, border = perimeters(comp, n)
+    _, interior = band_masks(comp, border, 2)
+    channel = section.image[1, :300, :300]
+    channel = (channel / np.float32(3000.0)).astype(dtype) if dtype != "uint16" else channel.astype(dtype)
+    median, noise = interior_median_noise(comp, interior, channel, n + 2, 7.0)  # two IDs with no pixel
+    expected_median, expected_noise = _median_noise_numpy(comp, interior, channel, n + 2)
+    np.testing.assert_array_equal(median, expected_median - 7.0)
+    np.testing.assert_array_equal(noise, expected_noise)
+    assert np.isnan(median[-2:]).all() and np.isfinite(median[:n]).sum() >= 8
 
 
 def test_noisier_fibres_are_read_at_coarser_smoothing():
