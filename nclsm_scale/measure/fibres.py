@@ -326,7 +326,7 @@ def _intensities(
         c = roles["membrane"]
         _, deep = band_masks(comp, border, max(1, int(round(cfg.ridge_exclusion_um / px))))
         out["interior_membrane_fraction"] = interior_ridge_fraction(
-            comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), bbox,
+            comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), n,
             ratio=cfg.ridge_ratio, noise_z=cfg.ridge_noise_z,
         )
         idx = np.flatnonzero(interior)

@@ -159,35 +159,54 @@ def interior_median_noise(
 
 
 @numba.njit(cache=True, nogil=True)
+def _gather(
+    comp: np.ndarray, mask: np.ndarray, values: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``values`` at ``mask`` pixels gathered fibre by fibre in their own dtype: ``(gathered, start)``.
+
+    Fibre ``g`` (of ``comp``'s ``1..n``) holds ``gathered[start[g]:start[g + 1]]``, in raster order.
+    """
+    h, w = comp.shape
+    count = np.zeros(n + 1, np.int64)
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                count[comp[y, x]] += 1
+    start = np.zeros(n + 2, np.int64)
+    start[1:] = np.cumsum(count)
+    gathered = np.empty(start[-1], values.dtype)
+    pos = start[:-1].copy()
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                g = comp[y, x]
+                gathered[pos[g]] = values[y, x]
+                pos[g] += 1
+    return gathered, start
+
+
+@numba.njit(cache=True, nogil=True)
 def _median_noise(
     comp: np.ndarray, interior: np.ndarray, channel: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """:func:`interior_median_noise` before the background: (median, noise) per fibre."""
+    values, start = _gather(comp, interior, channel, n)
     h, w = comp.shape
-    count = np.zeros(n + 1, np.int64)
     pairs = np.zeros(n + 1, np.int64)
     for y in range(h):
-        for x in range(w):
-            if interior[y, x]:
-                g = comp[y, x]
-                count[g] += 1
-                if x + 1 < w and interior[y, x + 1] and comp[y, x + 1] == g:
-                    pairs[g] += 1
-    start, pstart = np.zeros(n + 2, np.int64), np.zeros(n + 2, np.int64)
-    start[1:] = np.cumsum(count)
+        for x in range(w - 1):
+            if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
+                pairs[comp[y, x]] += 1
+    pstart = np.zeros(n + 2, np.int64)
     pstart[1:] = np.cumsum(pairs)
-    values = np.empty(start[-1], channel.dtype)
     diffs = np.empty(pstart[-1], np.float64)
-    pos, ppos = start[:-1].copy(), pstart[:-1].copy()
+    pos = pstart[:-1].copy()
     for y in range(h):
-        for x in range(w):
-            if interior[y, x]:
+        for x in range(w - 1):
+            if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
                 g = comp[y, x]
-                values[pos[g]] = channel[y, x]
+                diffs[pos[g]] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
                 pos[g] += 1
-                if x + 1 < w and interior[y, x + 1] and comp[y, x + 1] == g:
-                    diffs[ppos[g]] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
-                    ppos[g] += 1
     median, noise = np.full(n, np.nan), np.full(n, np.nan)
     k = 1.4826 / np.sqrt(2.0)
     for g in range(1, n + 1):
@@ -323,7 +342,7 @@ def interior_ridge_fraction(
     ring: np.ndarray,
     deep: np.ndarray,
     strength: np.ndarray,
-    bbox: np.ndarray,
+    n: int,
     *,
     ratio: float,
     noise_z: float,
@@ -333,17 +352,49 @@ def interior_ridge_fraction(
     A deep pixel counts when its :func:`ridge_strength` is at least ``ratio`` times
     the median over the fibre's ``ring`` (its own membrane) **and** ``noise_z``
     robust deviations (IQR / 1.349) above the median of its deep interior. NaN
-    for fibres without ring or deep pixels.
+    for fibres without ring or deep pixels (``comp`` holds fibres ``1..n``).
+    ``strength`` is finite (float32). Compiled (:func:`_ridge_fraction`); its
+    quartiles follow :func:`numpy.percentile`'s linear interpolation operation
+    for operation, so the shares equal those of the per-fibre NumPy loop it
+    replaced (tested).
     """
-    out = np.full(len(bbox), np.nan)
-    for i, (y0, x0, y1, x1) in enumerate(bbox):
-        sl = np.s_[y0:y1, x0:x1]
-        own = comp[sl] == i + 1
-        r = strength[sl][ring[sl] & own]
-        d = strength[sl][deep[sl] & own]
-        if r.size == 0 or d.size == 0:
+    return _ridge_fraction(np.ascontiguousarray(comp), np.ascontiguousarray(ring), np.ascontiguousarray(deep),
+                           np.ascontiguousarray(strength, np.float32), n, float(ratio), float(noise_z))
+
+
+@numba.njit(cache=True, nogil=True)
+def _quartile(run: np.ndarray, q: float) -> float:  # pragma: no cover - compiled
+    """:func:`numpy.percentile` (linear) of the sorted float32 ``run`` at ``q`` in {0.25, 0.5, 0.75}, in float64."""
+    at = (run.size - 1) * q
+    lo = int(np.floor(at))
+    hi = min(lo + 1, run.size - 1)
+    t = at - lo
+    a, b = run[lo], run[hi]
+    d = b - a  # float32, as numpy's lerp
+    if t >= 0.5:
+        return np.float64(b) - np.float64(d) * (1.0 - t)
+    return np.float64(a) + np.float64(d) * t
+
+
+@numba.njit(cache=True, nogil=True)
+def _ridge_fraction(
+    comp: np.ndarray, ring: np.ndarray, deep: np.ndarray, strength: np.ndarray, n: int, ratio: float, noise_z: float
+) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`interior_ridge_fraction`."""
+    rv, rs = _gather(comp, ring, strength, n)
+    dv, ds = _gather(comp, deep, strength, n)
+    out = np.full(n, np.nan)
+    for g in range(1, n + 1):
+        if rs[g + 1] == rs[g] or ds[g + 1] == ds[g]:
             continue
-        q25, q50, q75 = np.percentile(d, [25.0, 50.0, 75.0])
-        thr = max(ratio * float(np.median(r)), float(q50) + noise_z * float(q75 - q25) / 1.349)
-        out[i] = np.count_nonzero(d > thr) / d.size
+        d = np.sort(dv[ds[g] : ds[g + 1]])
+        q25, q50, q75 = _quartile(d, 0.25), _quartile(d, 0.5), _quartile(d, 0.75)
+        own = ratio * np.float64(np.median(rv[rs[g] : rs[g + 1]]))
+        spread = q50 + noise_z * (q75 - q25) / 1.349
+        thr = spread if spread > own else own  # as Python's max(own, spread)
+        above = 0
+        for v in d:
+            if v > thr:
+                above += 1
+        out[g - 1] = above / d.size
     return out

@@ -14,6 +14,7 @@ from nclsm_scale.measure.intensity import (
     group_medians,
     group_quantiles,
     interior_median_noise,
+    interior_ridge_fraction,
     ridge_strength,
     smoothing_choice,
 )
@@ -189,3 +190,31 @@ def test_ridge_strength_equals_the_numpy_expressions_bit_for_bit(shape, sigma_px
     with_nan[3, 3] = np.nan
     np.testing.assert_array_equal(np.isnan(ridge_strength(with_nan, sigma_px)),
                                   np.isnan(_ridge_strength_numpy(with_nan, sigma_px)))
+
+
+def _ridge_fraction_numpy(comp, ring, deep, strength, n, ratio, noise_z):
+    """interior_ridge_fraction as a loop over the fibres with NumPy (what the compiled pass replaced)."""
+    out = np.full(n, np.nan)
+    for i in range(n):
+        own = comp == i + 1
+        r, d = strength[ring & own], strength[deep & own]
+        if r.size == 0 or d.size == 0:
+            continue
+        q25, q50, q75 = np.percentile(d, [25.0, 50.0, 75.0])
+        thr = max(ratio * float(np.median(r)), float(q50) + noise_z * float(q75 - q25) / 1.349)
+        out[i] = np.count_nonzero(d > thr) / d.size
+    return out
+
+
+@pytest.mark.parametrize("ratio, noise_z", [(0.5, 3.0), (0.05, 0.5)])
+def test_interior_ridge_fraction_equals_numpy_per_fibre(section, ratio, noise_z):
+    comp = section.fibres[:600, :600]
+    n = int(comp.max())
+    _, _, border = perimeters(comp, n)
+    ring, _ = band_masks(comp, border, 2)
+    _, deep = band_masks(comp, border, 3)
+    strength = ridge_strength(section.image[0, :600, :600], 1.0)
+    got = interior_ridge_fraction(comp, ring, deep, strength, n + 1, ratio=ratio, noise_z=noise_z)
+    expected = _ridge_fraction_numpy(comp, ring, deep, strength, n + 1, ratio, noise_z)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[-1]) and (got[:n] > 0).sum() >= 3
