@@ -192,21 +192,14 @@ def _median_noise(
     """:func:`interior_median_noise` before the background: (median, noise) per fibre."""
     values, start = _gather(comp, interior, channel, n)
     h, w = comp.shape
-    pairs = np.zeros(n + 1, np.int64)
+    pair = np.zeros((h, w), np.bool_)  # the pixel and its right neighbour: interior pixels of one fibre
+    diff = np.zeros((h, w), np.float64)
     for y in range(h):
         for x in range(w - 1):
             if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
-                pairs[comp[y, x]] += 1
-    pstart = np.zeros(n + 2, np.int64)
-    pstart[1:] = np.cumsum(pairs)
-    diffs = np.empty(pstart[-1], np.float64)
-    pos = pstart[:-1].copy()
-    for y in range(h):
-        for x in range(w - 1):
-            if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
-                g = comp[y, x]
-                diffs[pos[g]] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
-                pos[g] += 1
+                pair[y, x] = True
+                diff[y, x] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
+    diffs, pstart = _gather(comp, pair, diff, n)
     median, noise = np.full(n, np.nan), np.full(n, np.nan)
     k = 1.4826 / np.sqrt(2.0)
     for g in range(1, n + 1):
