@@ -7,8 +7,8 @@ alone, not segmentation.
 
 - ``--fit``: on the TRAINING sections (the DESIGN sections, the only ones looked
   at while choosing the rules and the FR model's features, as many more of the
-  same kinds, and as many again of mixed kinds, :func:`mixed_kind`), train the FR model
-  (``nclsm_scale/curate/fr_model.py``; scikit-learn gradient boosting, written to
+  same kinds, and as many again of mixed kinds, :func:`mixed_kind`), train the FR
+  model (``nclsm_scale/curate/fr_model.py``; scikit-learn gradient boosting, written to
   ``fr_model.json``) and choose its threshold on out-of-section predictions (each
   section predicted by a model trained on the others), then fit the
   score -> probability maps of FR, FAM and NTM by isotonic regression on the
@@ -17,8 +17,9 @@ alone, not segmentation.
 - default: on the HELD_OUT sections (seeds never used while designing, two sets of
   the same 12 kinds; sizes, appearances, 0.5 um/px, mouse-sized fibres, membrane +
   myosin stains without a mito channel), per-reason precision/recall pooled, per
-  set and per section (the worst named), and a reliability table of ``confidence`` (fibres off the image border:
-  the predicted class against the ground truth, by confidence bin), also drawn to
+  set and per section (the worst named), and a reliability table of
+  ``confidence`` (fibres off the image border: the predicted class against the
+  ground truth, by confidence bin), also drawn to
   ``bench/results/curation_reliability.png``.
 
 The predicted reason compared with the ground-truth class is the first reason
