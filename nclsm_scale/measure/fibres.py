@@ -25,8 +25,7 @@ from nclsm_scale.errors import HaloViolationError, ValidationError
 from nclsm_scale.measure.intensity import (
     SMOOTH_TRUNCATE,
     band_masks,
-    channel_medians,
-    channel_stats,
+    band_stats,
     group_quantiles,
     holes,
     interior_median_noise,
@@ -318,10 +317,8 @@ def _intensities(
     ring, interior = band_masks(comp, border, _ring_px(cfg, px))
     bg = list(background) if background is not None else [0.0] * image.shape[0]
     for c, key in enumerate(keys):
-        out[f"{key}_interior_mean"] = channel_stats(comp, interior, image[c], n, bg[c])[1]
-        out[f"{key}_ring_mean"] = channel_stats(comp, ring, image[c], n, bg[c])[1]
-        out[f"{key}_interior_median"] = channel_medians(comp, interior, image[c], n, bg[c])
-        out[f"{key}_ring_median"] = channel_medians(comp, ring, image[c], n, bg[c])
+        out[f"{key}_interior_mean"], out[f"{key}_interior_median"] = band_stats(comp, interior, image[c], n, bg[c])
+        out[f"{key}_ring_mean"], out[f"{key}_ring_median"] = band_stats(comp, ring, image[c], n, bg[c])
     if "membrane" in roles:
         c = roles["membrane"]
         _, deep = band_masks(comp, border, max(1, int(round(cfg.ridge_exclusion_um / px))))

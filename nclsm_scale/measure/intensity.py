@@ -16,8 +16,7 @@ from scipy import ndimage
 
 __all__ = [
     "band_masks",
-    "channel_medians",
-    "channel_stats",
+    "band_stats",
     "group_medians",
     "group_quantiles",
     "holes",
@@ -47,31 +46,39 @@ def band_masks(comp: np.ndarray, border: np.ndarray, ring_px: int) -> tuple[np.n
     return ring, interior
 
 
-def channel_stats(
+def band_stats(
     comp: np.ndarray, mask: np.ndarray, channel: np.ndarray, n: int, background: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-fibre ``(count, mean, std)`` of ``channel - background`` over ``mask`` pixels."""
-    idx = np.flatnonzero(mask)
-    fib = comp.ravel()[idx].astype(np.int64) - 1
-    v = channel.ravel()[idx].astype(np.float64) - background
-    cnt = np.bincount(fib, minlength=n).astype(np.float64)
-    s1 = np.bincount(fib, weights=v, minlength=n)
-    s2 = np.bincount(fib, weights=v * v, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / cnt
-        std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
-    return cnt, mean, std
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-fibre ``(mean, median)`` of ``channel - background`` over ``mask`` pixels (NaN where a fibre has none).
 
-
-def channel_medians(comp: np.ndarray, mask: np.ndarray, channel: np.ndarray, n: int, background: float) -> np.ndarray:
-    """Per-fibre median of ``channel - background`` over ``mask`` pixels (NaN where a fibre has none).
-
-    One sort of all masked pixels by (fibre, value); each fibre's median is the
-    middle of its run (the mean of the two middle values for an even count, as
-    :func:`numpy.median`).
+    ``comp`` holds fibres ``1..n``. Compiled (:func:`_band_stats`): one gather of
+    each fibre's pixels, then its sum in raster order (as :func:`numpy.bincount`
+    with weights) and :func:`numpy.median` of the values in float64; equal to those
+    (tested) in about half the time of the separate NumPy passes it replaced.
     """
-    idx = np.flatnonzero(mask)
-    return group_medians(comp.ravel()[idx].astype(np.int64) - 1, channel.ravel()[idx], n) - background
+    values, start = _gather(np.ascontiguousarray(comp), np.ascontiguousarray(mask), np.ascontiguousarray(channel), n)
+    return _band_stats(values, start, n, float(background))
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_stats(
+    values: np.ndarray, start: np.ndarray, n: int, background: float
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`band_stats` from the gathered ``values`` (fibre ``g`` at ``values[start[g]:start[g + 1]]``)."""
+    mean, median = np.full(n, np.nan), np.full(n, np.nan)
+    for g in range(1, n + 1):
+        size = start[g + 1] - start[g]
+        if size == 0:
+            continue
+        run = np.empty(size, np.float64)
+        total = 0.0
+        for i in range(size):
+            v = np.float64(values[start[g] + i])
+            total += v - background
+            run[i] = v + 0.0  # -0.0 -> 0.0, which numpy.median does not tell apart
+        mean[g - 1] = total / size
+        median[g - 1] = np.median(run) - background
+    return mean, median
 
 
 def group_medians(group: np.ndarray, values: np.ndarray, n: int, offset: np.ndarray | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ from nclsm_scale.measure import measure_fibres
 from nclsm_scale.measure.intensity import (
     SMOOTH_TRUNCATE,
     band_masks,
+    band_stats,
     group_medians,
     group_quantiles,
     interior_median_noise,
@@ -218,3 +219,25 @@ def test_interior_ridge_fraction_equals_numpy_per_fibre(section, ratio, noise_z)
     expected = _ridge_fraction_numpy(comp, ring, deep, strength, n + 1, ratio, noise_z)
     np.testing.assert_array_equal(got, expected)
     assert np.isnan(got[-1]) and (got[:n] > 0).sum() >= 3
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_band_stats_equal_bincount_means_and_numpy_medians(section, dtype):
+    comp = section.fibres[:600, :600]
+    n = int(comp.max())
+    _, _, border = perimeters(comp, n)
+    ring, interior = band_masks(comp, border, 2)
+    channel = section.image[1, :600, :600]
+    channel = channel.astype(dtype) if dtype == "uint16" else (channel / np.float32(3000.0) - 0.2).astype(dtype)
+    for mask in (ring, interior):
+        mean, median = band_stats(comp, mask, channel, n + 1, 0.3)  # one ID with no pixel
+        idx = np.flatnonzero(mask)
+        fibre = comp.ravel()[idx].astype(np.int64) - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = np.bincount(fibre, weights=channel.ravel()[idx].astype(np.float64) - 0.3, minlength=n + 1) / (
+                np.bincount(fibre, minlength=n + 1).astype(np.float64))
+        np.testing.assert_array_equal(mean, expected)
+        for i in range(n):
+            v = channel[mask & (comp == i + 1)].astype(np.float64)
+            assert median[i] == (np.median(v) - 0.3 if v.size else np.nan) or (np.isnan(median[i]) and not v.size)
+        assert np.isnan(mean[n]) and np.isnan(median[n])
