@@ -26,7 +26,6 @@ from nclsm_scale.measure.intensity import (
     SMOOTH_TRUNCATE,
     band_masks,
     band_stats,
-    group_quantiles,
     holes,
     interior_median_noise,
     interior_ridge_fraction,
@@ -198,7 +197,7 @@ def measure_fibres(
         comp, labels != 0, tissue_mask, geo.bbox, _tissue_px(cfg, px), cfg.tissue_border_min_fraction,
         (max(-oy, 0), max(-ox, 0), min(sh - oy, h), min(sw - ox, w)),
     )
-    cols.update(_intensities(comp, border, image, roles, keys, geo.bbox, background, scale, cfg, px, n))
+    cols.update(_intensities(comp, border, image, roles, keys, background, scale, cfg, px, n))
     return table_from_columns(cols, columns)
 
 
@@ -299,7 +298,6 @@ def _intensities(
     image: np.ndarray | None,
     roles: dict[str, int],
     keys: list[str],
-    bbox: np.ndarray,
     background: Sequence[float] | None,
     scale: Sequence[float] | None,
     cfg: MeasureConfig,
@@ -317,8 +315,12 @@ def _intensities(
     ring, interior = band_masks(comp, border, _ring_px(cfg, px))
     bg = list(background) if background is not None else [0.0] * image.shape[0]
     for c, key in enumerate(keys):
-        out[f"{key}_interior_mean"], out[f"{key}_interior_median"] = band_stats(comp, interior, image[c], n, bg[c])
-        out[f"{key}_ring_mean"], out[f"{key}_ring_median"] = band_stats(comp, ring, image[c], n, bg[c])
+        membrane = c == roles.get("membrane")
+        out[f"{key}_interior_mean"], out[f"{key}_interior_median"], upper = band_stats(
+            comp, interior, image[c], n, bg[c], quantile=0.75 if membrane else None)
+        if membrane:
+            out["membrane_interior_p75"] = upper
+        out[f"{key}_ring_mean"], out[f"{key}_ring_median"], _ = band_stats(comp, ring, image[c], n, bg[c])
     if "membrane" in roles:
         c = roles["membrane"]
         _, deep = band_masks(comp, border, max(1, int(round(cfg.ridge_exclusion_um / px))))
@@ -326,9 +328,6 @@ def _intensities(
             comp, ring, deep, ridge_strength(image[c], cfg.ridge_sigma_um / px), n,
             ratio=cfg.ridge_ratio, noise_z=cfg.ridge_noise_z,
         )
-        idx = np.flatnonzero(interior)
-        out["membrane_interior_p75"] = group_quantiles(comp.ravel()[idx].astype(np.int64) - 1, image[c].ravel()[idx],
-                                                       n, 0.75) - bg[c]
     cyto = cytoplasm_signal(image, roles, bg, list(scale) if scale is not None else [1.0] * image.shape[0])
     if cyto is not None:
         med, noise = interior_median_noise(comp, interior, cyto, n, 0.0)

@@ -13,7 +13,6 @@ from nclsm_scale.measure.intensity import (
     band_masks,
     band_stats,
     group_medians,
-    group_quantiles,
     interior_median_noise,
     interior_ridge_fraction,
     ridge_strength,
@@ -150,14 +149,16 @@ def test_group_medians_equal_numpy_median_per_group(dtype, n):
 
 @pytest.mark.parametrize("q", [0.0, 0.25, 0.75, 1.0])
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
-def test_group_quantiles_equal_numpy_quantile_per_group(q, dtype):
+def test_band_stats_quantile_equals_numpy_quantile_per_fibre(q, dtype):
     rng = np.random.default_rng(3)
     group = rng.integers(0, 60, 4000)
     values = (rng.standard_normal(4000) * 500 + 2000).astype(dtype)
-    got = group_quantiles(group, values, 62, q)
+    comp, channel = (group + 1).reshape(40, 100), values.reshape(40, 100)
+    _, _, got = band_stats(comp, np.ones(comp.shape, bool), channel, 62, 0.0, quantile=q)
     for g in range(60):
         assert got[g] == np.quantile(values[group == g].astype(np.float64), q)
     assert np.isnan(got[60:]).all()
+    assert np.isnan(band_stats(comp, np.ones(comp.shape, bool), channel, 62, 0.0)[2]).all()  # no quantile asked
 
 
 def test_group_medians_of_a_group_with_nan_is_nan_as_numpy_median():
@@ -230,7 +231,7 @@ def test_band_stats_equal_bincount_means_and_numpy_medians(section, dtype):
     channel = section.image[1, :600, :600]
     channel = channel.astype(dtype) if dtype == "uint16" else (channel / np.float32(3000.0) - 0.2).astype(dtype)
     for mask in (ring, interior):
-        mean, median = band_stats(comp, mask, channel, n + 1, 0.3)  # one ID with no pixel
+        mean, median, _ = band_stats(comp, mask, channel, n + 1, 0.3)  # one ID with no pixel
         idx = np.flatnonzero(mask)
         fibre = comp.ravel()[idx].astype(np.int64) - 1
         with np.errstate(invalid="ignore", divide="ignore"):
