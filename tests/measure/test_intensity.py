@@ -78,6 +78,13 @@ def test_pixel_noise_estimates_white_noise(rng):
     assert est[0] == pytest.approx(25.0, rel=0.05)
 
 
+def _corner(section, size_px):
+    """The top-left ``size_px`` square of the section's fibres: ``(comp, n, border)``."""
+    comp = section.fibres[:size_px, :size_px]
+    n = int(comp.max())
+    return comp, n, perimeters(comp, n)[2]
+
+
 def _median_noise_numpy(comp, interior, channel, n):
     """interior_median_noise as a loop over the fibres with NumPy (what the compiled pass replaced)."""
     median, noise = np.full(n, np.nan), np.full(n, np.nan)
@@ -94,9 +101,7 @@ def _median_noise_numpy(comp, interior, channel, n):
 
 @pytest.mark.parametrize("dtype", ["float32", "uint16", "float64"])
 def test_interior_median_noise_equals_numpy_per_fibre(section, dtype):
-    comp = section.fibres[:300, :300]
-    n = int(comp.max())
-    _, _, border = perimeters(comp, n)
+    comp, n, border = _corner(section, 300)
     _, interior = band_masks(comp, border, 2)
     channel = section.image[1, :300, :300]
     channel = (channel / np.float32(3000.0)).astype(dtype) if dtype != "uint16" else channel.astype(dtype)
@@ -210,9 +215,7 @@ def _ridge_fraction_numpy(comp, ring, deep, strength, n, ratio, noise_z):
 
 @pytest.mark.parametrize("ratio, noise_z", [(0.5, 3.0), (0.05, 0.5)])
 def test_interior_ridge_fraction_equals_numpy_per_fibre(section, ratio, noise_z):
-    comp = section.fibres[:600, :600]
-    n = int(comp.max())
-    _, _, border = perimeters(comp, n)
+    comp, n, border = _corner(section, 600)
     ring, _ = band_masks(comp, border, 2)
     _, deep = band_masks(comp, border, 3)
     strength = ridge_strength(section.image[0, :600, :600], 1.0)
@@ -224,9 +227,7 @@ def test_interior_ridge_fraction_equals_numpy_per_fibre(section, ratio, noise_z)
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
 def test_band_stats_equal_bincount_means_and_numpy_medians(section, dtype):
-    comp = section.fibres[:600, :600]
-    n = int(comp.max())
-    _, _, border = perimeters(comp, n)
+    comp, n, border = _corner(section, 600)
     ring, interior = band_masks(comp, border, 2)
     channel = section.image[1, :600, :600]
     channel = channel.astype(dtype) if dtype == "uint16" else (channel / np.float32(3000.0) - 0.2).astype(dtype)
