@@ -8,10 +8,13 @@ mean matched IoU / baseline mean matched IoU. Writes a markdown table with
 ``--markdown PATH``.
 
     python bench/model_eval.py [--quick] [--weights W.pt] [--ncl-sm DIR] [--markdown OUT.md]
-        [--cpu-path eager|fused|bf16|compile]
+        [--cpu-path eager|fused|bf16|compile] [--look varied|clean]
 
 ``--cpu-path`` evaluates one CPU inference path (``model.cpu_path``) through the same
-engine; the result records it.
+engine; the result records it. ``--look clean`` renders the held-out parts clean
+(``nclsm_scale.model.data.CLEAN_LOOK``: no interstitium, connective tissue, vessels,
+tears or broken membranes), as a well-stained section looks; the default ``varied``
+draws each seed's appearance from the renderer's full ranges.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def _markdown(result: dict, per_seed: list[dict], weights: str, seconds: float) 
         f"Data: images rendered (`nclsm_scale.synth.render_from_mask`) at 1 um/px from the bottom "
         f"{result['holdout_fraction']:.0%} of the rows of the real NCL-SM masks S11 and S60 "
         "(0.25 um/px annotations), never rendered for training; "
-        f"{len(per_seed)} appearance seeds. Sizes: "
+        f"{len(per_seed)} appearance seeds, {result['look']} look. Sizes: "
         + ", ".join(
             f"{s['name']} {s['shape_yx'][0]}x{s['shape_yx'][1]} px" for s in per_seed[0]["samples"]
         )
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--ncl-sm", default=str(DEFAULT_NCL_SM), help="folder with *_fibres.tiff")
     parser.add_argument("--markdown", default=None, help="write the table here")
     parser.add_argument("--cpu-path", default=ModelConfig().cpu_path, help="model.cpu_path to evaluate")
+    parser.add_argument("--look", choices=("varied", "clean"), default="varied", help="appearance of the renders")
     args = parser.parse_args()
     t0 = time.perf_counter()
     cfg = TrainConfig()
@@ -120,7 +124,7 @@ def main() -> None:
     seeds = [12345] if args.quick else [12345, 777, 2024]
     per_seed = []
     for seed in seeds:
-        samples = heldout_samples(args.ncl_sm, cfg, seed=seed)
+        samples = heldout_samples(args.ncl_sm, cfg, seed=seed, clean=args.look == "clean")
         per_seed.append({"seed": seed, **evaluate_samples(engine, samples)})
     all_model = [InstanceMetrics(**s["model"]) for b in per_seed for s in b["samples"]]
     all_base = [InstanceMetrics(**s["baseline"]) for b in per_seed for s in b["samples"]]
@@ -133,6 +137,7 @@ def main() -> None:
         "model": pooled(all_model),
         "baseline": pooled(all_base),
         "seeds": seeds,
+        "look": args.look,
         "holdout_fraction": cfg.holdout_fraction,
         "device": engine.device.type,
         "path": engine.path,

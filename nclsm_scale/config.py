@@ -312,6 +312,11 @@ class TrainConfig(_Section):
         0.34, ge=0.0, lt=1.0, description="Bottom share of each NCL-SM mask's rows never trained on."
     )
     renders_per_mask: int = Field(3, ge=1, le=100, description="Renders of each NCL-SM training mask.")
+    clean_renders: int = Field(
+        0, ge=0, le=100,
+        description="How many of each mask's renders are drawn clean (no interstitium, connective "
+        "tissue, vessels, nerves, tears, speckles, defocus or broken membranes): well-stained sections.",
+    )
     synth_sections: int = Field(16, ge=0, le=1000, description="Synthetic sections generated for data 'synth'.")
     synth_size_px: int = Field(1024, ge=256, le=16384, description="Edge of each synthetic section.")
     scale_min: float = Field(0.7, gt=0.1, le=1.0, description="Smallest zoom of the scale augmentation.")
@@ -319,6 +324,11 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(100, ge=1, description="Steps between checkpoints (resume point).")
     base_channels: int = Field(8, ge=2, le=128, description="Network width at full resolution.")
     depth: int = Field(4, ge=1, le=6, description="Number of 2x poolings (downsampling 2**depth).")
+    init_weights: str | None = Field(
+        None,
+        description="Weights file to start from (fine-tuning, e.g. the bundled network on your own "
+        "annotations); its architecture replaces base_channels and depth. None = random start.",
+    )
 
 
 class GridConfig(_Section):

@@ -24,6 +24,10 @@ def main(
         list[str] | None,
         typer.Option("--data", help="synth, ncl-sm, an OME-Zarr store or a folder (repeatable)."),
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Weights file to start from (fine-tuning)."),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -33,7 +37,12 @@ def main(
     trained on and are evaluated (model and classical baseline) at the end.
     """
     cfg = build_config(
-        config, set_, **{"train.steps": steps, "train.seed": seed, "train.data": data}
+        config, set_, **{
+            "train.steps": steps,
+            "train.seed": seed,
+            "train.data": data,
+            "train.init_weights": str(init) if init is not None else None,
+        },
     )
     from nclsm_scale.model.train import train_from_config
 

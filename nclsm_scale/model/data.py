@@ -7,7 +7,8 @@ Sources (``TrainConfig.data`` / ``nclsm-scale train --data``):
 - ``ncl-sm`` or a folder of ``*_fibres.tif(f)`` masks (NCL-SM style): images
   rendered from the real masks with :func:`nclsm_scale.synth.render_from_mask`.
   The bottom ``holdout_fraction`` of every mask's rows is held out: it is never
-  rendered for training and is what :func:`heldout_samples` returns.
+  rendered for training and is what :func:`heldout_samples` returns. The last
+  ``clean_renders`` of each mask's renders are drawn clean (:data:`CLEAN_LOOK`).
 - an OME-Zarr store with a labels group (``fibres`` or the first label image),
   read at the level nearest the training pixel size.
 - a folder of ``<name>.tif(f)`` images with ``<name>_mask.tif(f)`` (or
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +73,25 @@ def _read_mask(path: Path) -> np.ndarray:
     return np.squeeze(tifffile.imread(str(path)))
 
 
-def _render(name: str, labels: np.ndarray, cfg: TrainConfig, seed: int) -> Sample:
+#: Appearance overrides of a clean render: what a well-stained, well-cut section lacks.
+CLEAN_LOOK: dict[str, Any] = {
+    "connective": 0.0,
+    "interstitium": 0.0,
+    "unstained_share": 0.0,
+    "tear_width": 0.0,
+    "speckle_density": 0.0,
+    "nerve_share": 0.0,
+    "site_spacing_px": 0.0,  # no vessel or nerve sites
+    "capillary_level": 0.0,
+    "defocus_share": 0.0,
+    "ring_breaks": 0.0,
+    "width_variation": 0.0,
+}
+
+
+def _render(
+    name: str, labels: np.ndarray, cfg: TrainConfig, seed: int, *, clean: bool = False
+) -> Sample:
     from nclsm_scale.synth import render_from_mask
 
     sec = render_from_mask(
@@ -79,6 +99,7 @@ def _render(name: str, labels: np.ndarray, cfg: TrainConfig, seed: int) -> Sampl
         seed=seed,
         mask_pixel_size_um=cfg.mask_pixel_size_um,
         pixel_size_um=cfg.pixel_size_um,
+        **(CLEAN_LOOK if clean else {}),
     )
     return _normalised(name, sec.image, sec.fibres, sec.pixel_size_um)
 
@@ -89,17 +110,24 @@ def _ncl_sm_train(folder: Path, cfg: TrainConfig) -> list[Sample]:
         train_part, _ = split_holdout(_read_mask(path), cfg.holdout_fraction)
         for r in range(cfg.renders_per_mask):
             seed = cfg.seed * 1000 + mi * 100 + r
-            out.append(_render(f"{path.stem}[train]#{r}", train_part, cfg, seed))
+            clean = r >= cfg.renders_per_mask - cfg.clean_renders
+            name = f"{path.stem}[train]#{r}" + (" clean" if clean else "")
+            out.append(_render(name, train_part, cfg, seed, clean=clean))
             log.info("rendered %s (%s)", out[-1].name, out[-1].labels.shape)
     return out
 
 
-def heldout_samples(folder: str | Path, cfg: TrainConfig, *, seed: int = 12345) -> list[Sample]:
-    """Images rendered from the held-out bottom part of every NCL-SM mask in ``folder``."""
+def heldout_samples(
+    folder: str | Path, cfg: TrainConfig, *, seed: int = 12345, clean: bool = False
+) -> list[Sample]:
+    """Images rendered from the held-out bottom part of every NCL-SM mask in ``folder``.
+
+    ``clean`` draws them with :data:`CLEAN_LOOK` (well-stained sections).
+    """
     out = []
     for mi, path in enumerate(ncl_sm_masks(folder)):
         _, test_part = split_holdout(_read_mask(path), cfg.holdout_fraction)
-        out.append(_render(f"{path.stem}[held-out]", test_part, cfg, seed + mi))
+        out.append(_render(f"{path.stem}[held-out]", test_part, cfg, seed + mi, clean=clean))
     return out
 
 

@@ -24,7 +24,7 @@ from nclsm_scale.config import TrainConfig
 from nclsm_scale.model.augment import Pool, make_batch
 from nclsm_scale.model.data import Sample
 from nclsm_scale.model.net import FibreNet, NetSpec, measure_receptive_field
-from nclsm_scale.model.weights import save_net
+from nclsm_scale.model.weights import load_net, save_net
 
 __all__ = ["loss_fn", "train"]
 
@@ -108,6 +108,7 @@ def _model_card(
             "batch_size": cfg.batch_size,
             "patch_px": cfg.patch_px,
             "learning_rate": cfg.learning_rate,
+            "init_weights": Path(cfg.init_weights).name if cfg.init_weights else None,
             "scale_range": [cfg.scale_min, cfg.scale_max],
             "loss_first_20": float(np.mean(losses[:20])),
             "loss_last_20": float(np.mean(losses[-20:])),
@@ -151,7 +152,11 @@ def _train(
     stop_at_step: int | None,
 ) -> dict[str, Any] | None:
     pools = [Pool.from_sample(s.image, s.labels, seed=cfg.seed + i) for i, s in enumerate(samples)]
-    net = FibreNet(NetSpec(base_channels=cfg.base_channels, depth=cfg.depth))
+    if cfg.init_weights is not None:
+        net, _ = load_net(cfg.init_weights)
+        log.info("starting from %s (%s)", cfg.init_weights, net.spec)
+    else:
+        net = FibreNet(NetSpec(base_channels=cfg.base_channels, depth=cfg.depth))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.learning_rate, total_steps=cfg.steps, pct_start=0.1
