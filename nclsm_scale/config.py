@@ -330,6 +330,12 @@ class TrainConfig(_Section):
         "annotations); its architecture replaces base_channels and depth. None = random start.",
     )
 
+    @model_validator(mode="after")
+    def _clean_within_renders(self) -> TrainConfig:
+        if self.clean_renders > self.renders_per_mask:
+            raise ValueError(f"clean_renders {self.clean_renders} exceeds renders_per_mask {self.renders_per_mask}")
+        return self
+
 
 class GridConfig(_Section):
     """The block grid ``segment``, ``measure`` and ``curate`` lay over the segmentation level."""
