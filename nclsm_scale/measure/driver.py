@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -54,18 +55,44 @@ logger = logging.getLogger(__name__)
 def owned_ids(labels: np.ndarray, core: tuple[int, int, int, int]) -> np.ndarray:
     """Sorted IDs of the fibres whose first raster pixel in ``labels`` lies in ``core``.
 
-    ``core`` is ``(y0, x0, y1, x1)`` in window coordinates.
+    ``core`` is ``(y0, x0, y1, x1)`` in window coordinates. The first pixels come
+    from one compiled scan (:func:`_first_pixels`) when the window's IDs span at
+    most its pixel count, as slide-global IDs in raster order do, else from
+    :func:`numpy.unique`, which sorts the window and took a twelfth of ``measure``.
 
     >>> lab = np.array([[0, 1, 1], [2, 2, 1], [0, 2, 0]], np.uint32)
     >>> owned_ids(lab, (1, 0, 3, 3)).tolist()
     [2]
     """
     cy0, cx0, cy1, cx1 = core
-    head = labels[:cy1]
-    ids, first = np.unique(head.ravel(), return_index=True)
+    head = np.ascontiguousarray(labels[:cy1])
+    ids, first = _first_pixels(head.ravel())
+    if ids.size and ids[0] < 0:  # IDs too sparse for a dense table
+        ids, first = np.unique(head.ravel(), return_index=True)
+        ids, first = ids[ids != 0], first[ids != 0]
     y, x = np.divmod(first, head.shape[1])
-    keep = (ids != 0) & (y >= cy0) & (x >= cx0) & (x < cx1)
+    keep = (y >= cy0) & (x >= cx0) & (x < cx1)
     return ids[keep].astype(np.uint32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_pixels(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Ascending nonzero IDs of ``flat`` and the index of each one's first pixel; ``[-1]`` if they span too far."""
+    lo, hi = np.int64(2**62), np.int64(-1)
+    for v in flat:
+        if v != 0:
+            lo, hi = min(lo, np.int64(v)), max(hi, np.int64(v))
+    if hi < 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if hi - lo + 1 > flat.size:
+        return np.full(1, -1, np.int64), np.full(1, -1, np.int64)
+    first = np.full(hi - lo + 1, -1, np.int64)
+    for i in range(flat.size):
+        v = flat[i]
+        if v != 0 and first[v - lo] < 0:
+            first[v - lo] = i
+    present = np.flatnonzero(first >= 0)
+    return present + lo, first[present]
 
 
 @dataclass(frozen=True)

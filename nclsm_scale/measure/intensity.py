@@ -14,6 +14,8 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from nclsm_scale.filters import gaussian_nearest
+
 __all__ = [
     "band_masks",
     "band_stats",
@@ -176,14 +178,21 @@ def _median_noise(
     """:func:`interior_median_noise` before the background: (median, noise) per fibre."""
     values, start = _gather(comp, interior, channel, n)
     h, w = comp.shape
-    pair = np.zeros((h, w), np.bool_)  # the pixel and its right neighbour: interior pixels of one fibre
-    diff = np.zeros((h, w), np.float64)
+    count = np.zeros(n + 1, np.int64)  # pairs: the pixel and its right neighbour, interior pixels of one fibre
     for y in range(h):
         for x in range(w - 1):
             if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
-                pair[y, x] = True
-                diff[y, x] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
-    diffs, pstart = _gather(comp, pair, diff, n)
+                count[comp[y, x]] += 1
+    pstart = np.zeros(n + 2, np.int64)
+    pstart[1:] = np.cumsum(count)
+    diffs = np.empty(pstart[-1], np.float64)
+    pos = pstart[:-1].copy()
+    for y in range(h):
+        for x in range(w - 1):
+            if interior[y, x] and interior[y, x + 1] and comp[y, x + 1] == comp[y, x]:
+                g = comp[y, x]
+                diffs[pos[g]] = abs(np.float64(channel[y, x + 1]) - np.float64(channel[y, x]))
+                pos[g] += 1
     median, noise = np.full(n, np.nan), np.full(n, np.nan)
     k = 1.4826 / np.sqrt(2.0)
     for g in range(1, n + 1):
@@ -249,7 +258,7 @@ def holes(
     for k, s in enumerate(smooth_px):
         sel = choice == k
         if sel.any():
-            sm = ndimage.gaussian_filter(img, s, truncate=SMOOTH_TRUNCATE, mode="nearest") if s > 0 else img
+            sm = gaussian_nearest(img, s, SMOOTH_TRUNCATE) if s > 0 else img
             smoothed[sel] = sm.ravel()[idx[sel]]
     level = group_medians(fib, smoothed, n)
     upper = smoothed > level[fib]  # holes darken only the lower half: read the texture from the upper
@@ -289,7 +298,7 @@ def ridge_strength(channel: np.ndarray, sigma_px: float) -> np.ndarray:
     order as the NumPy expressions they replace (equal bit for bit, tested), about
     ten times faster than those, which made a fifth of ``measure``'s time.
     """
-    sm = ndimage.gaussian_filter(channel.astype(np.float32), sigma_px, truncate=SMOOTH_TRUNCATE, mode="nearest")
+    sm = gaussian_nearest(channel, sigma_px, SMOOTH_TRUNCATE)
     return _ridge(sm, np.float32(sigma_px * sigma_px))
 
 

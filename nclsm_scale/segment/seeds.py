@@ -25,6 +25,7 @@ import numpy as np
 
 from nclsm_scale.config import SegmentConfig
 from nclsm_scale.errors import HaloViolationError
+from nclsm_scale.filters import gaussian_weights
 from nclsm_scale.grid import Block
 from nclsm_scale.segment import kernels
 from nclsm_scale.segment.cores import find_cores
@@ -97,14 +98,6 @@ class SegmentParams:
         return self.channels.index(name)
 
 
-def _gaussian_weights(sigma_px: float) -> np.ndarray:
-    """Weights of offsets ``0..r`` of ``gaussian_filter``'s kernel, computed as scipy does."""
-    r = int(_TRUNCATE * float(sigma_px) + 0.5)
-    x = np.arange(-r, r + 1)
-    phi = np.exp(-0.5 / (sigma_px * sigma_px) * x**2)
-    return np.ascontiguousarray((phi / phi.sum())[r:])
-
-
 def window_levels(
     source: MapSource, params: SegmentParams, shape_yx: tuple[int, int],
     y0: int, x0: int, y1: int, x1: int,
@@ -125,7 +118,7 @@ def window_levels(
     else:
         bd, bd_max = fg, np.inf
     dist = maps[params.channel("distance")]
-    wts = _gaussian_weights(params.smooth_sigma_px) if s else np.ones(1)
+    wts = gaussian_weights(params.smooth_sigma_px, _TRUNCATE) if s else np.ones(1)
     cols = np.empty((h, w + 2 * s), np.float32)
     kernels.correlate_rows(dist, wts, s, cols)  # axis 0 first, as gaussian_filter
     level = np.empty((h, w), np.int32)

@@ -75,6 +75,21 @@ def test_owner_is_the_first_raster_pixel() -> None:
     assert owned_ids(lab, (0, 3, 6, 6)).tolist() == []
 
 
+@pytest.mark.parametrize("spread", [1, 7919, 2**31 - 1])
+def test_owned_ids_equal_the_first_pixels_numpy_finds(spread) -> None:
+    """Dense (slide-global, raster-ordered) IDs take the compiled scan, sparse ones numpy.unique: same owners."""
+    lab = generate_section(SynthConfig(size_px=(300, 300), pixel_size_um=1.0, seed=9)).fibres.astype(np.uint64)
+    lab = np.where(lab > 0, (lab * spread) % (2**32 - 5) + 3, 0).astype(np.uint32)
+    for core in [(0, 0, 300, 300), (40, 60, 170, 250), (120, 0, 300, 90), (299, 299, 300, 300)]:
+        head = lab[: core[2]]
+        ids, first = np.unique(head.ravel(), return_index=True)
+        y, x = np.divmod(first, head.shape[1])
+        keep = (ids != 0) & (y >= core[0]) & (x >= core[1]) & (x < core[3])
+        got = owned_ids(lab, core)
+        assert got.dtype == np.uint32 and got.tolist() == ids[keep].tolist()
+    assert owned_ids(np.zeros((4, 4), np.uint32), (0, 0, 4, 4)).size == 0
+
+
 def test_unsegmented_slide_is_a_clear_error(client, tmp_path) -> None:
     path = tmp_path / "S2.ome.zarr"
     create_image(path, (2, 64, 64), np.uint16, pixel_size_um=1.0, channel_names=["a", "b"], chunk_px=64,
