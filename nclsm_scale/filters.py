@@ -1,9 +1,10 @@
 """Gaussian smoothing equal bit for bit to ``scipy.ndimage.gaussian_filter``, compiled.
 
 Written by hand for speed: scipy's ``correlate1d`` reads each line into a double
-buffer and runs a generic loop per output pixel, about 50 Mpx/s per pass on this
-project's development machine for a 7-tap kernel; ``measure`` smooths every
-window twice (hole smoothing, ridge filter), which made a quarter of its time.
+buffer and runs a generic loop per output pixel, about 55 Mpx/s for both passes of
+a 7-tap kernel on one core of this project's development machine; ``measure``
+smooths every window twice (hole smoothing, ridge filter), which made a quarter of
+its time.
 :func:`gaussian_nearest` computes the same sums in the same order (each axis in
 double precision, axis 0 first, rounded to float32 after each axis, scipy's
 symmetric-kernel order ``a[i] * w[0]`` then ``(a[i - k] + a[i + k]) * w[k]`` for
