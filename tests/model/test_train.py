@@ -183,7 +183,7 @@ def test_ncl_sm_masks_render_with_clean_renders_last(tmp_path, make_toy):
     with pytest.raises(ValueError, match="clean_renders 4 exceeds renders_per_mask 3"):
         TrainConfig(renders_per_mask=3, clean_renders=4)
     assert [s.name for s in samples] == ["T1_fibres[train]#0", "T1_fibres[train]#1", "T1_fibres[train]#2 clean"]
-    # the clean render of a seed adds nothing outside the fibres that the normal render of it has
+    # the clean render of a seed draws less membrane signal away from the fibres than its normal render
     clean = load_sources([str(tmp_path)], TrainConfig(**{**cfg.model_dump(), "clean_renders": 3}))
     far = ndimage.distance_transform_edt(samples[0].labels == 0) > 4
     for normal, tidy in zip(samples[:2], clean[:2], strict=True):
